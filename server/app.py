@@ -1,0 +1,67 @@
+"""Composition root: builds the store, operator registry, judge, executor and listener."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from semantic_ops.executor import Executor
+from semantic_ops.judges.litellm import LiteLLMJudge
+from semantic_ops.operators import Registry
+from server.config import Settings
+from server.pgwire.connection import MeansqlServer
+from server.session import Session
+from training.store import Store
+
+log = logging.getLogger(__name__)
+
+
+class App:
+    """Everything one meansql process runs, built in one place."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.registry = Registry.load(settings.operators_dir)  # a bad operator file stops start-up here
+        self.store = Store(settings.db)
+        try:
+            self.store.init()
+            self.judge = LiteLLMJudge(
+                api_base=settings.api_base,
+                api_key=settings.api_key,
+                max_concurrency=settings.max_concurrency,
+                timeout=settings.request_timeout,
+                num_retries=settings.num_retries,
+            )
+            self.executor = Executor(self.store, self.registry, self.judge, default_model=settings.model)
+            self.executor.register_udfs(self.store.database)
+        except BaseException:
+            self.store.close()
+            raise
+        self.server: MeansqlServer | None = None
+
+    def new_session(self, *, user: str = "", database: str = "") -> Session:
+        return Session(self.store, self.executor, user=user, database=database)
+
+    def listen(self) -> MeansqlServer:
+        """Bind the pg-wire listener (port 0 picks a free one)."""
+        self.server = MeansqlServer(
+            (self.settings.host, self.settings.port), self, max_message_size=self.settings.max_message_size
+        )
+        if self.settings.model:
+            # litellm takes seconds to import; do it before the first query needs it.
+            threading.Thread(target=self.judge.warm_up, name="meansql-warmup", daemon=True).start()
+        return self.server
+
+    @property
+    def model_description(self) -> str:
+        if self.settings.model:
+            where = f" at {self.settings.api_base}" if self.settings.api_base else ""
+            return f"{self.settings.model}{where}"
+        return "none configured (set MEANSQL_MODEL or model: in meansql.yaml)"
+
+    def close(self) -> None:
+        if self.server is not None:
+            self.server.shutdown()
+            self.server.server_close()
+        self.judge.close()
+        self.store.close()

@@ -1,0 +1,333 @@
+"""`meansql` commands: flags → Settings → app."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import decimal
+import json
+import logging
+import signal
+import sys
+import threading
+import uuid
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.table import Table
+
+from server.config import Settings
+from training.errors import MeansqlError
+
+app = typer.Typer(help="meansql: PostgreSQL wire-protocol server with a semantic MEANS operator.",
+                  no_args_is_help=True, add_completion=False)
+db_app = typer.Typer(help="Database file maintenance.", no_args_is_help=True)
+sql_app = typer.Typer(help="Run SQL without a client.", no_args_is_help=True)
+training_app = typer.Typer(help="Annotations and training examples.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(sql_app, name="sql")
+app.add_typer(training_app, name="training")
+
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
+
+DbOpt = Annotated[Optional[Path], typer.Option("--db", help="DuckDB database file (default ./meansql.duckdb).")]
+ConfigOpt = Annotated[Optional[Path], typer.Option("--config", help="meansql.yaml to read (default: beside the database).")]
+UrlOpt = Annotated[Optional[str], typer.Option("--url", help="Talk to a running server, e.g. postgresql://localhost:15432/default.")]
+FormatOpt = Annotated[str, typer.Option("--format", help="table, json or csv.")]
+
+
+class _JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {"ts": dt.datetime.now().isoformat(), "level": record.levelname, "logger": record.name,
+                 "message": record.getMessage()}
+        if record.exc_info:
+            entry["exc"] = self.formatException(record.exc_info)
+        return json.dumps(entry)
+
+
+def _setup_logging(settings: Settings) -> None:
+    handler: logging.Handler
+    if settings.log_format == "json":
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(_JsonFormatter())
+    else:
+        handler = RichHandler(console=err, show_path=False)
+    logging.basicConfig(level=settings.log_level, handlers=[handler], force=True)
+    for noisy in ("LiteLLM", "litellm", "httpx", "httpcore", "openai"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _fail(exc: MeansqlError) -> None:
+    err.print(f"[red]error[/red] ({exc.sqlstate}): {exc.message}", highlight=False)
+    if exc.hint:
+        err.print(f"hint: {exc.hint}", highlight=False)
+    raise typer.Exit(1)
+
+
+def _settings(config: Path | None, **overrides: Any) -> Settings:
+    try:
+        return Settings.load(config=config, overrides=overrides)
+    except MeansqlError as exc:
+        _fail(exc)
+        raise  # unreachable
+
+
+def _build(settings: Settings) -> Any:
+    from server.app import App
+
+    try:
+        return App(settings)
+    except MeansqlError as exc:
+        _fail(exc)
+
+
+@app.command()
+def serve(
+    db: DbOpt = None,
+    config: ConfigOpt = None,
+    host: Annotated[Optional[str], typer.Option(help="Address to listen on (default 127.0.0.1).")] = None,
+    port: Annotated[Optional[int], typer.Option(help="Port to listen on (default 15432).")] = None,
+    model: Annotated[Optional[str], typer.Option(help="litellm model, e.g. openai/gpt-4o-mini.")] = None,
+    api_base: Annotated[Optional[str], typer.Option("--api-base", help="Base URL of the model server.")] = None,
+    operators_dir: Annotated[Optional[Path], typer.Option("--operators-dir", help="Directory of operator YAML files.")] = None,
+    log_level: Annotated[Optional[str], typer.Option("--log-level", help="DEBUG, INFO, WARNING or ERROR.")] = None,
+    log_format: Annotated[Optional[str], typer.Option("--log-format", help="rich or json.")] = None,
+) -> None:
+    """Serve the PostgreSQL wire protocol over a DuckDB file."""
+    settings = _settings(config, db=db, host=host, port=port, model=model, api_base=api_base,
+                         operators_dir=operators_dir, log_level=log_level, log_format=log_format)
+    _setup_logging(settings)
+    application = _build(settings)
+    server = application.listen()
+    host_, port_ = server.server_address[:2]
+    if host_ not in ("127.0.0.1", "::1", "localhost"):
+        err.print(f"[yellow]warning[/yellow]: listening on {host_} without authentication: anyone who can "
+                  "reach this address can read and change the database")
+    out.print(f"meansql listening on {host_}:{port_} (database {settings.db}, model: {application.model_description})",
+              highlight=False)
+    out.print(f"connect with: psql postgresql://localhost:{port_}/default", highlight=False)
+    sys.stdout.flush()
+
+    stop = threading.Event()
+
+    def _stop(signum: int, frame: Any) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    thread = threading.Thread(target=server.serve_forever, name="meansql-accept", daemon=True)
+    thread.start()
+    stop.wait()
+    out.print("meansql stopping", highlight=False)
+    application.close()
+
+
+@db_app.command("init")
+def db_init(db: DbOpt = None, config: ConfigOpt = None) -> None:
+    """Create or migrate the tables and views (idempotent)."""
+    from training.store import Store
+
+    settings = _settings(config, db=db)
+    try:
+        store = Store(settings.db)
+        version = store.init()
+        store.close()
+    except MeansqlError as exc:
+        _fail(exc)
+    out.print(f"{settings.db}: schema version {version}", highlight=False)
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, dt.date | dt.time | dt.datetime):
+        return v.isoformat()
+    if isinstance(v, decimal.Decimal | uuid.UUID):
+        return str(v)
+    if isinstance(v, bytes):
+        return v.hex()
+    if isinstance(v, dt.timedelta):
+        return str(v)
+    return v
+
+
+def _print_rows(columns: list[str], rows: list[Any], fmt: str) -> None:
+    if fmt == "json":
+        print(json.dumps([{c: _jsonable(v) for c, v in zip(columns, r)} for r in rows], default=str))
+    elif fmt == "csv":
+        writer = csv.writer(sys.stdout)
+        writer.writerow(columns)
+        writer.writerows([[_jsonable(v) for v in r] for r in rows])
+    else:
+        table = Table(*columns)
+        for r in rows:
+            table.add_row(*["NULL" if v is None else str(_jsonable(v)) for v in r])
+        out.print(table)
+
+
+def _query_url(url: str, sql: str, fmt: str, params: tuple[Any, ...] | None = None) -> None:
+    import psycopg
+
+    try:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.add_notice_handler(lambda d: err.print(f"{d.severity}: {d.message_primary}", highlight=False))
+            cur = conn.execute(sql, params)
+            while True:
+                if cur.description:
+                    _print_rows([d.name for d in cur.description], cur.fetchall(), fmt)
+                elif cur.statusmessage and fmt == "table":
+                    out.print(cur.statusmessage, highlight=False)
+                if not cur.nextset():
+                    break
+    except psycopg.Error as exc:
+        diag = getattr(exc, "diag", None)
+        err.print(f"[red]error[/red] ({getattr(diag, 'sqlstate', None)}): {exc}", highlight=False)
+        raise typer.Exit(1) from exc
+
+
+def _query_db(settings: Settings, sql: str, fmt: str) -> None:
+    application = _build(settings)
+    try:
+        session = application.new_session(user="cli")
+        session.notice = lambda severity, message: err.print(f"{severity}: {message}", highlight=False)
+        for stmt in session.split(sql):
+            result = session.run(stmt)
+            if result.columns is not None:
+                _print_rows([c for c, _ in result.columns], list(result.rows or []), fmt)
+            elif fmt == "table":
+                out.print(result.tag, highlight=False)
+        session.close()
+    except MeansqlError as exc:
+        _fail(exc)
+    except Exception as exc:
+        from server.errors import translate
+
+        f = translate(exc)
+        err.print(f"[red]error[/red] ({f.sqlstate}): {f.message}", highlight=False)
+        raise typer.Exit(1) from exc
+    finally:
+        application.close()
+
+
+@sql_app.command("query")
+def sql_query(
+    sql: Annotated[str, typer.Argument(help="SQL to run; MEANS works here too.")],
+    db: DbOpt = None,
+    url: UrlOpt = None,
+    config: ConfigOpt = None,
+    fmt: FormatOpt = "table",
+) -> None:
+    """Run SQL on the database file, or on a running server with --url."""
+    if fmt not in ("table", "json", "csv"):
+        raise typer.BadParameter("--format must be table, json or csv")
+    if url:
+        _query_url(url, sql, fmt)
+    else:
+        _query_db(_settings(config, db=db), sql, fmt)
+
+
+@app.command()
+def run(
+    operator: Annotated[Path, typer.Argument(help="Operator YAML file.")],
+    input: Annotated[str, typer.Option("--input", help='Input as JSON, e.g. {"text": "..."}.')],
+    session: Annotated[Optional[str], typer.Option("--session", help="Session id recorded in unified_logs.")] = None,
+    db: DbOpt = None,
+    config: ConfigOpt = None,
+    model: Annotated[Optional[str], typer.Option(help="litellm model (default: the operator's, then the configured one).")] = None,
+) -> None:
+    """Run one operator definition on one input, print its output and log the call."""
+    from semantic_ops.operators import load_file
+
+    try:
+        inputs = json.loads(input)
+    except json.JSONDecodeError as exc:
+        raise typer.BadParameter(f"--input is not JSON: {exc}") from exc
+    if not isinstance(inputs, dict):
+        raise typer.BadParameter("--input must be a JSON object")
+    settings = _settings(config, db=db, model=model)
+    try:
+        op = load_file(operator)
+    except MeansqlError as exc:
+        _fail(exc)
+    application = _build(settings)
+    try:
+        ctx = application.executor.begin(session or f"run-{uuid.uuid4().hex[:8]}",
+                                         lambda severity, message: err.print(f"{severity}: {message}", highlight=False))
+        try:
+            answer = application.executor.run_operator(op, inputs, ctx)
+        finally:
+            application.executor.end(ctx)
+        out.print("NULL" if answer is None else (str(answer).lower() if isinstance(answer, bool) else str(answer)),
+                  highlight=False)
+    except MeansqlError as exc:
+        _fail(exc)
+    finally:
+        application.close()
+
+
+@training_app.command("mark")
+def training_mark(
+    trace_ids: Annotated[list[str], typer.Argument(help="trace_id values from unified_logs.")],
+    untrainable: Annotated[bool, typer.Option("--untrainable", help="Mark as not trainable instead.")] = False,
+    verified: Annotated[bool, typer.Option("--verified", help="A person checked the answer.")] = False,
+    confidence: Annotated[float, typer.Option("--confidence", min=0.0, max=1.0, help="0 to 1.")] = 1.0,
+    notes: Annotated[Optional[str], typer.Option("--notes")] = None,
+    tags: Annotated[Optional[str], typer.Option("--tags", help="Comma-separated tags.")] = None,
+    db: DbOpt = None,
+    url: UrlOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Mark logged model calls as training examples (again: the last mark wins)."""
+    from training.annotations import mark_as_trainable
+
+    tag_list = [t.strip() for t in tags.split(",") if t.strip()] if tags else None
+    settings = _settings(config, db=db)
+    try:
+        n = mark_as_trainable(trace_ids, trainable=not untrainable, verified=verified, confidence=confidence,
+                              notes=notes, tags=tag_list, db=None if url else settings.db, url=url)
+    except MeansqlError as exc:
+        _fail(exc)
+    out.print(f"marked {n} trace(s) as {'not ' if untrainable else ''}trainable", highlight=False)
+
+
+@training_app.command("stats")
+def training_stats(
+    cascade: Annotated[Optional[str], typer.Option("--cascade", help="Only this cascade_id.")] = None,
+    db: DbOpt = None,
+    url: UrlOpt = None,
+    config: ConfigOpt = None,
+    fmt: FormatOpt = "table",
+) -> None:
+    """Examples, trainable and verified counts per cascade and cell."""
+    if url:
+        sql = ("SELECT * FROM training_stats_by_cascade WHERE %s::VARCHAR IS NULL OR cascade_id = %s "
+               "ORDER BY trainable_count DESC, cascade_id, cell_name")
+        _query_url(url, sql, fmt, (cascade, cascade))
+        return
+    from training.retrieval import stats
+    from training.store import Store
+
+    settings = _settings(config, db=db)
+    try:
+        store = Store(settings.db)
+        try:
+            store.init()
+            cur = store.cursor()
+            rows = stats(cur, cascade)
+            cur.close()
+        finally:
+            store.close()
+    except MeansqlError as exc:
+        _fail(exc)
+    columns = ["cascade_id", "cell_name", "example_count", "trainable_count", "verified_count", "avg_confidence"]
+    _print_rows(columns, [[r[c] for c in columns] for r in rows], fmt)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,84 @@
+"""Settings: the one table of meansql's settings.
+
+Each field is a YAML key of meansql.yaml, an environment variable
+``MEANSQL_<NAME>`` and, where the CLI offers it, a flag ``--<name>``.
+Precedence: flag, then environment, then meansql.yaml, then the default.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from training.errors import MeansqlError
+
+
+class ConfigError(MeansqlError, code="F0000"):
+    """meansql.yaml or an environment variable holds a bad value."""
+
+
+class Settings(BaseModel):
+    """Everything meansql can be told, with the default it assumes."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    db: Path = Field(Path("meansql.duckdb"), description="DuckDB database file holding tables, logs and training data.")
+    host: str = Field("127.0.0.1", description="Address the pg-wire server listens on.")
+    port: int = Field(15432, ge=0, le=65535, description="Port of the pg-wire server (0: any free port).")
+    model: str | None = Field(None, description="litellm model name used by operators that name none, e.g. openai/gpt-4o-mini.")
+    api_base: str | None = Field(None, description="Base URL of an OpenAI-compatible or self-hosted model server.")
+    api_key: str | None = Field(None, description="API key passed to litellm; default: the provider's usual variable (OPENAI_API_KEY, ...).")
+    operators_dir: Path | None = Field(None, description="Directory of operator YAML files that add to or override the built-ins.")
+    max_concurrency: int = Field(64, ge=1, le=1024, description="Model calls in flight at once.")
+    request_timeout: float = Field(30.0, gt=0, le=60, description="Seconds one model call may take before it is retried.")
+    num_retries: int = Field(3, ge=0, le=10, description="Retries of a model call on 429, 5xx, timeouts and connection errors.")
+    max_message_size: int = Field(256 * 1024 * 1024, ge=1024, le=1 << 30, description="Largest frontend message body accepted, in bytes.")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Server log level.")
+    log_format: Literal["rich", "json"] = Field("rich", description="Server log format: rich for people, json lines for machines.")
+
+    @classmethod
+    def env_name(cls, field: str) -> str:
+        return f"MEANSQL_{field.upper()}"
+
+    @classmethod
+    def load(
+        cls,
+        *,
+        config: Path | None = None,
+        overrides: Mapping[str, Any] | None = None,
+        environ: Mapping[str, str] | None = None,
+    ) -> Settings:
+        """Settings from a YAML file, the environment and explicit overrides (e.g. CLI flags)."""
+        environ = os.environ if environ is None else environ
+        overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
+        values: dict[str, Any] = {}
+        db = Path(overrides.get("db") or environ.get(cls.env_name("db")) or cls.model_fields["db"].default)
+        path = config or db.parent / "meansql.yaml"
+        if config is not None and not path.is_file():
+            raise ConfigError(f"config file {path} does not exist")
+        if path.is_file():
+            try:
+                data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+            except yaml.YAMLError as exc:
+                raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+            if not isinstance(data, dict):
+                raise ConfigError(f"{path}: must be a mapping of setting: value")
+            values.update(data)
+        for name in cls.model_fields:
+            env = environ.get(cls.env_name(name))
+            if env not in (None, ""):
+                values[name] = env
+        values.update(overrides)
+        try:
+            return cls.model_validate(values)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            field = ".".join(str(p) for p in first["loc"])
+            raise ConfigError(
+                f"setting '{field}' ({cls.env_name(field)} or {field}: in {path}): {first['msg']}"
+            ) from exc

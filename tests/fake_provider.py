@@ -1,0 +1,185 @@
+"""A stand-in for a paid OpenAI-compatible provider, on loopback only.
+
+It answers /v1/chat/completions by reading the ``Criterion:`` and ``Text:``
+lines of the last user message and matching keywords, records every request it
+received, and can be told (POST /_control) to be slow, fail with a status code
+(429 with Retry-After, 500, ...), answer garbage, or refuse requests beyond a
+number in flight. Tests and bench scripts start it; `python -m tests.fake_provider`
+runs it by hand.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import re
+import threading
+import time
+import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+KEYWORDS = {
+    "eco-friendly": ("bamboo", "sustainable", "reusable", "eco", "organic", "recycled", "compost"),
+    "luxury": ("gold", "silk", "diamond", "premium", "cashmere"),
+}
+
+_CRITERION = re.compile(r"^Criterion:\s*(.*)$", re.M)
+_TEXT = re.compile(r"^Text:\s*(.*)$", re.M)
+
+
+def decide(criterion: str, text: str) -> bool:
+    """The stand-in's judgement: keywords of a known criterion, else the criterion's words."""
+    words = KEYWORDS.get(criterion.strip().lower()) or tuple(w for w in re.findall(r"\w+", criterion.lower()) if len(w) > 2)
+    low = text.lower()
+    return any(w in low for w in words)
+
+
+class Behaviour:
+    def __init__(self) -> None:
+        self.delay = 0.0
+        self.fail_rate = 0.0
+        self.fail_status = 500
+        self.fail_first = 0          # fail this many requests, then behave
+        self.retry_after: float | None = None
+        self.garbage = False
+        self.max_inflight = 0        # 0: no limit; beyond it answer 429
+        self.answers: dict[str, str] = {}  # text -> exact answer to send
+
+
+class FakeProvider:
+    """The server object: start(), url, requests, control via attributes."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.behaviour = Behaviour()
+        self.requests: list[dict[str, Any]] = []
+        self.lock = threading.Lock()
+        self.inflight = 0
+        self.max_seen_inflight = 0
+        self.attempts = 0
+        provider = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def _json(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                for k, v in (headers or {}).items():
+                    self.send_header(k, v)
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self) -> None:
+                if self.path == "/_requests":
+                    with provider.lock:
+                        self._json(200, provider.requests)
+                else:
+                    self._json(404, {"error": "not found"})
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length", "0"))
+                body = json.loads(self.rfile.read(length) or b"{}")
+                if self.path == "/_control":
+                    for k, v in body.items():
+                        setattr(provider.behaviour, k, v)
+                    self._json(200, {"ok": True})
+                elif self.path == "/_reset":
+                    provider.reset()
+                    self._json(200, {"ok": True})
+                elif self.path.rstrip("/").endswith("/chat/completions"):
+                    provider.chat(self, body)
+                else:
+                    self._json(404, {"error": "not found"})
+
+        self.server = ThreadingHTTPServer((host, port), Handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        host, port = self.server.server_address[:2]
+        return f"http://{host}:{port}/v1"
+
+    def start(self) -> FakeProvider:
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def reset(self) -> None:
+        with self.lock:
+            self.behaviour = Behaviour()
+            self.requests.clear()
+            self.attempts = 0
+            self.max_seen_inflight = 0
+
+    def chat(self, handler: Any, body: dict[str, Any]) -> None:
+        b = self.behaviour
+        with self.lock:
+            self.attempts += 1
+            attempt = self.attempts
+            self.inflight += 1
+            self.max_seen_inflight = max(self.max_seen_inflight, self.inflight)
+            over = b.max_inflight and self.inflight > b.max_inflight
+            self.requests.append({"t": time.time(), "body": body, "attempt": attempt})
+        try:
+            if over:
+                handler._json(429, {"error": {"message": "too many requests in flight"}},
+                              {"Retry-After": str(b.retry_after or 1)})
+                return
+            if b.delay:
+                time.sleep(b.delay)
+            if attempt <= b.fail_first or (b.fail_rate and random.random() < b.fail_rate):
+                headers = {"Retry-After": str(b.retry_after)} if b.retry_after is not None else {}
+                handler._json(b.fail_status, {"error": {"message": f"injected failure {b.fail_status}"}}, headers)
+                return
+            messages = body.get("messages", [])
+            user = next((m["content"] for m in reversed(messages) if m.get("role") == "user"), "")
+            crit = _CRITERION.findall(user)
+            text = _TEXT.findall(user)
+            if b.garbage:
+                answer = "I am not sure, it depends."
+            elif text and text[-1] in b.answers:
+                answer = b.answers[text[-1]]
+            elif crit and text:
+                answer = "true" if decide(crit[-1], text[-1]) else "false"
+            else:
+                answer = "false"
+            handler._json(200, {
+                "id": f"chatcmpl-{uuid.uuid4().hex[:12]}",
+                "object": "chat.completion",
+                "created": int(time.time()),
+                "model": body.get("model", "fake"),
+                "choices": [{"index": 0, "finish_reason": "stop",
+                             "message": {"role": "assistant", "content": answer}}],
+                "usage": {"prompt_tokens": sum(len(m.get("content", "").split()) for m in messages),
+                          "completion_tokens": 1, "total_tokens": 0},
+            })
+        finally:
+            with self.lock:
+                self.inflight -= 1
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--port", type=int, default=8089)
+    args = parser.parse_args()
+    provider = FakeProvider(port=args.port).start()
+    print(f"stand-in provider at {provider.url}", flush=True)
+    try:
+        provider.thread.join()
+    except KeyboardInterrupt:
+        provider.stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,86 @@
+"""Marking logged model calls as training examples (last write wins per trace)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from training import schema
+from training.errors import InvalidAnnotation
+
+if TYPE_CHECKING:
+    from training.store import Store
+
+
+def _check(confidence: float | None) -> None:
+    if confidence is not None and not 0.0 <= confidence <= 1.0:
+        raise InvalidAnnotation(f"confidence must be between 0 and 1, got {confidence}")
+
+
+def annotate(
+    store: Store,
+    trace_ids: Sequence[str],
+    *,
+    trainable: bool = True,
+    verified: bool = False,
+    confidence: float | None = 1.0,
+    notes: str | None = None,
+    tags: Sequence[str] | None = None,
+) -> int:
+    """Upsert annotations for trace_ids through the store's writer; returns how many."""
+    _check(confidence)
+    rows = [
+        [tid, trainable, verified, confidence, notes, list(tags) if tags is not None else None]
+        for tid in trace_ids
+    ]
+
+    def upsert(cur: object) -> None:
+        for row in rows:
+            cur.execute(schema.UPSERT_ANNOTATION, row)  # type: ignore[attr-defined]
+
+    store.write(upsert).result()
+    return len(rows)
+
+
+def mark_as_trainable(
+    trace_ids: Sequence[str],
+    trainable: bool = True,
+    verified: bool = False,
+    confidence: float | None = 1.0,
+    notes: str | None = None,
+    tags: Sequence[str] | None = None,
+    *,
+    db: str | Path | None = None,
+    url: str | None = None,
+) -> int:
+    """Mark logged calls as training examples.
+
+    With ``url`` the annotation goes over the wire to a running meansql server
+    (plain SQL, as any client would send it); otherwise the DuckDB file ``db``
+    (default ``./meansql.duckdb``) is opened directly.
+    """
+    _check(confidence)
+    if url is not None:
+        import psycopg
+
+        with psycopg.connect(url, autocommit=True) as conn:
+            for tid in trace_ids:
+                conn.execute(
+                    "INSERT INTO training_annotations "
+                    "(trace_id, trainable, verified, confidence, notes, tags) "
+                    "VALUES (%s, %s, %s, %s, %s, %s)",
+                    (tid, trainable, verified, confidence, notes, list(tags) if tags else None),
+                )
+        return len(trace_ids)
+    from training.store import Store
+
+    store = Store(db or "meansql.duckdb")
+    try:
+        store.init()
+        return annotate(
+            store, trace_ids, trainable=trainable, verified=verified,
+            confidence=confidence, notes=notes, tags=tags,
+        )
+    finally:
+        store.close()

@@ -1,0 +1,133 @@
+"""Choosing the training examples an operator's prompt carries.
+
+Fetching candidates is one query; ranking them is pure (strategies are a dict
+keyed by their YAML names). Examples judged under the same criterion come
+first; other criteria of the same operator only fill up what is missing.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from training import schema
+
+
+@dataclass(frozen=True)
+class Example:
+    """One annotated call, as a prompt shows it."""
+
+    trace_id: str
+    input: str
+    criterion: str | None
+    output: str
+    confidence: float | None
+    verified: bool
+    timestamp: dt.datetime | None
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The chosen examples and where they came from."""
+
+    examples: tuple[Example, ...]
+    strategy: str
+    same_criterion: int
+    other_criteria: int
+
+
+def _recent(items: list[Example], rng: random.Random) -> list[Example]:
+    epoch = dt.datetime.min
+    return sorted(items, key=lambda e: e.timestamp or epoch, reverse=True)
+
+
+def _high_confidence(items: list[Example], rng: random.Random) -> list[Example]:
+    epoch = dt.datetime.min
+    return sorted(
+        items,
+        key=lambda e: (e.confidence if e.confidence is not None else 1.0, e.verified, e.timestamp or epoch),
+        reverse=True,
+    )
+
+
+def _random(items: list[Example], rng: random.Random) -> list[Example]:
+    shuffled = list(items)
+    rng.shuffle(shuffled)
+    return shuffled
+
+
+STRATEGIES: dict[str, Callable[[list[Example], random.Random], list[Example]]] = {
+    "recent": _recent,
+    "high_confidence": _high_confidence,
+    "random": _random,
+}
+
+
+def rank(
+    candidates: Sequence[Example],
+    *,
+    strategy: str,
+    limit: int,
+    criterion: str | None,
+    rng: random.Random | None = None,
+) -> Selection:
+    """Pick up to ``limit`` examples: same criterion first, then the others."""
+    order = STRATEGIES[strategy]
+    rng = rng or random.Random()
+    same = [e for e in candidates if e.criterion == criterion]
+    other = [e for e in candidates if e.criterion != criterion]
+    chosen_same = order(same, rng)[:limit]
+    chosen_other = order(other, rng)[: limit - len(chosen_same)]
+    return Selection(tuple(chosen_same + chosen_other), strategy, len(chosen_same), len(chosen_other))
+
+
+def fetch_candidates(
+    cursor: Any,
+    *,
+    cascade_id: str,
+    cell_name: str,
+    min_confidence: float,
+    verified_only: bool,
+) -> list[Example]:
+    """Trainable examples of one cascade and cell that pass the filters."""
+    rows = cursor.execute(
+        schema.SELECT_EXAMPLE_CANDIDATES,
+        [cascade_id, cell_name, min_confidence, verified_only],
+    ).fetchall()
+    return [
+        Example(
+            trace_id=r[0], input=r[1] or "", criterion=r[2], output=r[3] or "",
+            confidence=r[4], verified=bool(r[5]), timestamp=r[6],
+        )
+        for r in rows
+    ]
+
+
+def select_examples(
+    cursor: Any,
+    *,
+    cascade_id: str,
+    cell_name: str,
+    strategy: str,
+    limit: int,
+    min_confidence: float = 0.0,
+    verified_only: bool = False,
+    criterion: str | None = None,
+    rng: random.Random | None = None,
+) -> Selection:
+    """Fetch and rank the examples one operator cell injects."""
+    candidates = fetch_candidates(
+        cursor, cascade_id=cascade_id, cell_name=cell_name,
+        min_confidence=min_confidence, verified_only=verified_only,
+    )
+    return rank(candidates, strategy=strategy, limit=limit, criterion=criterion, rng=rng)
+
+
+def stats(cursor: Any, cascade_id: str | None = None) -> list[dict[str, Any]]:
+    """Rows of training_stats_by_cascade, optionally for one cascade."""
+    cur = cursor.execute(schema.STATS, [cascade_id, cascade_id])
+    names = [d[0] for d in cur.description]
+    return [dict(zip(names, row)) for row in cur.fetchall()]

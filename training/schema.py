@@ -1,0 +1,145 @@
+"""DDL, views and migrations of the store: all of its SQL text in one place.
+
+The log table carries no index or constraint so that appends stay cheap and a
+torn WAL never has an index to replay. Annotations are keyed by trace_id
+(last write wins), which needs the primary key.
+"""
+
+from __future__ import annotations
+
+SCHEMA_VERSION = 1
+
+CREATE_VERSION_TABLE = """
+CREATE TABLE IF NOT EXISTS schema_version (
+    version INTEGER,
+    applied_at TIMESTAMP DEFAULT current_timestamp
+)
+"""
+
+# Migration n takes the schema from version n-1 to n.
+MIGRATIONS: dict[int, list[str]] = {
+    1: [
+        """
+        CREATE TABLE IF NOT EXISTS unified_logs (
+            trace_id VARCHAR,
+            session_id VARCHAR,
+            query_id VARCHAR,
+            cascade_id VARCHAR,
+            cell_name VARCHAR,
+            role VARCHAR,
+            model VARCHAR,
+            full_request_json JSON,
+            content_json JSON,
+            user_input VARCHAR,
+            criterion VARCHAR,
+            input_json JSON,
+            assistant_output VARCHAR,
+            answer BOOLEAN,
+            prompt_tokens INTEGER,
+            completion_tokens INTEGER,
+            cost DOUBLE,
+            latency_ms DOUBLE,
+            cache_hit BOOLEAN,
+            attempt INTEGER,
+            error VARCHAR,
+            "timestamp" TIMESTAMP
+        )
+        """,
+        """
+        CREATE TABLE IF NOT EXISTS training_annotations (
+            trace_id VARCHAR PRIMARY KEY,
+            trainable BOOLEAN DEFAULT true,
+            verified BOOLEAN DEFAULT false,
+            confidence DOUBLE DEFAULT 1.0,
+            notes VARCHAR,
+            tags VARCHAR[],
+            created_at TIMESTAMP DEFAULT current_timestamp,
+            updated_at TIMESTAMP DEFAULT current_timestamp
+        )
+        """,
+        """
+        CREATE OR REPLACE VIEW training_examples_mv AS
+        SELECT trace_id, session_id, cascade_id, cell_name, user_input, criterion,
+               input_json, assistant_output, model, "timestamp"
+        FROM unified_logs
+        WHERE role = 'assistant' AND error IS NULL AND assistant_output IS NOT NULL
+        """,
+        """
+        CREATE OR REPLACE VIEW training_examples_with_annotations AS
+        SELECT e.*,
+               coalesce(a.trainable, false) AS trainable,
+               coalesce(a.verified, false) AS verified,
+               a.confidence,
+               a.notes,
+               a.tags,
+               a.updated_at AS annotated_at
+        FROM training_examples_mv e
+        LEFT JOIN training_annotations a USING (trace_id)
+        """,
+        """
+        CREATE OR REPLACE VIEW training_stats_by_cascade AS
+        SELECT cascade_id, cell_name,
+               count(*) AS example_count,
+               count(*) FILTER (WHERE trainable) AS trainable_count,
+               count(*) FILTER (WHERE verified) AS verified_count,
+               avg(confidence) FILTER (WHERE trainable) AS avg_confidence
+        FROM training_examples_with_annotations
+        GROUP BY cascade_id, cell_name
+        """,
+        # ClickHouse spelling used by the quick-start queries; '$.a[-1]' becomes
+        # DuckDB's '$.a[#-1]'.
+        """
+        CREATE OR REPLACE MACRO JSONExtractString(j, p) AS
+            json_extract_string(j, regexp_replace(p, '\\[-', '[#-', 'g'))
+        """,
+    ],
+}
+
+# Columns a user may set when annotating; the rest belong to the store.
+ANNOTATION_COLUMNS = ("trainable", "verified", "confidence", "notes", "tags")
+
+UPSERT_ANNOTATION = """
+INSERT INTO training_annotations (trace_id, trainable, verified, confidence, notes, tags)
+VALUES (?, ?, ?, ?, ?, ?)
+ON CONFLICT (trace_id) DO UPDATE SET
+    trainable = excluded.trainable,
+    verified = excluded.verified,
+    confidence = excluded.confidence,
+    notes = excluded.notes,
+    tags = excluded.tags,
+    updated_at = now()
+"""
+
+INSERT_LOG = """
+INSERT INTO unified_logs (
+    trace_id, session_id, query_id, cascade_id, cell_name, role, model,
+    full_request_json, content_json, user_input, criterion, input_json,
+    assistant_output, answer, prompt_tokens, completion_tokens, cost, latency_ms,
+    cache_hit, attempt, error, "timestamp")
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+"""
+
+LOG_FIELDS = (
+    "trace_id", "session_id", "query_id", "cascade_id", "cell_name", "role", "model",
+    "full_request_json", "content_json", "user_input", "criterion", "input_json",
+    "assistant_output", "answer", "prompt_tokens", "completion_tokens", "cost",
+    "latency_ms", "cache_hit", "attempt", "error", "timestamp",
+)
+
+# Candidate examples for injection: trainable traces of one cascade and cell.
+# The strategy decides order and limit in Python (retrieval.py).
+SELECT_EXAMPLE_CANDIDATES = """
+SELECT trace_id, user_input, criterion, assistant_output, confidence, verified,
+       "timestamp", annotated_at
+FROM training_examples_with_annotations
+WHERE cascade_id = ? AND cell_name = ? AND trainable
+  AND coalesce(confidence, 1.0) >= ?
+  AND (verified OR NOT ?)
+"""
+
+STATS = """
+SELECT cascade_id, cell_name, example_count, trainable_count, verified_count, avg_confidence
+FROM training_stats_by_cascade
+WHERE ? IS NULL OR cascade_id = ?
+ORDER BY trainable_count DESC, cascade_id, cell_name
+"""
