@@ -21,6 +21,7 @@ import sqlglot
 from sqlglot import exp
 
 from semantic_ops import dialect, rewrite
+from semantic_ops.errors import SemanticTypeError
 from semantic_ops.executor import Executor, QueryContext
 from server.errors import InFailedTransaction, UndefinedParameter
 from server.pgwire import types
@@ -220,6 +221,8 @@ class Session:
         except duckdb.Error as exc:
             if ctx is not None and ctx.error is not None:
                 raise ctx.error from exc
+            if ctx is not None and isinstance(exc, duckdb.BinderException):
+                raise self._argument_error(exc) from exc
             raise
         finally:
             if ctx is not None:
@@ -236,6 +239,21 @@ class Session:
         if ctx is not None:
             return Result("SELECT", columns, iter(rows or []), count_rows=True)
         return Result("SELECT", columns, _stream(cur), count_rows=True)
+
+    def _argument_error(self, exc: duckdb.BinderException) -> Exception:
+        """DuckDB's 'no function matches' for an operator, in the operator's own words."""
+        m = re.search(r"'meansql_(\w+)\(([^)]*)\)'", str(exc))
+        if not m or m.group(1) not in self.executor.registry.by_function:
+            return exc
+        sig = self.executor.registry.function(m.group(1)).signature()
+        got = [t.strip().replace("STRING_LITERAL", "VARCHAR").replace("INTEGER_LITERAL", "INTEGER")
+               for t in m.group(2).split(",")][1:]
+        wrong = [f"{n} is {g}" for n, want, g in zip(sig.arg_names, sig.arg_types, got) if g != want]
+        word = sig.infix or sig.name
+        return SemanticTypeError(
+            f"{word} needs {', '.join(t.lower() for t in sig.arg_types)} arguments: {'; '.join(wrong) or ', '.join(got)}",
+            hint=f"cast the argument, e.g. id::TEXT {word} '...', or call {sig.usage}",
+        )
 
     def describe(self, stmt: Statement, n_params: int) -> list[tuple[str, int]] | None:
         """Result columns of a statement, found without running it."""

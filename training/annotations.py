@@ -64,13 +64,16 @@ def mark_as_trainable(
     if url is not None:
         import psycopg
 
+        tag_list = list(tags or [])
+        # One parameter per tag: a text[] parameter's type is not inferred from the column yet.
+        tags_sql = f"list_value({', '.join(['%s'] * len(tag_list))})" if tags is not None else "NULL"
         with psycopg.connect(url, autocommit=True) as conn:
             for tid in trace_ids:
                 conn.execute(
                     "INSERT INTO training_annotations "
                     "(trace_id, trainable, verified, confidence, notes, tags) "
-                    "VALUES (%s, %s, %s, %s, %s, %s)",
-                    (tid, trainable, verified, confidence, notes, list(tags) if tags else None),
+                    f"VALUES (%s, %s, %s, %s, %s, {tags_sql})",
+                    (tid, trainable, verified, confidence, notes, *tag_list),
                 )
         return len(trace_ids)
     from training.store import Store

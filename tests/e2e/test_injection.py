@@ -1,0 +1,90 @@
+"""Annotated examples reach the prompt in every format and strategy, per operator."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from tests.conftest import ServerProcess, create_products
+from tests.fake_provider import FakeProvider
+
+OPERATOR = """\
+cascade_id: {cascade}
+sql_function:
+  name: {name}
+  operator: {word}
+  args: [{{name: text}}, {{name: criterion}}]
+  returns: BOOLEAN
+cells:
+  - name: evaluate
+    use_training: true
+    training_limit: 2
+    training_strategy: {strategy}
+    training_format: {fmt}
+    training_min_confidence: 0.5
+    training_verified_only: {verified_only}
+    instructions: |
+      Criterion: {{{{ input.criterion }}}}
+      Text: {{{{ input.text }}}}
+"""
+
+CASES = {
+    # name: (word, strategy, format, verified_only, the block's marker)
+    "means_xml": ("XMEANS", "recent", "xml", "false", "<example>"),
+    "means_md": ("MDMEANS", "high_confidence", "markdown", "false", "**Example 1:**"),
+    "means_fs": ("FSMEANS", "random", "few_shot", "true", "Example 1:\nInput: "),
+}
+
+
+def test_formats_strategies_and_filters(start_server: Callable[..., ServerProcess], tmp_path: Path,
+                                        fresh_provider: FakeProvider) -> None:
+    ops = tmp_path / "ops"
+    ops.mkdir()
+    for name, (word, strategy, fmt, verified_only, _) in CASES.items():
+        (ops / f"{name}.yaml").write_text(OPERATOR.format(cascade=name, name=name, word=word, strategy=strategy,
+                                                          fmt=fmt, verified_only=verified_only))
+    server = start_server("--operators-dir", str(ops))
+    notices: list[str] = []
+    with server.connect() as conn:
+        conn.add_notice_handler(lambda d: notices.append(d.message_primary or ""))
+        create_products(conn)
+        for name, (word, *_rest) in CASES.items():
+            conn.execute(f"SELECT description {word} 'eco-friendly' FROM products")
+            traces = dict(conn.execute("SELECT user_input, trace_id FROM unified_logs WHERE cascade_id = %s",
+                                       (name,)).fetchall())
+            # bamboo: verified, 0.6; cotton: not verified, 1.0; plastic: too little confidence
+            for text, verified, conf in (("Eco-friendly bamboo toothbrush", True, 0.6),
+                                         ("Sustainable cotton t-shirt", False, 1.0),
+                                         ("Plastic water bottle", True, 0.2)):
+                conn.execute("INSERT INTO training_annotations (trace_id, trainable, verified, confidence) "
+                             "VALUES (%s, true, %s, %s)", (traces[text], verified, conf))
+        for name, (word, strategy, _fmt, verified_only, marker) in CASES.items():
+            fresh_provider.reset()
+            notices.clear()
+            conn.execute(f"SELECT 'Organic cotton bag' {word} 'eco-friendly'")
+            system = fresh_provider.requests[0]["body"]["messages"][0]["content"]
+            assert marker in system, (name, system)
+            assert "Plastic water bottle" not in system  # below training_min_confidence
+            if verified_only == "true":
+                assert notices == [f"Injected 1 training examples ({strategy} strategy)"]
+                assert "bamboo" in system and "cotton t-shirt" not in system
+            else:
+                assert notices == [f"Injected 2 training examples ({strategy} strategy)"]
+            if strategy == "high_confidence":  # 1.0 before 0.6
+                assert system.index("Sustainable cotton t-shirt") < system.index("Eco-friendly bamboo toothbrush")
+
+
+def test_examples_of_the_same_criterion_come_first(server: ServerProcess, fresh_provider: FakeProvider) -> None:
+    notices: list[str] = []
+    with server.connect() as conn:
+        conn.add_notice_handler(lambda d: notices.append(d.message_primary or ""))
+        create_products(conn)
+        conn.execute("SELECT description MEANS 'eco-friendly' FROM products")
+        conn.execute("SELECT 'Gold watch' MEANS 'luxury'")
+        conn.execute("INSERT INTO training_annotations (trace_id, trainable) SELECT trace_id, true FROM unified_logs")
+        fresh_provider.reset()
+        notices.clear()
+        conn.execute("SELECT 'Silk scarf' MEANS 'luxury'")
+    system = fresh_provider.requests[0]["body"]["messages"][0]["content"]
+    assert notices == ["Injected 5 training examples (recent strategy): 1 for 'luxury', 4 from other criteria"]
+    assert system.index("Gold watch") < system.index("<criterion>eco-friendly</criterion>")
