@@ -38,7 +38,7 @@ def test_kinds(sql: str, kind: Kind, tag: str) -> None:
     (True, "t"), (False, "f"), (42, "42"), (1.5, "1.5"), (3.0, "3"), (float("inf"), "Infinity"), (float("nan"), "NaN"),
     (decimal.Decimal("1.50"), "1.50"), (dt.date(2026, 1, 2), "2026-01-02"),
     (dt.datetime(2026, 1, 2, 3, 4, 5), "2026-01-02 03:04:05"),
-    (dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.timezone.utc), "2026-01-02 03:04:05+00"),
+    (dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.UTC), "2026-01-02 03:04:05+00"),
     (dt.timedelta(days=3), "3 days"), (dt.timedelta(days=1, hours=2, seconds=3), "1 day 02:00:03"),
     (dt.timedelta(0), "00:00:00"), (b"\x01\xff", "\\x01ff"), ([1, None, 3], "{1,NULL,3}"),
     (["a b", "c,d", 'e"'], '{"a b","c,d","e\\""}'),
