@@ -32,9 +32,11 @@ def _import_litellm() -> Any:
 
 
 def _retry_after(exc: BaseException) -> float | None:
-    response = getattr(exc, "response", None)
-    headers = getattr(response, "headers", None) or {}
-    value = headers.get("retry-after") if hasattr(headers, "get") else None
+    # litellm keeps the provider's headers on the exception; its .response is often a stub.
+    candidates = (getattr(exc, "litellm_response_headers", None), getattr(exc, "headers", None),
+                  getattr(getattr(exc, "response", None), "headers", None))
+    value = next((h.get("retry-after") for h in candidates if h is not None and hasattr(h, "get")
+                  and h.get("retry-after") is not None), None)
     if value is None:
         return None
     try:
