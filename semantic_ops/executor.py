@@ -1,17 +1,21 @@
-"""Executing semantic operators: DuckDB hands us whole vectors, we judge them.
+"""Executing semantic operators: each distinct prompt is judged once, cached, logged.
 
-Each operator becomes a vectorised DuckDB UDF whose first argument is the
-query's token, so the UDF finds its query's context (session, notices, cancel
-flag, per-query memo). A vector's distinct inputs are judged once each,
-concurrently; every attempt is logged and committed before the vector's answers
-go back to DuckDB, so no client ever sees an answer whose log row could be lost.
+Two ways in. For the SELECT shapes the planner understands, ``prepare`` judges
+every value a query needs before DuckDB runs it (cheap predicates first, the
+budget known before the first call, LIMIT answered in waves). Otherwise DuckDB
+hands whole vectors to the operator's UDF, whose first argument is the query's
+token. Either way a value is judged once per query (memo), at most once ever
+(the persistent cache, keyed by operator, model and the full rendered prompt),
+and every attempt is logged and committed before any answer is used.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import threading
+import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -19,15 +23,17 @@ from typing import Any
 
 import pyarrow as pa
 
+from semantic_ops import batching
 from semantic_ops.answers import parse_boolean
-from semantic_ops.errors import ModelCallFailed, ModelNotConfigured, QueryCanceled, SemanticError
+from semantic_ops.errors import BudgetExceeded, ModelCallFailed, ModelNotConfigured, QueryCanceled, SemanticError
 from semantic_ops.judges.base import Judge, JudgeRequest, Outcome
 from semantic_ops.operators import Operator, Registry
+from semantic_ops.planner import Stage
 from semantic_ops.prompts import render
-from training import retrieval
+from training import cache, retrieval, schema
 from training.logs import LogRecord
 from training.retrieval import Selection
-from training.store import Store
+from training.store import Store, insert_rows
 
 log = logging.getLogger(__name__)
 
@@ -37,55 +43,125 @@ _ARROW_TYPES = {"BOOLEAN": pa.bool_(), "VARCHAR": pa.string()}
 
 
 @dataclass
+class Options:
+    """Per-query knobs, from the session's SET meansql.* values over the server's defaults."""
+
+    cache: bool = True
+    on_error: str = "error"  # or "null"
+    max_calls: int = 0  # 0: no limit
+
+    @classmethod
+    def from_settings(cls, settings: Mapping[str, str], defaults: Options) -> Options:
+        def flag(value: str) -> bool:
+            return value.strip().lower() not in ("off", "false", "0", "no")
+
+        opts = Options(defaults.cache, defaults.on_error, defaults.max_calls)
+        if "meansql.cache" in settings:
+            opts.cache = flag(settings["meansql.cache"])
+        if "meansql.on_error" in settings:
+            value = settings["meansql.on_error"].strip().lower()
+            if value not in ("error", "null"):
+                raise SemanticError("meansql.on_error must be 'error' or 'null'", hint="SET meansql.on_error = 'null'")
+            opts.on_error = value
+        if "meansql.max_calls" in settings:
+            try:
+                opts.max_calls = int(settings["meansql.max_calls"])
+            except ValueError as exc:
+                raise SemanticError("meansql.max_calls must be a whole number (0: no limit)") from exc
+        return opts
+
+
+@dataclass
+class OpStats:
+    judged: int = 0
+    cache_hits: int = 0
+    failed: int = 0
+    unparseable: int = 0
+
+
+@dataclass
 class QueryContext:
     """What one statement's semantic calls share."""
 
     session_id: str
     query_id: str
     notice: Notice
+    options: Options = field(default_factory=Options)
     cancel: threading.Event = field(default_factory=threading.Event)
+    cancel_reason: str = "user request"
     memo: dict[str, Any] = field(default_factory=dict)
     selections: dict[tuple[str, str | None], Selection] = field(default_factory=dict)
     error: BaseException | None = None
-    calls: int = 0
-    unparseable: int = 0
+    calls: int = 0  # model requests asked for (distinct prompts, batches count once)
+    lookup_only: bool = False  # after a LIMIT's waves: values not judged yet are not needed
+    stats: dict[str, OpStats] = field(default_factory=dict)
+    arg_keys: dict[str, dict[tuple[Any, ...], str | None]] = field(default_factory=dict)
+    started: float = field(default_factory=time.monotonic)
+
+    def op_stats(self, op: Operator) -> OpStats:
+        return self.stats.setdefault(op.cascade_id, OpStats())
+
+    def canceled(self) -> QueryCanceled:
+        return QueryCanceled(f"canceling statement due to {self.cancel_reason}")
+
+
+@dataclass
+class _Item:
+    key: str
+    inputs: dict[str, Any]
+    request: JudgeRequest
 
 
 class Executor:
     """Judges the inputs of semantic operators for the queries that need them."""
 
-    def __init__(self, store: Store, registry: Registry, judge: Judge | None, *, default_model: str | None) -> None:
+    def __init__(self, store: Store, registry: Registry, judge: Judge | None, *, default_model: str | None,
+                 defaults: Options | None = None) -> None:
         self.store = store
         self.registry = registry
         self.judge_backend = judge
         self.default_model = default_model
+        self.defaults = defaults or Options()
         self._contexts: dict[str, QueryContext] = {}
         self._lock = threading.Lock()
+        self._by_udf = {op.signature().udf_name: op for op in registry.by_function.values()}
 
     # -- query lifecycle --------------------------------------------------
-    def begin(self, session_id: str, notice: Notice) -> QueryContext:
-        ctx = QueryContext(session_id=session_id, query_id=f"q-{uuid.uuid4().hex[:12]}", notice=notice)
+    def begin(self, session_id: str, notice: Notice, settings: Mapping[str, str] | None = None) -> QueryContext:
+        ctx = QueryContext(session_id=session_id, query_id=f"q-{uuid.uuid4().hex[:12]}", notice=notice,
+                           options=Options.from_settings(settings or {}, self.defaults))
         with self._lock:
             self._contexts[ctx.query_id] = ctx
         return ctx
 
     def end(self, ctx: QueryContext) -> None:
+        """Forget the query; report cache hits and NULLed rows (NOTICE and a log row per operator)."""
         with self._lock:
             self._contexts.pop(ctx.query_id, None)
+        records = []
+        for cascade_id, st in ctx.stats.items():
+            if st.cache_hits:
+                ctx.notice("NOTICE", f"{cascade_id}: {st.cache_hits} answer(s) from cache, {st.judged} judged by the model")
+                records.append(LogRecord(
+                    session_id=ctx.session_id, query_id=ctx.query_id, cascade_id=cascade_id, cell_name="",
+                    model="", request={}, user_input=None, criterion=None, inputs={"cache_hits": st.cache_hits},
+                    role="cache", cache_hit=True, attempt=0,
+                ))
+            if st.unparseable:
+                ctx.notice("WARNING", f"{st.unparseable} answer(s) could not be read as true/false and are NULL; "
+                                      "see unified_logs.error")
+            if st.failed:
+                ctx.notice("WARNING", f"{st.failed} value(s) could not be judged (model errors) and are NULL "
+                                      "because meansql.on_error = 'null'; see unified_logs.error")
+        if records:
+            self.store.append_logs([r.row() for r in records]).result()
 
     def register_udfs(self, con: Any) -> None:
         """Create one vectorised UDF per operator that has a SQL function."""
         for op in self.registry.by_function.values():
             sig = op.signature()
-            con.create_function(
-                sig.udf_name,
-                self._udf(op),
-                ["VARCHAR", *sig.arg_types],
-                sig.returns,
-                type="arrow",
-                null_handling="special",
-                side_effects=True,
-            )
+            con.create_function(sig.udf_name, self._udf(op), ["VARCHAR", *sig.arg_types], sig.returns,
+                                type="arrow", null_handling="special", side_effects=True)
 
     def _udf(self, op: Operator) -> Callable[..., pa.Array]:
         out_type = _ARROW_TYPES[op.returns]
@@ -104,6 +180,36 @@ class Executor:
 
         return _fixed_arity(udf, len(op.arg_names))
 
+    # -- planning ahead -------------------------------------------------------
+    def prepare(self, ctx: QueryContext, stages: Sequence[Stage], run_sql: Callable[[str], list[tuple[Any, ...]]]) -> None:
+        """Judge every value the planned stages need, before the query itself runs."""
+        for stage in stages:
+            op = self._by_udf[stage.udf_name]
+            rows = run_sql(stage.sql)
+            counts: dict[str, int] = {}
+            items: dict[str, _Item] = {}
+            for row in rows:
+                args, n = row[:stage.n_args], int(row[stage.n_args])
+                item = self._item(ctx, op, args)
+                if item is None:
+                    continue
+                counts[item.key] = counts.get(item.key, 0) + n
+                items.setdefault(item.key, item)
+            if stage.stop_after is None:
+                self._ensure(ctx, op, list(items.values()))
+                continue
+            self._from_cache(ctx, op, [i for i in items.values() if i.key not in ctx.memo])
+            matched = sum(n for k, n in counts.items() if ctx.memo.get(k) is stage.match)
+            remaining = [i for i in items.values() if i.key not in ctx.memo]
+            while matched < stage.stop_after and remaining:
+                width = max(1, int(getattr(self.judge_backend, "current_concurrency", 0)
+                                   or getattr(self.judge_backend, "max_concurrency", 64)))
+                batch = max(1, op.cell.batch_size)
+                wave, remaining = remaining[:width * batch], remaining[width * batch:]
+                self._ensure(ctx, op, wave)
+                matched += sum(counts[i.key] for i in wave if ctx.memo.get(i.key) is stage.match)
+            ctx.lookup_only = True
+
     # -- judging ------------------------------------------------------------
     def model_for(self, op: Operator) -> str:
         model = op.cell.model or self.default_model
@@ -115,32 +221,207 @@ class Executor:
             )
         return model
 
+    def _item(self, ctx: QueryContext, op: Operator, args: Sequence[Any]) -> _Item | None:
+        if any(v is None for v in args):
+            return None
+        inputs = dict(zip(op.arg_names, args))
+        selection = self._examples(ctx, op, _criterion(inputs))
+        request = JudgeRequest(model=self.model_for(op), messages=tuple(render(op.cell, inputs, selection.examples)),
+                               temperature=op.cell.temperature, max_tokens=op.cell.max_tokens)
+        body = json.dumps([op.cascade_id, request.as_json()], sort_keys=True)
+        return _Item(hashlib.sha256(body.encode()).hexdigest(), inputs, request)
+
     def evaluate(self, ctx: QueryContext, op: Operator, rows: Sequence[tuple[Any, ...]]) -> list[Any]:
         """Answers for rows of operator arguments; NULL arguments give NULL without a call."""
-        model = self.model_for(op)
-        names = op.arg_names
-        keys: list[str | None] = []
-        todo: dict[str, tuple[dict[str, Any], JudgeRequest]] = {}
-        for row in rows:
-            if any(v is None for v in row):
-                keys.append(None)
-                continue
-            inputs = dict(zip(names, row))
-            criterion = _criterion(inputs)
-            selection = self._examples(ctx, op, criterion)
-            request = JudgeRequest(
-                model=model,
-                messages=tuple(render(op.cell, inputs, selection.examples)),
-                temperature=op.cell.temperature,
-                max_tokens=op.cell.max_tokens,
-            )
-            key = json.dumps([op.cascade_id, request.as_json()], sort_keys=True)
-            keys.append(key)
-            if key not in ctx.memo and key not in todo:
-                todo[key] = (inputs, request)
+        keys = ctx.arg_keys.setdefault(op.cascade_id, {})
+        todo: dict[str, _Item] = {}
+        for row in dict.fromkeys(rows):  # each distinct argument tuple is rendered once per query
+            if row not in keys:
+                item = self._item(ctx, op, row)
+                keys[row] = item.key if item is not None else None
+                if item is not None:
+                    todo[item.key] = item
+            key = keys[row]
+            if key is not None and key not in ctx.memo and key not in todo:
+                again = self._item(ctx, op, row)
+                if again is not None:
+                    todo[key] = again
         if todo:
-            self._judge(ctx, op, todo)
-        return [None if k is None else ctx.memo.get(k) for k in keys]
+            self._ensure(ctx, op, list(todo.values()))
+        answers = []
+        for row in rows:
+            key = keys[row]
+            answers.append(None if key is None else ctx.memo.get(key))
+        return answers
+
+    def _from_cache(self, ctx: QueryContext, op: Operator, items: Sequence[_Item]) -> list[_Item]:
+        """Fill the memo from the persistent cache; returns the items still unanswered."""
+        if not items or not ctx.options.cache:
+            return list(items)
+        hits = cache.lookup(self.store, [i.key for i in items])
+        ctx.memo.update(hits)
+        ctx.op_stats(op).cache_hits += len(hits)
+        return [i for i in items if i.key not in hits]
+
+    def _ensure(self, ctx: QueryContext, op: Operator, items: Sequence[_Item]) -> None:
+        """Make sure every item has an answer in the memo (cache, then the model)."""
+        pending = self._from_cache(ctx, op, [i for i in items if i.key not in ctx.memo])
+        if not pending:
+            return
+        if ctx.lookup_only:
+            for i in pending:
+                ctx.memo[i.key] = None  # past a LIMIT's last wave: not needed
+            return
+        if ctx.cancel.is_set():
+            raise ctx.canceled()
+        batch = max(1, op.cell.batch_size)
+        needed = ctx.calls + -(-len(pending) // batch)
+        if ctx.options.max_calls and needed > ctx.options.max_calls:
+            raise BudgetExceeded(
+                f"{op.cascade_id} needs at least {needed} model calls for this query, "
+                f"more than meansql.max_calls = {ctx.options.max_calls}; no call was made for them",
+                hint="raise the limit (SET meansql.max_calls = ...), filter more rows first, or add LIMIT",
+            )
+        if batch > 1 and len(pending) > 1 and op.returns == "BOOLEAN":
+            pending = self._judge_batched(ctx, op, pending, batch)
+        if pending:
+            self._judge(ctx, op, pending)
+
+    def _progress(self, ctx: QueryContext, op: Operator, total: int) -> Callable[[int], None]:
+        """Progress NOTICEs for judging that takes more than a second (and then its last count too)."""
+        started = time.monotonic()
+        sent = False
+
+        def report(done: int) -> None:
+            nonlocal sent
+            if time.monotonic() - started > 1.0 and (done < total or sent):
+                sent = True
+                st = ctx.op_stats(op)
+                ctx.notice("NOTICE", f"{op.cascade_id}: {done}/{total} distinct values judged, {st.cache_hits} from cache")
+        return report
+
+    def _call(self, ctx: QueryContext, op: Operator, requests: list[JudgeRequest]) -> list[Outcome]:
+        assert self.judge_backend is not None
+        ctx.calls += len(requests)
+        try:
+            return self.judge_backend.judge(requests, ctx.cancel, progress=self._progress(ctx, op, len(requests)))
+        except (TimeoutError, InterruptedError) as exc:
+            raise ctx.canceled() from exc
+
+    def _judge(self, ctx: QueryContext, op: Operator, items: Sequence[_Item]) -> None:
+        outcomes = self._call(ctx, op, [i.request for i in items])
+        records: list[LogRecord] = []
+        cached: list[tuple[str, str, str, Any, str]] = []
+        failed: list[Outcome] = []
+        st = ctx.op_stats(op)
+        for item, outcome in zip(items, outcomes):
+            answer, parse_error = _answer(op, outcome)
+            trace = ""
+            for attempt in outcome.attempts:
+                last = attempt is outcome.attempts[-1]
+                rec = LogRecord(
+                    session_id=ctx.session_id, query_id=ctx.query_id, cascade_id=op.cascade_id, cell_name=op.cell.name,
+                    model=item.request.model, request=item.request.as_json(), user_input=_text(item.inputs),
+                    criterion=_criterion(item.inputs), inputs=item.inputs, assistant_output=attempt.text,
+                    answer=answer if last and isinstance(answer, bool) else None,
+                    prompt_tokens=attempt.prompt_tokens, completion_tokens=attempt.completion_tokens,
+                    cost=attempt.cost, latency_ms=attempt.latency_ms, attempt=attempt.number,
+                    error=attempt.error or (parse_error if last else None),
+                )
+                rec.call_id = rec.trace_id
+                records.append(rec)
+                trace = rec.trace_id
+            if outcome.error is not None:
+                failed.append(outcome)
+            elif parse_error is not None:
+                st.unparseable += 1
+                ctx.memo[item.key] = None
+            else:
+                st.judged += 1
+                ctx.memo[item.key] = answer
+                cached.append((item.key, op.cascade_id, item.request.model, answer, trace))
+        self._commit(records, cached)
+        self._settle(ctx, op, [i for i, o in zip(items, outcomes) if o.error is not None], failed)
+
+    def _judge_batched(self, ctx: QueryContext, op: Operator, items: Sequence[_Item], size: int) -> list[_Item]:
+        """Judge items N to a prompt; returns the items whose batch answer did not fit (judged singly next)."""
+        chunks = [list(items[i:i + size]) for i in range(0, len(items), size)]
+        if len(chunks[-1]) == 1:
+            single = chunks.pop()  # a batch of one is just a call
+            if not chunks:
+                return single
+        else:
+            single = []
+        model = self.model_for(op)
+        requests = [batching.request(op, model, [c.inputs for c in chunk]) for chunk in chunks]
+        outcomes = self._call(ctx, op, requests)
+        records: list[LogRecord] = []
+        cached: list[tuple[str, str, str, Any, str]] = []
+        retry: list[_Item] = []
+        failed: list[Outcome] = []
+        failed_items: list[_Item] = []
+        st = ctx.op_stats(op)
+        for chunk, request, outcome in zip(chunks, requests, outcomes):
+            call_id = str(uuid.uuid4())
+            answers = batching.parse(outcome.text, len(chunk)) if outcome.error is None else None
+            for attempt in outcome.attempts[:-1] if answers is not None else outcome.attempts:
+                records.append(LogRecord(
+                    session_id=ctx.session_id, query_id=ctx.query_id, cascade_id=op.cascade_id, cell_name=op.cell.name,
+                    model=model, request=request.as_json(), user_input=None, criterion=None,
+                    inputs={"items": len(chunk)}, assistant_output=attempt.text, latency_ms=attempt.latency_ms,
+                    attempt=attempt.number, call_id=call_id, batch_size=len(chunk),
+                    error=attempt.error or ("batch answer did not match its items; judged one by one"
+                                            if attempt is outcome.attempts[-1] else None),
+                ))
+            if answers is None:
+                if outcome.error is None:
+                    retry.extend(chunk)  # the model answered, but not in the expected shape
+                else:
+                    failed.append(outcome)
+                    failed_items.extend(chunk)
+                continue
+            last = outcome.attempts[-1]
+            for item, value in zip(chunk, answers):
+                rec = LogRecord(
+                    session_id=ctx.session_id, query_id=ctx.query_id, cascade_id=op.cascade_id, cell_name=op.cell.name,
+                    model=model, request=request.as_json(), user_input=_text(item.inputs),
+                    criterion=_criterion(item.inputs), inputs=item.inputs,
+                    assistant_output="true" if value else "false", answer=value,
+                    prompt_tokens=last.prompt_tokens, completion_tokens=last.completion_tokens,
+                    cost=(last.cost / len(chunk)) if last.cost is not None else None, latency_ms=last.latency_ms,
+                    attempt=last.number, call_id=call_id, batch_size=len(chunk),
+                )
+                records.append(rec)
+                st.judged += 1
+                ctx.memo[item.key] = value
+                cached.append((item.key, op.cascade_id, model, value, rec.trace_id))
+        self._commit(records, cached)
+        self._settle(ctx, op, failed_items, failed)
+        return retry + single
+
+    def _commit(self, records: list[LogRecord], cached: list[tuple[str, str, str, Any, str]]) -> None:
+        """Log rows and cache entries, durable before anyone sees an answer."""
+        log_rows = [r.row() for r in records]
+        cache_rows = cache.rows(cached)
+
+        def write(cur: Any) -> None:
+            insert_rows(cur, "unified_logs", schema.LOG_FIELDS, log_rows)
+            insert_rows(cur, "semantic_cache", schema.CACHE_FIELDS, cache_rows)
+
+        self.store.write(write).result()
+
+    def _settle(self, ctx: QueryContext, op: Operator, items: Sequence[_Item], failed: list[Outcome]) -> None:
+        """After a round of calls: stop on cancel, then fail or NULL the items whose calls failed."""
+        if ctx.cancel.is_set():
+            raise ctx.canceled()
+        if not failed:
+            return
+        if ctx.options.on_error == "null":
+            for item in items:
+                ctx.memo[item.key] = None
+            ctx.op_stats(op).failed += len(items)
+            return
+        raise _failure(op, len(failed), failed[0])
 
     def _examples(self, ctx: QueryContext, op: Operator, criterion: str | None) -> Selection:
         cached = ctx.selections.get((op.cascade_id, criterion))
@@ -153,81 +434,15 @@ class Executor:
             cur = self.store.cursor()
             try:
                 selection = retrieval.select_examples(
-                    cur,
-                    cascade_id=op.cascade_id,
-                    cell_name=cell.name,
-                    strategy=cell.training_strategy,
-                    limit=cell.training_limit,
-                    min_confidence=cell.training_min_confidence,
-                    verified_only=cell.training_verified_only,
-                    criterion=criterion,
+                    cur, cascade_id=op.cascade_id, cell_name=cell.name, strategy=cell.training_strategy,
+                    limit=cell.training_limit, min_confidence=cell.training_min_confidence,
+                    verified_only=cell.training_verified_only, criterion=criterion,
                 )
             finally:
                 cur.close()
             ctx.notice("NOTICE", _injection_notice(cell.name, selection, criterion))
         ctx.selections[(op.cascade_id, criterion)] = selection
         return selection
-
-    def _judge(self, ctx: QueryContext, op: Operator, todo: Mapping[str, tuple[dict[str, Any], JudgeRequest]]) -> None:
-        if ctx.cancel.is_set():
-            raise QueryCanceled("canceling statement due to user request")
-        assert self.judge_backend is not None
-        keys = list(todo)
-        requests = [todo[k][1] for k in keys]
-        try:
-            outcomes = self.judge_backend.judge(requests, ctx.cancel)
-        except TimeoutError:
-            outcomes = None
-        ctx.calls += len(requests)
-        if outcomes is None:
-            raise QueryCanceled("canceling statement due to user request")
-        records: list[LogRecord] = []
-        failed: list[tuple[str, Outcome]] = []
-        for key, outcome in zip(keys, outcomes):
-            inputs, request = todo[key]
-            answer, parse_error = self._answer(op, outcome)
-            for attempt in outcome.attempts:
-                last = attempt is outcome.attempts[-1]
-                records.append(LogRecord(
-                    session_id=ctx.session_id, query_id=ctx.query_id,
-                    cascade_id=op.cascade_id, cell_name=op.cell.name, model=request.model,
-                    request=request.as_json(), user_input=_text(inputs), criterion=_criterion(inputs),
-                    inputs=inputs, assistant_output=attempt.text,
-                    answer=answer if last and isinstance(answer, bool) else None,
-                    prompt_tokens=attempt.prompt_tokens, completion_tokens=attempt.completion_tokens,
-                    cost=attempt.cost, latency_ms=attempt.latency_ms, attempt=attempt.number,
-                    error=attempt.error or (parse_error if last else None),
-                ))
-            if outcome.error is not None:
-                failed.append((key, outcome))
-            elif parse_error is not None:
-                ctx.unparseable += 1
-                ctx.memo[key] = None
-            else:
-                ctx.memo[key] = answer
-        # Durable before anyone sees an answer.
-        self.store.append_logs([r.row() for r in records]).result()
-        if failed:
-            if any("cancelled" in (o.error or "") for _, o in failed) and ctx.cancel.is_set():
-                raise QueryCanceled("canceling statement due to user request")
-            _, outcome = failed[0]
-            raise ModelCallFailed(
-                f"{op.cascade_id}: {len(failed)} model call(s) failed after "
-                f"{len(outcome.attempts)} attempt(s); first error: {outcome.error}",
-                hint="every attempt is in unified_logs (column error); check the model's address and key",
-            )
-
-    @staticmethod
-    def _answer(op: Operator, outcome: Outcome) -> tuple[bool | str | None, str | None]:
-        text = outcome.text
-        if outcome.error is not None or text is None:
-            return None, None
-        if op.returns == "BOOLEAN":
-            value = parse_boolean(text)
-            if value is None:
-                return None, f"unparseable answer: {text[:200]!r}"
-            return value, None
-        return text.strip(), None
 
     def run_operator(self, op: Operator, inputs: Mapping[str, Any], ctx: QueryContext) -> Any:
         """Judge one input of any operator (the `meansql run` command)."""
@@ -236,6 +451,26 @@ class Executor:
             raise SemanticError(f"{op.cascade_id}: input is missing {', '.join(missing)}")
         row = tuple(inputs[n] for n in op.arg_names)
         return self.evaluate(ctx, op, [row])[0]
+
+
+def _answer(op: Operator, outcome: Outcome) -> tuple[bool | str | None, str | None]:
+    text = outcome.text
+    if outcome.error is not None or text is None:
+        return None, None
+    if op.returns == "BOOLEAN":
+        value = parse_boolean(text)
+        if value is None:
+            return None, f"unparseable answer: {text[:200]!r}"
+        return value, None
+    return text.strip(), None
+
+
+def _failure(op: Operator, n: int, outcome: Outcome) -> ModelCallFailed:
+    return ModelCallFailed(
+        f"{op.cascade_id}: {n} model call(s) failed after {len(outcome.attempts)} attempt(s); first error: {outcome.error}",
+        hint="every attempt is in unified_logs (column error); check the model's address and key, "
+        "or SET meansql.on_error = 'null' to get NULL for such rows",
+    )
 
 
 def _fixed_arity(fn: Callable[..., pa.Array], n: int) -> Callable[..., pa.Array]:
@@ -274,8 +509,5 @@ def _injection_notice(cell_name: str, selection: Selection, criterion: str | Non
         return f"No training examples available yet for {cell_name}"
     text = f"Injected {n} training examples ({selection.strategy} strategy)"
     if selection.other_criteria:
-        text += (
-            f": {selection.same_criterion} for {criterion!r}, "
-            f"{selection.other_criteria} from other criteria"
-        )
+        text += f": {selection.same_criterion} for {criterion!r}, {selection.other_criteria} from other criteria"
     return text

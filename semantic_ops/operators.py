@@ -40,6 +40,8 @@ class Cell(BaseModel):
     training_min_confidence: float = Field(0.0, ge=0.0, le=1.0)
     training_verified_only: bool = False
     training_format: Literal["xml", "markdown", "few_shot"] = "xml"
+    batch_size: int = Field(1, ge=1, le=100, description="Items judged in one prompt (JSON answer); 1: one call per item.")
+    batch_instructions: str | None = Field(None, description="Jinja2 template of a batch prompt; sees items and question.")
     temperature: float | None = Field(0.0, ge=0.0, le=2.0)
     max_tokens: int | None = Field(16, ge=1)
     rules: Rules = Field(default_factory=lambda: Rules(max_turns=1))

@@ -16,7 +16,8 @@ _ENV = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False, ke
 
 
 @lru_cache(maxsize=256)
-def _template(source: str) -> jinja2.Template:
+def template(source: str) -> jinja2.Template:
+    """A compiled Jinja2 template (cached by its text)."""
     return _ENV.from_string(source)
 
 
@@ -70,12 +71,12 @@ def format_examples(examples: Sequence[Example], fmt: str) -> str:
 def render(cell: Cell, inputs: Mapping[str, Any], examples: Sequence[Example]) -> list[dict[str, str]]:
     """Chat messages for one call: system (with examples, if any), then the instructions."""
     context = {"input": dict(inputs)}
-    system = _template(cell.system).render(context).strip() if cell.system else ""
+    system = template(cell.system).render(context).strip() if cell.system else ""
     if examples:
         block = "Examples of correct answers:\n" + format_examples(examples, cell.training_format)
         system = f"{system}\n\n{block}" if system else block
     messages = []
     if system:
         messages.append({"role": "system", "content": system})
-    messages.append({"role": "user", "content": _template(cell.instructions).render(context).strip()})
+    messages.append({"role": "user", "content": template(cell.instructions).render(context).strip()})
     return messages

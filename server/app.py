@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 
-from semantic_ops.executor import Executor
+from semantic_ops.executor import Executor, Options
 from semantic_ops.judges.litellm import LiteLLMJudge
 from semantic_ops.operators import Registry
 from server.config import Settings
@@ -32,7 +32,10 @@ class App:
                 timeout=settings.request_timeout,
                 num_retries=settings.num_retries,
             )
-            self.executor = Executor(self.store, self.registry, self.judge, default_model=settings.model)
+            self.executor = Executor(
+                self.store, self.registry, self.judge, default_model=settings.model,
+                defaults=Options(cache=settings.cache, on_error=settings.on_error, max_calls=settings.max_calls),
+            )
             self.executor.register_udfs(self.store.database)
         except BaseException:
             self.store.close()

@@ -36,7 +36,11 @@ class Settings(BaseModel):
     operators_dir: Path | None = Field(None, description="Directory of operator YAML files that add to or override the built-ins.")
     max_concurrency: int = Field(64, ge=1, le=1024, description="Model calls in flight at once.")
     request_timeout: float = Field(30.0, gt=0, le=60, description="Seconds one model call may take before it is retried.")
-    num_retries: int = Field(3, ge=0, le=10, description="Retries of a model call on 429, 5xx, timeouts and connection errors.")
+    num_retries: int = Field(8, ge=0, le=10, description="Retries of a model call on 429, 5xx, timeouts and connection errors.")
+    max_calls: int = Field(0, ge=0, description="Default of SET meansql.max_calls: most model calls one query may make (0: none).")
+    cache: bool = Field(True, description="Default of SET meansql.cache: reuse answers judged before for the same prompt.")
+    on_error: Literal["error", "null"] = Field(
+        "error", description="Default of SET meansql.on_error: a value whose call failed fails the query, or is NULL.")
     max_message_size: int = Field(256 * 1024 * 1024, ge=1024, le=1 << 30, description="Largest frontend message body accepted, in bytes.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Server log level.")
     log_format: Literal["rich", "json"] = Field("rich", description="Server log format: rich for people, json lines for machines.")

@@ -51,6 +51,10 @@ class MultipleCommands(MeansqlError, code="42601"):
     """A prepared statement holds more than one command."""
 
 
+class UndefinedParameterNumber(MeansqlError, code="42P02"):
+    """A statement refers to $n beyond the parameters bound."""
+
+
 class UndefinedParameter(MeansqlError, code="42704"):
     """SHOW of a configuration parameter nobody set."""
 

@@ -7,6 +7,8 @@ go to DuckDB as written.
 
 from __future__ import annotations
 
+import datetime as dt
+import decimal
 import enum
 import logging
 import re
@@ -20,10 +22,10 @@ import duckdb
 import sqlglot
 from sqlglot import exp
 
-from semantic_ops import dialect, rewrite
-from semantic_ops.errors import SemanticTypeError
+from semantic_ops import dialect, planner, rewrite
+from semantic_ops.errors import QueryCanceled, SemanticTypeError
 from semantic_ops.executor import Executor, QueryContext
-from server.errors import InFailedTransaction, UndefinedParameter
+from server.errors import InFailedTransaction, MultipleCommands, UndefinedParameter, UndefinedParameterNumber
 from server.pgwire import types
 from server.statements import Kind, Statement, split
 from training.store import Store
@@ -110,6 +112,8 @@ class Session:
         self.tx = TxState.IDLE
         self.notice: Callable[[str, str], None] = lambda severity, message: None
         self._current: QueryContext | None = None
+        self._running = False
+        self._cancel_reason = "user request"
         self._lock = threading.Lock()
 
     # -- statements -------------------------------------------------------
@@ -189,31 +193,44 @@ class Session:
         return None
 
     # -- DuckDB -----------------------------------------------------------------
-    def _translate(self, stmt: Statement) -> tuple[str, QueryContext | None]:
-        """The DuckDB text of a statement, rewritten if it has a semantic operator."""
+    def _translate(self, stmt: Statement, params: Sequence[Any] | None = None
+                   ) -> tuple[str, QueryContext | None, list[planner.Stage]]:
+        """The DuckDB text of a statement, rewritten if it has a semantic operator, and its stages."""
         registry = self.executor.registry
         text = stmt.text
         if m := _SHOW_LIKE.match(text):
-            return f"SELECT name FROM (SHOW TABLES) WHERE name LIKE {m.group(1)}", None
+            return f"SELECT name FROM (SHOW TABLES) WHERE name LIKE {m.group(1)}", None, []
         if not dialect.has_semantic_words(text, registry.infix, registry.by_function.keys()):
             if stmt.kind is Kind.DML and stmt.words[:2] == ("INSERT", "INTO"):
                 text = _annotation_upsert(text)
-            return text, None
-        ctx = self.executor.begin(self.id, self.notice)
-        parsed = dialect.parse(text, registry.infix)
-        rewritten = []
-        for tree in parsed:
-            new, _plan = rewrite.rewrite(tree, registry.signatures(), ctx.query_id)
-            rewritten.append(dialect.to_duckdb(new))
-        return ";\n".join(rewritten), ctx
+            return text, None, []
+        ctx = self.executor.begin(self.id, self.notice, self.settings)
+        try:
+            parsed = dialect.parse(text, registry.infix)
+            if len(parsed) != 1:
+                raise MultipleCommands("one statement at a time, please")
+            signatures = registry.signatures()
+            bound = _bind(parsed[0], params) if params else parsed[0]
+            tree, _plan = rewrite.rewrite(bound, signatures, ctx.query_id)
+            stages = planner.plan(tree, [s.udf_name for s in signatures.values()])
+        except BaseException:
+            self.executor.end(ctx)
+            raise
+        return dialect.to_duckdb(tree), ctx, stages
 
     def _execute(self, stmt: Statement, kind: Kind, params: Sequence[Any] | None) -> Result:
-        text, ctx = self._translate(stmt)
+        text, ctx, stages = self._translate(stmt, params)
+        # A semantic statement has its parameters bound as literals (its stages run without them).
+        args = list(params) if params and ctx is None else None
+        cur = self.cursor
+        timer = self._start_timer()
         with self._lock:
             self._current = ctx
+            self._running = True
         try:
-            cur = self.cursor
-            cur.execute(text, list(params) if params else None)
+            if ctx is not None and stages:
+                self.executor.prepare(ctx, stages, lambda sql: cur.execute(sql, args).fetchall())
+            cur.execute(text, args)
             if ctx is not None:
                 # Semantic results are materialised so every answer is judged and
                 # logged before the first row goes out.
@@ -221,12 +238,19 @@ class Session:
         except duckdb.Error as exc:
             if ctx is not None and ctx.error is not None:
                 raise ctx.error from exc
+            if isinstance(exc, duckdb.InterruptException):
+                raise QueryCanceled(f"canceling statement due to {self._cancel_reason}") from exc
             if ctx is not None and isinstance(exc, duckdb.BinderException):
                 raise self._argument_error(exc) from exc
             raise
         finally:
+            with self._lock:
+                self._running = False
+            if timer is not None:
+                timer.cancel()
             if ctx is not None:
                 self._finish(ctx)
+            self._cancel_reason = "user request"
         description = cur.description
         if description is None:
             return Result(stmt.tag)
@@ -259,7 +283,7 @@ class Session:
         """Result columns of a statement, found without running it."""
         if stmt.kind is not Kind.ROWS:
             return None
-        text, ctx = self._translate(stmt)
+        text, ctx, _stages = self._translate(stmt)
         if ctx is not None:
             self.executor.end(ctx)
         cur = self.store.cursor()
@@ -270,21 +294,31 @@ class Session:
         return [(r[0], types.oid_of(str(r[1]))) for r in rows]
 
     def _finish(self, ctx: QueryContext) -> None:
-        if ctx.unparseable:
-            self.notice("WARNING", f"{ctx.unparseable} answer(s) could not be read as true/false and are NULL; "
-                                   "see unified_logs.error")
         with self._lock:
             self._current = None
         self.executor.end(ctx)
 
+    def _start_timer(self) -> threading.Timer | None:
+        ms = _duration_ms(self.settings.get("statement_timeout", "0"))
+        if ms <= 0:
+            return None
+        timer = threading.Timer(ms / 1000, self.cancel, kwargs={"reason": "statement timeout"})
+        timer.daemon = True
+        timer.start()
+        return timer
+
     # -- control ------------------------------------------------------------------
-    def cancel(self) -> None:
-        """Stop the running statement (CancelRequest or statement_timeout)."""
+    def cancel(self, reason: str = "user request") -> None:
+        """Stop the running statement (CancelRequest or statement_timeout) and its pending model calls."""
         with self._lock:
+            if not self._running:
+                return
             ctx = self._current
-        if ctx is not None:
-            ctx.cancel.set()
-        self.cursor.interrupt()
+            self._cancel_reason = reason
+            if ctx is not None:
+                ctx.cancel_reason = reason
+                ctx.cancel.set()
+            self.cursor.interrupt()
 
     def close(self) -> None:
         try:
@@ -293,6 +327,50 @@ class Session:
         except duckdb.Error:
             pass  # the connection is going away; nothing to keep
         self.cursor.close()
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|min|h)?\s*$", re.I)
+_UNIT_MS = {"ms": 1, "s": 1000, "min": 60_000, "h": 3_600_000}
+
+
+def _duration_ms(value: str) -> float:
+    """A Postgres duration setting ('200ms', '2s', '1min', plain milliseconds) in milliseconds."""
+    m = _DURATION.match(value)
+    if not m:
+        return 0
+    return float(m.group(1)) * _UNIT_MS[(m.group(2) or "ms").lower()]
+
+
+def _literal(value: Any) -> exp.Expr:
+    if value is None:
+        return exp.Null()
+    if isinstance(value, bool):
+        return exp.Boolean(this=value)
+    if isinstance(value, int | float | decimal.Decimal):
+        return exp.Literal.number(value)
+    if isinstance(value, list | tuple):
+        return exp.Array(expressions=[_literal(v) for v in value])
+    if isinstance(value, dt.datetime | dt.date | dt.time):
+        kind = "TIMESTAMP" if isinstance(value, dt.datetime) else type(value).__name__.upper()
+        return exp.cast(exp.Literal.string(value.isoformat()), kind)
+    return exp.Literal.string(str(value))
+
+
+def _bind(tree: exp.Expr, params: Sequence[Any]) -> exp.Expr:
+    """Replace $n and ? placeholders with the bound values, as sqlglot literals."""
+    positional = iter(params)
+
+    def replace(node: exp.Expr) -> exp.Expr:
+        if isinstance(node, exp.Parameter) and isinstance(node.this, exp.Literal) and node.this.is_int:
+            index = int(node.this.this) - 1
+            if not 0 <= index < len(params):
+                raise UndefinedParameterNumber(f"there is no parameter ${index + 1}")
+            return _literal(params[index])
+        if isinstance(node, exp.Placeholder):
+            return _literal(next(positional, None))
+        return node
+
+    return tree.transform(replace)
 
 
 def _stream(cur: duckdb.DuckDBPyConnection, size: int = 2048) -> Iterator[Sequence[Any]]:

@@ -27,6 +27,8 @@ KEYWORDS = {
 
 _CRITERION = re.compile(r"^Criterion:\s*(.*)$", re.M)
 _TEXT = re.compile(r"^Text:\s*(.*)$", re.M)
+# A batch prompt's numbered items: "3. text: ... | criterion: ..."
+_BATCH_ITEM = re.compile(r"^\d+\. text: (.*) \| criterion: (.*)$", re.M)
 
 
 def decide(criterion: str, text: str) -> bool:
@@ -46,13 +48,20 @@ class Behaviour:
         self.garbage = False
         self.max_inflight = 0        # 0: no limit; beyond it answer 429
         self.answers: dict[str, str] = {}  # text -> exact answer to send
+        self.fail_texts: list[str] = []    # always answer 500 for a prompt about one of these texts
 
 
 class FakeProvider:
     """The server object: start(), url, requests, control via attributes."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
-        self.behaviour = Behaviour()
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, defaults: dict[str, Any] | None = None,
+                 nodelay: bool = False, backlog: int = 5) -> None:
+        # defaults: Behaviour attributes applied at start and again by every reset (e.g. {"delay": 0.3}).
+        # nodelay: TCP_NODELAY on answers; without it the headers and the body go out as two small writes and
+        # Nagle plus the client's delayed ACK can hold the body back ~40 ms (benchmarks want it on).
+        # backlog: listen queue; socketserver's 5 can drop a burst of new connections (a 1 s SYN retry).
+        self.defaults = dict(defaults or {})
+        self.behaviour = self._default_behaviour()
         self.requests: list[dict[str, Any]] = []
         self.lock = threading.Lock()
         self.inflight = 0
@@ -62,6 +71,7 @@ class FakeProvider:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = nodelay
 
             def log_message(self, *args: Any) -> None:
                 pass
@@ -80,6 +90,8 @@ class FakeProvider:
                 if self.path == "/_requests":
                     with provider.lock:
                         self._json(200, provider.requests)
+                elif self.path == "/_stats":
+                    self._json(200, provider.stats())
                 else:
                     self._json(404, {"error": "not found"})
 
@@ -98,7 +110,10 @@ class FakeProvider:
                 else:
                     self._json(404, {"error": "not found"})
 
-        self.server = ThreadingHTTPServer((host, port), Handler)
+        class Server(ThreadingHTTPServer):
+            request_queue_size = backlog
+
+        self.server = Server((host, port), Handler)
         self.server.daemon_threads = True
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
@@ -115,9 +130,26 @@ class FakeProvider:
         self.server.shutdown()
         self.server.server_close()
 
+    def _default_behaviour(self) -> Behaviour:
+        b = Behaviour()
+        for k, v in self.defaults.items():
+            setattr(b, k, v)
+        return b
+
+    def stats(self) -> dict[str, Any]:
+        """Counters without the request bodies: attempts, in-flight figures, distinct texts asked about."""
+        with self.lock:
+            texts: set[str] = set()
+            for r in self.requests:
+                messages = r["body"].get("messages", [])
+                user = next((m.get("content", "") for m in reversed(messages) if m.get("role") == "user"), "")
+                texts.update(_TEXT.findall(user or ""))
+            return {"attempts": self.attempts, "requests": len(self.requests), "inflight": self.inflight,
+                    "max_seen_inflight": self.max_seen_inflight, "distinct_texts": len(texts)}
+
     def reset(self) -> None:
         with self.lock:
-            self.behaviour = Behaviour()
+            self.behaviour = self._default_behaviour()
             self.requests.clear()
             self.attempts = 0
             self.max_seen_inflight = 0
@@ -138,18 +170,22 @@ class FakeProvider:
                 return
             if b.delay:
                 time.sleep(b.delay)
-            if attempt <= b.fail_first or (b.fail_rate and random.random() < b.fail_rate):
+            messages = body.get("messages", [])
+            user = next((m["content"] for m in reversed(messages) if m.get("role") == "user"), "")
+            text = _TEXT.findall(user)
+            targeted = bool(text) and text[-1] in b.fail_texts
+            if targeted or attempt <= b.fail_first or (b.fail_rate and random.random() < b.fail_rate):
                 headers = {"Retry-After": str(b.retry_after)} if b.retry_after is not None else {}
                 handler._json(b.fail_status, {"error": {"message": f"injected failure {b.fail_status}"}}, headers)
                 return
-            messages = body.get("messages", [])
-            user = next((m["content"] for m in reversed(messages) if m.get("role") == "user"), "")
             crit = _CRITERION.findall(user)
-            text = _TEXT.findall(user)
+            batch = _BATCH_ITEM.findall(user)
             if b.garbage:
                 answer = "I am not sure, it depends."
             elif text and text[-1] in b.answers:
                 answer = b.answers[text[-1]]
+            elif batch:
+                answer = json.dumps([decide(c, t) for t, c in batch])
             elif crit and text:
                 answer = "true" if decide(crit[-1], text[-1]) else "false"
             else:
@@ -171,9 +207,13 @@ class FakeProvider:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--port", type=int, default=8089)
+    parser.add_argument("--port", type=int, default=8089, help="0: any free port (the URL printed tells which)")
+    parser.add_argument("--delay", type=float, default=0.0, help="seconds before each answer; kept across /_reset")
+    parser.add_argument("--nodelay", action="store_true", help="TCP_NODELAY: no ~40 ms Nagle/delayed-ACK stall per answer")
+    parser.add_argument("--backlog", type=int, default=5, help="listen queue length (a burst of connections wants more)")
     args = parser.parse_args()
-    provider = FakeProvider(port=args.port).start()
+    provider = FakeProvider(port=args.port, defaults={"delay": args.delay} if args.delay else None,
+                            nodelay=args.nodelay, backlog=args.backlog).start()
     print(f"stand-in provider at {provider.url}", flush=True)
     try:
         provider.thread.join()

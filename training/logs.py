@@ -38,6 +38,8 @@ class LogRecord:
     attempt: int = 1
     error: str | None = None
     role: str = "assistant"
+    call_id: str | None = None
+    batch_size: int | None = None
     trace_id: str = field(default_factory=new_trace_id)
     timestamp: dt.datetime = field(default_factory=dt.datetime.now)
 
@@ -69,5 +71,7 @@ class LogRecord:
             "attempt": self.attempt,
             "error": self.error,
             "timestamp": self.timestamp,
+            "call_id": self.call_id,
+            "batch_size": self.batch_size,
         }
         return tuple(values[name] for name in schema.LOG_FIELDS)

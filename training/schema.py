@@ -7,7 +7,6 @@ torn WAL never has an index to replay. Annotations are keyed by trace_id
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 1
 
 CREATE_VERSION_TABLE = """
 CREATE TABLE IF NOT EXISTS schema_version (
@@ -95,6 +94,31 @@ MIGRATIONS: dict[int, list[str]] = {
     ],
 }
 
+MIGRATIONS[2] = [
+    # One row per answer a model gave that parsed; failed or unparseable answers are never cached.
+    """
+    CREATE TABLE IF NOT EXISTS semantic_cache (
+        key VARCHAR,
+        cascade_id VARCHAR,
+        model VARCHAR,
+        answer JSON,
+        trace_id VARCHAR,
+        created_at TIMESTAMP
+    )
+    """,
+    # The call that answered an item (several items share one call when batched).
+    "ALTER TABLE unified_logs ADD COLUMN IF NOT EXISTS call_id VARCHAR",
+    "ALTER TABLE unified_logs ADD COLUMN IF NOT EXISTS batch_size INTEGER",
+]
+
+CACHE_LOOKUP = """
+SELECT key, any_value(answer) FROM semantic_cache
+WHERE key IN (SELECT unnest(?::VARCHAR[]))
+GROUP BY key
+"""
+
+CACHE_FIELDS = ("key", "cascade_id", "model", "answer", "trace_id", "created_at")
+
 # Columns a user may set when annotating; the rest belong to the store.
 ANNOTATION_COLUMNS = ("trainable", "verified", "confidence", "notes", "tags")
 
@@ -110,20 +134,11 @@ ON CONFLICT (trace_id) DO UPDATE SET
     updated_at = now()
 """
 
-INSERT_LOG = """
-INSERT INTO unified_logs (
-    trace_id, session_id, query_id, cascade_id, cell_name, role, model,
-    full_request_json, content_json, user_input, criterion, input_json,
-    assistant_output, answer, prompt_tokens, completion_tokens, cost, latency_ms,
-    cache_hit, attempt, error, "timestamp")
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-"""
-
 LOG_FIELDS = (
     "trace_id", "session_id", "query_id", "cascade_id", "cell_name", "role", "model",
     "full_request_json", "content_json", "user_input", "criterion", "input_json",
     "assistant_output", "answer", "prompt_tokens", "completion_tokens", "cost",
-    "latency_ms", "cache_hit", "attempt", "error", "timestamp",
+    "latency_ms", "cache_hit", "attempt", "error", "timestamp", "call_id", "batch_size",
 )
 
 # Candidate examples for injection: trainable traces of one cascade and cell.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -58,7 +59,8 @@ class Judge(Protocol):
 
     name: str
 
-    def judge(self, requests: list[JudgeRequest], cancel: threading.Event) -> list[Outcome]:
+    def judge(self, requests: list[JudgeRequest], cancel: threading.Event,
+              progress: Callable[[int], None] | None = None) -> list[Outcome]:
         """Answer every request; never raises for a single failed call (see Outcome.error)."""
         ...
 

@@ -13,6 +13,7 @@ import os
 import random
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from semantic_ops.judges.base import Attempt, JudgeRequest, Outcome
@@ -88,12 +89,16 @@ class LiteLLMJudge:
         """Import litellm now rather than on the first query."""
         self._lib()
 
-    def judge(self, requests: list[JudgeRequest], cancel: threading.Event) -> list[Outcome]:
+    def judge(self, requests: list[JudgeRequest], cancel: threading.Event,
+              progress: Callable[[int], None] | None = None) -> list[Outcome]:
         lib = self._lib()
         fut = asyncio.run_coroutine_threadsafe(self._judge_all(lib, requests, cancel), self._loop)
         while True:
             try:
-                return fut.result(timeout=0.05)
+                outcomes = fut.result(timeout=0.05)
+                if progress is not None:
+                    progress(len(outcomes))
+                return outcomes
             except TimeoutError:
                 if cancel.is_set():
                     fut.cancel()
