@@ -7,7 +7,6 @@ torn WAL never has an index to replay. Annotations are keyed by trace_id
 
 from __future__ import annotations
 
-
 CREATE_VERSION_TABLE = """
 CREATE TABLE IF NOT EXISTS schema_version (
     version INTEGER,
