@@ -49,6 +49,8 @@ class Behaviour:
         self.max_inflight = 0        # 0: no limit; beyond it answer 429
         self.answers: dict[str, str] = {}  # text -> exact answer to send
         self.fail_texts: list[str] = []    # always answer 500 for a prompt about one of these texts
+        self.slow_first = 0                # the first N requests take slow_delay seconds (client timeouts)
+        self.slow_delay = 5.0
 
 
 class FakeProvider:
@@ -168,7 +170,9 @@ class FakeProvider:
                 handler._json(429, {"error": {"message": "too many requests in flight"}},
                               {"Retry-After": str(b.retry_after or 1)})
                 return
-            if b.delay:
+            if attempt <= b.slow_first:
+                time.sleep(b.slow_delay)
+            elif b.delay:
                 time.sleep(b.delay)
             messages = body.get("messages", [])
             user = next((m["content"] for m in reversed(messages) if m.get("role") == "user"), "")

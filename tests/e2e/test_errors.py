@@ -113,3 +113,16 @@ def test_unparseable_answer_is_null_never_a_guess(server: ServerProcess, fresh_p
         row = conn.execute("SELECT answer, error, assistant_output FROM unified_logs").fetchone()
     assert row[0] is None and row[1].startswith("unparseable answer") and row[2] == "I am not sure, it depends."
     assert any(w.startswith("WARNING: 1 answer(s) could not be read") for w in warnings)
+
+
+def test_a_timed_out_call_is_retried_and_logged(start_server: Callable[..., ServerProcess],
+                                                 fresh_provider: FakeProvider) -> None:
+    server = start_server(MEANSQL_REQUEST_TIMEOUT="1")
+    fresh_provider.behaviour.slow_first = 1
+    fresh_provider.behaviour.slow_delay = 3.0
+    with server.connect() as conn:
+        assert conn.execute("SELECT 'bamboo straw' MEANS 'eco-friendly'").fetchone() == (True,)
+        rows = conn.execute("SELECT attempt, error, latency_ms FROM unified_logs ORDER BY attempt").fetchall()
+    assert [r[0] for r in rows] == [1, 2]
+    assert "Timeout" in rows[0][1] and rows[1][1] is None
+    assert 900 <= rows[0][2] < 2900  # our per-call timeout, not litellm's 6,000 s

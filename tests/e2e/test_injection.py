@@ -88,3 +88,20 @@ def test_examples_of_the_same_criterion_come_first(server: ServerProcess, fresh_
     system = fresh_provider.requests[0]["body"]["messages"][0]["content"]
     assert notices == ["Injected 5 training examples (recent strategy): 1 for 'luxury', 4 from other criteria"]
     assert system.index("Gold watch") < system.index("<criterion>eco-friendly</criterion>")
+
+
+def test_other_criteria_stay_out_while_the_same_criterion_has_enough(server: ServerProcess,
+                                                                      fresh_provider: FakeProvider) -> None:
+    notices: list[str] = []
+    with server.connect() as conn:
+        conn.add_notice_handler(lambda d: notices.append(d.message_primary or ""))
+        create_products(conn)
+        conn.execute("SELECT description MEANS 'eco-friendly' FROM products")
+        conn.execute("SELECT description MEANS 'luxury' FROM products")
+        conn.execute("INSERT INTO training_annotations (trace_id, trainable) SELECT trace_id, true FROM unified_logs")
+        fresh_provider.reset()
+        notices.clear()
+        conn.execute("SELECT 'Gold ring' MEANS 'luxury'")
+    system = fresh_provider.requests[0]["body"]["messages"][0]["content"]
+    assert notices == ["Injected 5 training examples (recent strategy)"]
+    assert system.count("<criterion>luxury</criterion>") == 5 and "eco-friendly" not in system
