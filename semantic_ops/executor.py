@@ -18,15 +18,16 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
 
 from semantic_ops import batching
 from semantic_ops.answers import parse_boolean
-from semantic_ops.errors import BudgetExceeded, ModelCallFailed, ModelNotConfigured, QueryCanceled, SemanticError
-from semantic_ops.judges.base import Judge, JudgeRequest, Outcome
+from semantic_ops.context import Notice, Options, QueryContext
+from semantic_ops.errors import BudgetExceeded, ModelCallFailed, ModelNotConfigured, SemanticError
+from semantic_ops.judges.base import Attempt, Judge, JudgeRequest, Outcome
 from semantic_ops.operators import Operator, Registry
 from semantic_ops.planner import Stage
 from semantic_ops.prompts import render
@@ -37,72 +38,7 @@ from training.store import Store, insert_rows
 
 log = logging.getLogger(__name__)
 
-Notice = Callable[[str, str], None]  # (severity, message)
-
 _ARROW_TYPES = {"BOOLEAN": pa.bool_(), "VARCHAR": pa.string()}
-
-
-@dataclass
-class Options:
-    """Per-query knobs, from the session's SET meansql.* values over the server's defaults."""
-
-    cache: bool = True
-    on_error: str = "error"  # or "null"
-    max_calls: int = 0  # 0: no limit
-
-    @classmethod
-    def from_settings(cls, settings: Mapping[str, str], defaults: Options) -> Options:
-        def flag(value: str) -> bool:
-            return value.strip().lower() not in ("off", "false", "0", "no")
-
-        opts = Options(defaults.cache, defaults.on_error, defaults.max_calls)
-        if "meansql.cache" in settings:
-            opts.cache = flag(settings["meansql.cache"])
-        if "meansql.on_error" in settings:
-            value = settings["meansql.on_error"].strip().lower()
-            if value not in ("error", "null"):
-                raise SemanticError("meansql.on_error must be 'error' or 'null'", hint="SET meansql.on_error = 'null'")
-            opts.on_error = value
-        if "meansql.max_calls" in settings:
-            try:
-                opts.max_calls = int(settings["meansql.max_calls"])
-            except ValueError as exc:
-                raise SemanticError("meansql.max_calls must be a whole number (0: no limit)") from exc
-        return opts
-
-
-@dataclass
-class OpStats:
-    judged: int = 0
-    cache_hits: int = 0
-    failed: int = 0
-    unparseable: int = 0
-
-
-@dataclass
-class QueryContext:
-    """What one statement's semantic calls share."""
-
-    session_id: str
-    query_id: str
-    notice: Notice
-    options: Options = field(default_factory=Options)
-    cancel: threading.Event = field(default_factory=threading.Event)
-    cancel_reason: str = "user request"
-    memo: dict[str, Any] = field(default_factory=dict)
-    selections: dict[tuple[str, str | None], Selection] = field(default_factory=dict)
-    error: BaseException | None = None
-    calls: int = 0  # model requests asked for (distinct prompts, batches count once)
-    lookup_only: bool = False  # after a LIMIT's waves: values not judged yet are not needed
-    stats: dict[str, OpStats] = field(default_factory=dict)
-    arg_keys: dict[str, dict[tuple[Any, ...], str | None]] = field(default_factory=dict)
-    started: float = field(default_factory=time.monotonic)
-
-    def op_stats(self, op: Operator) -> OpStats:
-        return self.stats.setdefault(op.cascade_id, OpStats())
-
-    def canceled(self) -> QueryCanceled:
-        return QueryCanceled(f"canceling statement due to {self.cancel_reason}")
 
 
 @dataclass
@@ -319,15 +255,9 @@ class Executor:
             trace = ""
             for attempt in outcome.attempts:
                 last = attempt is outcome.attempts[-1]
-                rec = LogRecord(
-                    session_id=ctx.session_id, query_id=ctx.query_id, cascade_id=op.cascade_id, cell_name=op.cell.name,
-                    model=item.request.model, request=item.request.as_json(), user_input=_text(item.inputs),
-                    criterion=_criterion(item.inputs), inputs=item.inputs, assistant_output=attempt.text,
-                    answer=answer if last and isinstance(answer, bool) else None,
-                    prompt_tokens=attempt.prompt_tokens, completion_tokens=attempt.completion_tokens,
-                    cost=attempt.cost, latency_ms=attempt.latency_ms, attempt=attempt.number,
-                    error=attempt.error or (parse_error if last else None),
-                )
+                rec = _record(ctx, op, item.request, item.inputs, attempt,
+                              answer=answer if last and isinstance(answer, bool) else None,
+                              error=attempt.error or (parse_error if last else None))
                 rec.call_id = rec.trace_id
                 records.append(rec)
                 trace = rec.trace_id
@@ -365,13 +295,10 @@ class Executor:
             call_id = str(uuid.uuid4())
             answers = batching.parse(outcome.text, len(chunk)) if outcome.error is None else None
             for attempt in outcome.attempts[:-1] if answers is not None else outcome.attempts:
-                records.append(LogRecord(
-                    session_id=ctx.session_id, query_id=ctx.query_id, cascade_id=op.cascade_id, cell_name=op.cell.name,
-                    model=model, request=request.as_json(), user_input=None, criterion=None,
-                    inputs={"items": len(chunk)}, assistant_output=attempt.text, latency_ms=attempt.latency_ms,
-                    attempt=attempt.number, call_id=call_id, batch_size=len(chunk),
-                    error=attempt.error or ("batch answer did not match its items; judged one by one"
-                                            if attempt is outcome.attempts[-1] else None),
+                records.append(_record(
+                    ctx, op, request, None, attempt, inputs={"items": len(chunk)}, call_id=call_id,
+                    batch_size=len(chunk), error=attempt.error or ("batch answer did not match its items; judged one by one"
+                                                                   if attempt is outcome.attempts[-1] else None),
                 ))
             if answers is None:
                 if outcome.error is None:
@@ -382,15 +309,9 @@ class Executor:
                 continue
             last = outcome.attempts[-1]
             for item, value in zip(chunk, answers):
-                rec = LogRecord(
-                    session_id=ctx.session_id, query_id=ctx.query_id, cascade_id=op.cascade_id, cell_name=op.cell.name,
-                    model=model, request=request.as_json(), user_input=_text(item.inputs),
-                    criterion=_criterion(item.inputs), inputs=item.inputs,
-                    assistant_output="true" if value else "false", answer=value,
-                    prompt_tokens=last.prompt_tokens, completion_tokens=last.completion_tokens,
-                    cost=(last.cost / len(chunk)) if last.cost is not None else None, latency_ms=last.latency_ms,
-                    attempt=last.number, call_id=call_id, batch_size=len(chunk),
-                )
+                rec = _record(ctx, op, request, item.inputs, last, assistant_output="true" if value else "false",
+                              answer=value, cost=(last.cost / len(chunk)) if last.cost is not None else None,
+                              call_id=call_id, batch_size=len(chunk))
                 records.append(rec)
                 st.judged += 1
                 ctx.memo[item.key] = value
@@ -451,6 +372,23 @@ class Executor:
             raise SemanticError(f"{op.cascade_id}: input is missing {', '.join(missing)}")
         row = tuple(inputs[n] for n in op.arg_names)
         return self.evaluate(ctx, op, [row])[0]
+
+
+def _record(ctx: QueryContext, op: Operator, request: JudgeRequest, item_inputs: Mapping[str, Any] | None,
+            attempt: Attempt, **fields: Any) -> LogRecord:
+    """The unified_logs row of one attempt (or one item of a batched call)."""
+    rec = LogRecord(
+        session_id=ctx.session_id, query_id=ctx.query_id, cascade_id=op.cascade_id, cell_name=op.cell.name,
+        model=request.model, request=request.as_json(),
+        user_input=_text(item_inputs) if item_inputs is not None else None,
+        criterion=_criterion(item_inputs) if item_inputs is not None else None, inputs=dict(item_inputs or {}),
+        assistant_output=attempt.text, prompt_tokens=attempt.prompt_tokens,
+        completion_tokens=attempt.completion_tokens, cost=attempt.cost, latency_ms=attempt.latency_ms,
+        attempt=attempt.number, error=attempt.error,
+    )
+    for name, value in fields.items():
+        setattr(rec, name, value)
+    return rec
 
 
 def _answer(op: Operator, outcome: Outcome) -> tuple[bool | str | None, str | None]:
