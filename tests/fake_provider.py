@@ -57,7 +57,7 @@ class FakeProvider:
     """The server object: start(), url, requests, control via attributes."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, defaults: dict[str, Any] | None = None,
-                 nodelay: bool = False, backlog: int = 5) -> None:
+                 nodelay: bool = True, backlog: int = 256) -> None:
         # defaults: Behaviour attributes applied at start and again by every reset (e.g. {"delay": 0.3}).
         # nodelay: TCP_NODELAY on answers; without it the headers and the body go out as two small writes and
         # Nagle plus the client's delayed ACK can hold the body back ~40 ms (benchmarks want it on).
@@ -214,7 +214,7 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=8089, help="0: any free port (the URL printed tells which)")
     parser.add_argument("--delay", type=float, default=0.0, help="seconds before each answer; kept across /_reset")
     parser.add_argument("--nodelay", action="store_true", help="TCP_NODELAY: no ~40 ms Nagle/delayed-ACK stall per answer")
-    parser.add_argument("--backlog", type=int, default=5, help="listen queue length (a burst of connections wants more)")
+    parser.add_argument("--backlog", type=int, default=256, help="listen queue length (a burst of connections wants more)")
     args = parser.parse_args()
     provider = FakeProvider(port=args.port, defaults={"delay": args.delay} if args.delay else None,
                             nodelay=args.nodelay, backlog=args.backlog).start()
