@@ -52,7 +52,8 @@ class App:
         )
         if self.settings.model:
             # litellm takes seconds to import; do it before the first query needs it.
-            threading.Thread(target=self.judge.warm_up, name="meansql-warmup", daemon=True).start()
+            threading.Thread(target=self.judge.warm_up, args=(self.settings.model,), name="meansql-warmup",
+                             daemon=True).start()
         return self.server
 
     @property
