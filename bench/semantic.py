@@ -6,7 +6,7 @@ one MEANS query as the client sees it. The model is the loopback stand-in provid
 run as its own subprocess and answering after 0.3 s; its counters say how many requests the server sent.
 Server CPU is utime+stime of the server process (all its threads) from /proc/<pid>/stat.
 
-    /tmp/venv/bin/python -m bench.semantic [--only a,b,...] [--rows N] [--json out.json]
+    .venv/bin/python -m bench.semantic [--only a,b,...] [--rows N] [--json out.json]
 
 See bench/README.md for what each scenario measures and its goal.
 """
