@@ -37,6 +37,8 @@ class Attempt:
     completion_tokens: int | None = None
     cost: float | None = None
     latency_ms: float = 0.0
+    status: int | None = None  # HTTP status when known (200 for an answer)
+    throttled: bool = False    # the provider said slow down (429 or Retry-After)
 
 
 @dataclass
@@ -61,7 +63,12 @@ class Judge(Protocol):
 
     def judge(self, requests: list[JudgeRequest], cancel: threading.Event,
               progress: Callable[[int], None] | None = None) -> list[Outcome]:
-        """Answer every request; never raises for a single failed call (see Outcome.error)."""
+        """Answer every request; never raises for a single failed call (see Outcome.error).
+
+        Once ``cancel`` is set, returns promptly: finished outcomes as they are, unfinished ones
+        ending in an attempt whose error is "cancelled". ``progress``, if given, gets the number
+        of requests finished so far now and then, and once at the end.
+        """
         ...
 
     def close(self) -> None:

@@ -1,32 +1,49 @@
 """Model calls through litellm's async client, from one background event loop.
 
-Calls run concurrently under an adaptive limit (limiter.py); 429, 408, 5xx,
-timeouts and connection errors are retried with jittered exponential backoff
-(capped at 4 s) that honours Retry-After (capped at 60 s). Our own per-call
-timeout replaces litellm's 6,000 s default. A cancel stops new attempts at once,
-cancels the requests in flight, and still returns what was already answered.
+Calls run concurrently under an adaptive limit (AIMD, see limiter.py) that
+starts at max_concurrency and backs off when the provider throttles. 429, 408,
+5xx, timeouts and connection errors are retried with jittered exponential
+backoff (capped at 4 s) or, when the provider sends one, after Retry-After
+(capped at 60 s); other errors (400, 401, 404...) fail at once. Our own per-call
+timeout replaces litellm's 6,000 s default.
+
+CPU per call matters (a query can judge tens of thousands of values), so each
+call hands litellm a logging object that switches off litellm's own success and
+failure logging and its cost bookkeeping: meansql logs every attempt itself and
+prices tokens from a per-model price looked up once. The call still goes
+through ``litellm.acompletion`` and litellm's HTTP stack.
 """
 
 from __future__ import annotations
 
 import asyncio
+import datetime
+import email.utils
+import gc
+import importlib
 import logging
 import os
 import random
 import threading
 import time
+import uuid
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from semantic_ops.judges.base import Attempt, JudgeRequest, Outcome
-from semantic_ops.judges.limiter import AdaptiveLimiter
+from semantic_ops.judges.limiter import AdaptiveLimiter, Result
 
 log = logging.getLogger(__name__)
 
 RETRY_AFTER_CAP = 60.0
 BACKOFF_CAP = 4.0
-PROGRESS_EVERY = 0.5
-CANCELLED = "cancelled"
+PROGRESS_INTERVAL = 0.5  # seconds between progress reports
+CANCELLED = "cancelled"  # the error of an attempt cut short by the query's cancel flag
+_POLL = 0.02  # how often judge()'s calling thread looks at the cancel flag
+_PRICE_PROBE_TOKENS = 1000  # small enough to stay in every model's first price tier
+
+Progress = Callable[[int], None]
 
 
 def _import_litellm() -> Any:
@@ -35,21 +52,86 @@ def _import_litellm() -> Any:
     import litellm
 
     litellm.suppress_debug_info = True
+    # Importing litellm leaves ~300,000 long-lived objects (cost map, provider configs) that every
+    # full collection would walk again, ~0.2 s each time; move them out of the collector's sight.
+    gc.collect()
+    gc.freeze()
     return litellm
 
 
+def _quiet_logging_class() -> Any:
+    """litellm's per-call Logging class with its success/failure logging and cost bookkeeping switched off.
+
+    Passed per call as ``litellm_logging_obj``; without it each call builds a standard logging
+    payload, computes the response cost twice (through a model-info search that fails slowly for
+    models litellm has no price for) and schedules an async success-logging task: about half of
+    litellm's CPU per call. meansql records every attempt itself and never registers litellm
+    callbacks, so nothing that was switched off was in use.
+    """
+    base: Any = importlib.import_module("litellm.litellm_core_utils.litellm_logging").Logging
+
+    def nothing(self: Any, *args: Any, **kwargs: Any) -> None:
+        return None
+
+    async def nothing_async(self: Any, *args: Any, **kwargs: Any) -> None:
+        return None
+
+    def no_cost(self: Any, *args: Any, **kwargs: Any) -> float | None:
+        return None
+
+    def no_claim(self: Any) -> bool:
+        return False  # never schedule litellm's async success-logging task
+
+    overrides: dict[str, Any] = {
+        "response_cost_calculator": no_cost,
+        "claim_async_success_log": no_claim,
+        "async_success_handler": nothing_async,
+        "success_handler": nothing,
+        "handle_sync_success_callbacks_for_async_calls": nothing,
+        "failure_handler": nothing,
+        "async_failure_handler": nothing_async,
+        "pre_call": nothing,
+        "post_call": nothing,
+    }
+    missing = [name for name in overrides if not hasattr(base, name)]
+    if missing:
+        # A litellm upgrade renamed something: the call still works, it just costs more CPU.
+        log.warning("litellm's Logging lacks %s; its logging overhead is only partly switched off", ", ".join(missing))
+    return type("MeansqlQuietLogging", (base,), overrides)
+
+
 def _retry_after(exc: BaseException) -> float | None:
+    """Seconds the provider asked us to wait (Retry-After / retry-after-ms), capped at 60 s."""
     # litellm keeps the provider's headers on the exception; its .response is often a stub.
     candidates = (getattr(exc, "litellm_response_headers", None), getattr(exc, "headers", None),
                   getattr(getattr(exc, "response", None), "headers", None))
-    value = next((h.get("retry-after") for h in candidates if h is not None and hasattr(h, "get")
-                  and h.get("retry-after") is not None), None)
-    if value is None:
-        return None
+    for headers in candidates:
+        if headers is None or not hasattr(headers, "get"):
+            continue
+        millis = headers.get("retry-after-ms")
+        if millis is not None:
+            try:
+                return min(max(float(millis) / 1000.0, 0.0), RETRY_AFTER_CAP)
+            except ValueError:
+                pass
+        value = headers.get("retry-after")
+        if value is not None:
+            return _parse_retry_after(str(value))
+    return None
+
+
+def _parse_retry_after(value: str) -> float | None:
     try:
-        return min(float(value), RETRY_AFTER_CAP)
+        return min(max(float(value), 0.0), RETRY_AFTER_CAP)
     except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
         return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=datetime.UTC)
+    return min(max((when - datetime.datetime.now(datetime.UTC)).total_seconds(), 0.0), RETRY_AFTER_CAP)
 
 
 def _status(exc: BaseException) -> int | None:
@@ -60,9 +142,59 @@ def _status(exc: BaseException) -> int | None:
 def _retryable(exc: BaseException) -> bool:
     status = _status(exc)
     if status is not None:
-        return status in (408, 429) or status >= 500
+        return status == 429 or status >= 500 or status == 408
     name = type(exc).__name__
     return any(k in name for k in ("Timeout", "Connection", "RateLimit", "ServiceUnavailable", "InternalServer"))
+
+
+@dataclass
+class _Call:
+    """One request's progress through its attempts."""
+
+    outcome: Outcome = field(default_factory=Outcome)
+    started: float | None = None  # perf_counter() of the attempt in flight
+    finished: bool = False
+
+
+class _Batch:
+    """The calls of one judge() invocation, its tasks and its progress reports (event loop thread only)."""
+
+    def __init__(self, size: int, cancel: threading.Event, progress: Progress | None) -> None:
+        self.calls = [_Call() for _ in range(size)]
+        self.cancel = cancel
+        self.progress = progress
+        self.tasks: list[asyncio.Task[None]] = []
+        self.done = 0
+        self._reported_at = time.monotonic()
+
+    def abort(self) -> None:
+        """Cancel every unfinished call (in flight, waiting for a slot or backing off)."""
+        for task in self.tasks:
+            task.cancel()
+
+    def finished(self, call: _Call) -> None:
+        call.finished = True
+        self.done += 1
+        if self.progress is not None and time.monotonic() - self._reported_at >= PROGRESS_INTERVAL:
+            self.report()
+
+    def report(self) -> None:
+        self._reported_at = time.monotonic()
+        if self.progress is None:
+            return
+        try:
+            self.progress(self.done)
+        except Exception:  # a broken progress callback must not lose the answers
+            log.exception("progress callback failed; no more progress reports for this batch")
+            self.progress = None
+
+    def settle_unfinished(self) -> None:
+        """Give every call that did not finish a last attempt that says it was cancelled."""
+        now = time.perf_counter()
+        for call in self.calls:
+            if not call.finished:
+                latency = (now - call.started) * 1000 if call.started is not None else 0.0
+                call.outcome.attempts.append(Attempt(len(call.outcome.attempts) + 1, error=CANCELLED, latency_ms=latency))
 
 
 class LiteLLMJudge:
@@ -76,7 +208,7 @@ class LiteLLMJudge:
         max_concurrency: int = 64,
         timeout: float = 30.0,
         num_retries: int = 8,
-        backoff: float = 0.25,
+        backoff: float = 0.5,
     ) -> None:
         self.name = "litellm"
         self.api_base = api_base
@@ -85,124 +217,199 @@ class LiteLLMJudge:
         self.timeout = min(timeout, 60.0)
         self.num_retries = num_retries
         self.backoff = backoff
-        self.limiter = AdaptiveLimiter(max_concurrency)
         self._litellm: Any = None
-        self._import_lock = threading.Lock()
+        self._logging_class: Any = None
+        self._import_lock = threading.Lock()  # warm_up() and the first query may race to import
+        self._prices: dict[str, tuple[float, float] | None] = {}
+        self._froze_lazy_imports = False
+        self._limiter = AdaptiveLimiter(max_concurrency)
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="meansql-judge", daemon=True)
         self._thread.start()
 
     @property
     def current_concurrency(self) -> int:
-        """How many calls may be in flight now (drops on 429s, grows back)."""
-        return self.limiter.current
+        """Calls the adaptive limit allows in flight now (max_concurrency until the provider throttles)."""
+        return self._limiter.current
 
     def _lib(self) -> Any:
         with self._import_lock:
             if self._litellm is None:
-                self._litellm = _import_litellm()
+                lib = _import_litellm()
+                self._logging_class = _quiet_logging_class()
+                self._litellm = lib
             return self._litellm
 
     def warm_up(self, model: str | None = None) -> None:
-        """Import litellm and take one call through its code path (answered locally), before the first query."""
+        """Import litellm now rather than on the first query; with a model, also take one call through
+        litellm's code for it, answered locally (mock_response), so its lazy imports happen now too."""
         lib = self._lib()
         if model:
+            fut = asyncio.run_coroutine_threadsafe(self._complete(lib, JudgeRequest(model, ({"role": "user", "content": "warm-up"},)),
+                                                                  mock_response="true"), self._loop)
             try:
-                fut = asyncio.run_coroutine_threadsafe(lib.acompletion(
-                    model=model, messages=[{"role": "user", "content": "warm-up"}], mock_response="true",
-                    api_base=self.api_base, api_key=self.api_key or "warm-up"), self._loop)
                 fut.result(timeout=30)
-            except Exception as exc:  # a warm-up that fails only costs the first query its time
+            except Exception as exc:  # a failed warm-up only costs the first query its time
                 log.debug("model warm-up failed: %s", exc)
+            # What that call imported is as long-lived as litellm itself (see _import_litellm).
+            gc.collect()
+            gc.freeze()
 
     def judge(self, requests: list[JudgeRequest], cancel: threading.Event,
-              progress: Callable[[int], None] | None = None) -> list[Outcome]:
-        """Answer every request; on cancel, return at once with the unfinished ones marked cancelled."""
-        lib = self._lib()
-        fut = asyncio.run_coroutine_threadsafe(self._judge_all(lib, requests, cancel, progress), self._loop)
-        return fut.result()
+              progress: Progress | None = None) -> list[Outcome]:
+        """One outcome per request, in order; never raises for a failed call (see Outcome.error).
 
-    async def _judge_all(self, lib: Any, requests: list[JudgeRequest], cancel: threading.Event,
-                         progress: Callable[[int], None] | None) -> list[Outcome]:
-        outcomes = [Outcome() for _ in requests]
-        tasks = [asyncio.ensure_future(self._judge_one(lib, r, o, cancel)) for r, o in zip(requests, outcomes)]
-        pending: set[asyncio.Future[None]] = set(tasks)
-        last_report = time.monotonic()
-        while pending:
-            _, pending = await asyncio.wait(pending, timeout=0.02)
-            if cancel.is_set():
-                for task in pending:
-                    task.cancel()
-                await asyncio.gather(*pending, return_exceptions=True)
+        When ``cancel`` is set no further attempt starts, calls in flight are cancelled and the
+        outcomes come back within ~0.1 s: answers already paid for, and for every unfinished
+        request a last attempt whose error is "cancelled". ``progress`` (called on the judge's
+        event loop thread) gets the number of requests finished so far (answered, or failed for
+        good), at most about twice a second, and once more at the end.
+        """
+        lib = self._lib()
+        batch = _Batch(len(requests), cancel, progress)
+        fut = asyncio.run_coroutine_threadsafe(self._judge_all(lib, requests, batch), self._loop)
+        aborted = False
+        while True:
+            try:
+                outcomes = fut.result(timeout=_POLL)
                 break
-            if progress is not None and time.monotonic() - last_report >= PROGRESS_EVERY:
-                last_report = time.monotonic()
-                progress(len(tasks) - len(pending))
-        for outcome in outcomes:
-            if not outcome.attempts:
-                outcome.attempts.append(Attempt(1, error=CANCELLED))
-        if progress is not None:
-            progress(sum(1 for o in outcomes if o.error != CANCELLED))
+            except TimeoutError:
+                if cancel.is_set() and not aborted:
+                    self._loop.call_soon_threadsafe(batch.abort)
+                    aborted = True
+        if not self._froze_lazy_imports:
+            # The first calls import the rest of litellm lazily; freeze those objects too (see _import_litellm).
+            self._froze_lazy_imports = True
+            gc.freeze()
         return outcomes
 
-    async def _judge_one(self, lib: Any, request: JudgeRequest, outcome: Outcome, cancel: threading.Event) -> None:
-        number = 0
+    async def _judge_all(self, lib: Any, requests: list[JudgeRequest], batch: _Batch) -> list[Outcome]:
+        batch.tasks = [asyncio.ensure_future(self._judge_one(lib, r, call, batch)) for r, call in zip(requests, batch.calls)]
         try:
-            for number in range(1, self.num_retries + 2):
-                if cancel.is_set():
-                    outcome.attempts.append(Attempt(number, error=CANCELLED))
-                    return
-                started_round = await self.limiter.acquire()
-                started = time.perf_counter()
-                throttled = False
-                try:
-                    response = await lib.acompletion(
-                        model=request.model, messages=list(request.messages), api_base=self.api_base,
-                        api_key=self.api_key, timeout=self.timeout, temperature=request.temperature,
-                        max_tokens=request.max_tokens, num_retries=0,
-                    )
-                except asyncio.CancelledError:
-                    raise
-                except Exception as exc:
-                    wait = _retry_after(exc)
-                    throttled = _status(exc) == 429 or wait is not None
-                    outcome.attempts.append(Attempt(number, error=f"{type(exc).__name__}: {exc}"[:2000],
-                                                    latency_ms=(time.perf_counter() - started) * 1000))
-                    if not _retryable(exc) or number > self.num_retries:
-                        return
-                    if wait is None:
-                        wait = min(BACKOFF_CAP, self.backoff * (2 ** (number - 1))) * (0.5 + random.random())
-                else:
-                    outcome.attempts.append(self._success(lib, number, response, started))
-                    return
-                finally:
-                    await self.limiter.release(started_round, throttled=throttled)
-                await asyncio.sleep(wait)
-        except asyncio.CancelledError:
-            outcome.attempts.append(Attempt(number or 1, error=CANCELLED))
+            if batch.tasks:
+                await asyncio.wait(batch.tasks)
+        finally:
+            batch.abort()  # only does something if this coroutine itself was cancelled
+        for task, call in zip(batch.tasks, batch.calls):
+            exc = None if task.cancelled() else task.exception()
+            if exc is not None and not call.finished:
+                # A bug of ours, not the provider's answer: say so rather than "cancelled".
+                log.error("judging a request failed unexpectedly", exc_info=exc)
+                call.outcome.attempts.append(Attempt(len(call.outcome.attempts) + 1, error=f"internal error: {exc!r}"[:2000]))
+                batch.finished(call)
+        batch.settle_unfinished()
+        batch.report()
+        return [call.outcome for call in batch.calls]
 
-    @staticmethod
-    def _success(lib: Any, number: int, response: Any, started: float) -> Attempt:
+    async def _judge_one(self, lib: Any, request: JudgeRequest, call: _Call, batch: _Batch) -> None:
+        cancel = batch.cancel
+        for number in range(1, self.num_retries + 2):
+            if cancel.is_set():
+                return
+            slot = await self._limiter.acquire()
+            result = Result.NEUTRAL
+            wait: float | None = None
+            try:
+                if cancel.is_set():
+                    return
+                call.started = time.perf_counter()
+                try:
+                    response = await self._complete(lib, request)
+                except Exception as exc:
+                    latency = (time.perf_counter() - call.started) * 1000
+                    status = _status(exc)
+                    wait = _retry_after(exc)
+                    throttled = status == 429 or wait is not None
+                    result = Result.THROTTLED if throttled else Result.NEUTRAL
+                    call.outcome.attempts.append(Attempt(number, error=f"{type(exc).__name__}: {exc}"[:2000],
+                                                         latency_ms=latency, status=status, throttled=throttled))
+                    call.started = None
+                    if not _retryable(exc) or number > self.num_retries:
+                        batch.finished(call)
+                        return
+                else:
+                    result = Result.OK
+                    call.outcome.attempts.append(self._success(lib, number, request.model, response, call.started))
+                    call.started = None
+                    batch.finished(call)
+                    return
+            finally:
+                self._limiter.release(slot, result)
+            if wait is None:
+                base = min(BACKOFF_CAP, self.backoff * (2 ** (number - 1)))
+                wait = base * (0.5 + random.random() / 2)
+            await asyncio.sleep(wait)
+
+    async def _complete(self, lib: Any, request: JudgeRequest, **extra: Any) -> Any:
+        call_id = str(uuid.uuid4())
+        messages = list(request.messages)
+        logging_obj = self._logging_class(
+            model=request.model, messages=messages, stream=False, call_type="acompletion",
+            start_time=datetime.datetime.now(), litellm_call_id=call_id, litellm_trace_id=call_id, function_id="",
+        )
+        # What litellm's own per-call setup would do before the call (see litellm.utils.function_setup).
+        logging_obj.update_environment_variables(model=request.model, user="", optional_params={},
+                                                 litellm_params={"api_base": ""})
+        # litellm enforces `timeout` on the HTTP request; this is a backstop for anything around it.
+        async with asyncio.timeout(self.timeout + 10.0):
+            return await lib.acompletion(
+                model=request.model,
+                messages=messages,
+                api_base=self.api_base,
+                api_key=self.api_key,
+                timeout=self.timeout,
+                temperature=request.temperature,
+                max_tokens=request.max_tokens,
+                num_retries=0,
+                max_retries=0,
+                litellm_call_id=call_id,
+                litellm_logging_obj=logging_obj,
+                **extra,
+            )
+
+    def _success(self, lib: Any, number: int, model: str, response: Any, started: float) -> Attempt:
         latency = (time.perf_counter() - started) * 1000
+        text = None
         try:
             text = response.choices[0].message.content
         except (AttributeError, IndexError):
             text = None
         usage = getattr(response, "usage", None)
-        cost = None
-        hidden = getattr(response, "_hidden_params", None) or {}
-        if isinstance(hidden, dict) and hidden.get("response_cost") is not None:
-            cost = float(hidden["response_cost"])  # litellm's own figure, when it knows the model's price
+        prompt_tokens = getattr(usage, "prompt_tokens", None)
+        completion_tokens = getattr(usage, "completion_tokens", None)
         return Attempt(
             number,
             text=text,
             error=None if text is not None else "empty answer",
-            prompt_tokens=getattr(usage, "prompt_tokens", None),
-            completion_tokens=getattr(usage, "completion_tokens", None),
-            cost=cost,
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+            cost=self._cost(lib, model, prompt_tokens, completion_tokens),
             latency_ms=latency,
+            status=200,
         )
+
+    def _cost(self, lib: Any, model: str, prompt_tokens: int | None, completion_tokens: int | None) -> float | None:
+        """Dollars for the tokens at the model's list price; None when litellm has no price for it."""
+        if prompt_tokens is None or completion_tokens is None:
+            return None
+        if model not in self._prices:
+            self._prices[model] = _prices(lib, model)
+        prices = self._prices[model]
+        if prices is None:
+            return None
+        return prompt_tokens * prices[0] + completion_tokens * prices[1]
 
     def close(self) -> None:
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=5)
+
+
+def _prices(lib: Any, model: str) -> tuple[float, float] | None:
+    """(input, output) dollars per token from litellm's cost map, looked up once per model."""
+    try:
+        prompt_cost, _ = lib.cost_per_token(model=model, prompt_tokens=_PRICE_PROBE_TOKENS, completion_tokens=0)
+        _, completion_cost = lib.cost_per_token(model=model, prompt_tokens=0, completion_tokens=_PRICE_PROBE_TOKENS)
+        return float(prompt_cost) / _PRICE_PROBE_TOKENS, float(completion_cost) / _PRICE_PROBE_TOKENS
+    except Exception:  # unknown models have no price; cost stays NULL
+        log.debug("no price for %s; costs stay NULL", model, exc_info=True)
+        return None
