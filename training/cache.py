@@ -10,6 +10,8 @@ import json
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+import pyarrow as pa
+
 from training import schema
 from training.store import Store
 
@@ -20,7 +22,9 @@ def lookup(store: Store, keys: Sequence[str]) -> dict[str, Any]:
         return {}
     cur = store.cursor()
     try:
-        rows = cur.execute(schema.CACHE_LOOKUP, [list(keys)]).fetchall()
+        # An Arrow table of keys joins fast; a list parameter is converted value by value.
+        cur.register("_meansql_keys", pa.table({"key": pa.array(list(keys), pa.string())}))
+        rows = cur.execute(schema.CACHE_LOOKUP).fetchall()
     finally:
         cur.close()
     return {k: json.loads(v) for k, v in rows}

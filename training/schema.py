@@ -110,10 +110,11 @@ MIGRATIONS[2] = [
     "ALTER TABLE unified_logs ADD COLUMN IF NOT EXISTS batch_size INTEGER",
 ]
 
+# _meansql_keys: an Arrow table of the keys wanted, registered on the cursor.
 CACHE_LOOKUP = """
-SELECT key, any_value(answer) FROM semantic_cache
-WHERE key IN (SELECT unnest(?::VARCHAR[]))
-GROUP BY key
+SELECT c.key, any_value(c.answer) FROM semantic_cache c
+JOIN _meansql_keys k ON c.key = k.key
+GROUP BY c.key
 """
 
 CACHE_FIELDS = ("key", "cascade_id", "model", "answer", "trace_id", "created_at")
