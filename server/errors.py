@@ -31,10 +31,6 @@ class ProtocolViolation(MeansqlError, code="08P01"):
     severity = "FATAL"
 
 
-class FeatureNotSupported(MeansqlError, code="0A000"):
-    """Something Postgres has that meansql does not (yet)."""
-
-
 class InFailedTransaction(MeansqlError, code="25P02"):
     """A statement arrived after an error inside an explicit transaction."""
 

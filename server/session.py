@@ -58,8 +58,6 @@ CLIENT_PARAMETERS: dict[str, str] = {
     "max_identifier_length": "63",
 }
 
-MEANSQL_PARAMETERS: dict[str, str] = {}
-
 _SET = re.compile(r"^SET\s+(?:SESSION\s+|LOCAL\s+)?([\w.\"]+)\s*(?:=|\s+TO\s+)\s*(.+?)\s*;?\s*$", re.I | re.S)
 _SHOW = re.compile(r"^SHOW\s+([\w.\"]+)\s*;?\s*$", re.I)
 _RESET = re.compile(r"^RESET\s+([\w.\"]+)\s*;?\s*$", re.I)

@@ -119,9 +119,6 @@ GROUP BY c.key
 
 CACHE_FIELDS = ("key", "cascade_id", "model", "answer", "trace_id", "created_at")
 
-# Columns a user may set when annotating; the rest belong to the store.
-ANNOTATION_COLUMNS = ("trainable", "verified", "confidence", "notes", "tags")
-
 UPSERT_ANNOTATION = """
 INSERT INTO training_annotations (trace_id, trainable, verified, confidence, notes, tags)
 VALUES (?, ?, ?, ?, ?, ?)

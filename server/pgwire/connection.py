@@ -23,7 +23,7 @@ from buenavista.postgres import BuenaVistaHandler, BuenaVistaServer
 from server import errors
 from server.pgwire import codec, types
 from server.session import Result, Session
-from server.statements import Kind, Statement
+from server.statements import Statement
 
 log = logging.getLogger(__name__)
 
@@ -404,5 +404,3 @@ class MeansqlServer(BuenaVistaServer):
         if state is not None and secrets.compare_digest(state.secret.to_bytes(4, "big"), secret.to_bytes(4, "big")):
             state.session.cancel()
 
-
-__all__ = ["MeansqlHandler", "MeansqlServer", "Kind"]
