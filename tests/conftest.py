@@ -146,6 +146,13 @@ def create_products(conn: psycopg.Connection[Any]) -> None:
         cur.executemany("INSERT INTO products VALUES (%s, %s)", PRODUCTS)
 
 
+def collect_notices(conn: psycopg.Connection[Any]) -> list[str]:
+    """The primary message of every NOTICE/WARNING the connection receives from now on."""
+    seen: list[str] = []
+    conn.add_notice_handler(lambda d: seen.append(d.message_primary or ""))
+    return seen
+
+
 def psql(url: str, *commands: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     """Run the real psql client, one -c per command."""
     args = ["psql", "-X", "-v", "ON_ERROR_STOP=0", url]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.conftest import ServerProcess, create_products
+from tests.conftest import ServerProcess, collect_notices, create_products
 from tests.fake_provider import FakeProvider
 
 OPERATOR = """\
@@ -44,9 +44,8 @@ def test_formats_strategies_and_filters(start_server: Callable[..., ServerProces
         (ops / f"{name}.yaml").write_text(OPERATOR.format(cascade=name, name=name, word=word, strategy=strategy,
                                                           fmt=fmt, verified_only=verified_only))
     server = start_server("--operators-dir", str(ops))
-    notices: list[str] = []
     with server.connect() as conn:
-        conn.add_notice_handler(lambda d: notices.append(d.message_primary or ""))
+        notices = collect_notices(conn)
         create_products(conn)
         for name, (word, *_rest) in CASES.items():
             conn.execute(f"SELECT description {word} 'eco-friendly' FROM products")
@@ -74,34 +73,35 @@ def test_formats_strategies_and_filters(start_server: Callable[..., ServerProces
                 assert system.index("Sustainable cotton t-shirt") < system.index("Eco-friendly bamboo toothbrush")
 
 
-def test_examples_of_the_same_criterion_come_first(server: ServerProcess, fresh_provider: FakeProvider) -> None:
-    notices: list[str] = []
+def _ask_after_annotating(server: ServerProcess, provider: FakeProvider, judged: list[str], question: str
+                          ) -> tuple[list[str], str]:
+    """Judge products under some criteria, mark every call trainable, then ask one question:
+    the NOTICEs of that question and the system prompt it sent."""
     with server.connect() as conn:
-        conn.add_notice_handler(lambda d: notices.append(d.message_primary or ""))
         create_products(conn)
-        conn.execute("SELECT description MEANS 'eco-friendly' FROM products")
-        conn.execute("SELECT 'Gold watch' MEANS 'luxury'")
+        for sql in judged:
+            conn.execute(sql)
         conn.execute("INSERT INTO training_annotations (trace_id, trainable) SELECT trace_id, true FROM unified_logs")
-        fresh_provider.reset()
-        notices.clear()
-        conn.execute("SELECT 'Silk scarf' MEANS 'luxury'")
-    system = fresh_provider.requests[0]["body"]["messages"][0]["content"]
+        provider.reset()
+        notices = collect_notices(conn)
+        conn.execute(question)
+    return notices, provider.requests[0]["body"]["messages"][0]["content"]
+
+
+def test_examples_of_the_same_criterion_come_first(server: ServerProcess, fresh_provider: FakeProvider) -> None:
+    notices, system = _ask_after_annotating(
+        server, fresh_provider,
+        ["SELECT description MEANS 'eco-friendly' FROM products", "SELECT 'Gold watch' MEANS 'luxury'"],
+        "SELECT 'Silk scarf' MEANS 'luxury'")
     assert notices == ["Injected 5 training examples (recent strategy): 1 for 'luxury', 4 from other criteria"]
     assert system.index("Gold watch") < system.index("<criterion>eco-friendly</criterion>")
 
 
 def test_other_criteria_stay_out_while_the_same_criterion_has_enough(server: ServerProcess,
                                                                       fresh_provider: FakeProvider) -> None:
-    notices: list[str] = []
-    with server.connect() as conn:
-        conn.add_notice_handler(lambda d: notices.append(d.message_primary or ""))
-        create_products(conn)
-        conn.execute("SELECT description MEANS 'eco-friendly' FROM products")
-        conn.execute("SELECT description MEANS 'luxury' FROM products")
-        conn.execute("INSERT INTO training_annotations (trace_id, trainable) SELECT trace_id, true FROM unified_logs")
-        fresh_provider.reset()
-        notices.clear()
-        conn.execute("SELECT 'Gold ring' MEANS 'luxury'")
-    system = fresh_provider.requests[0]["body"]["messages"][0]["content"]
+    notices, system = _ask_after_annotating(
+        server, fresh_provider,
+        ["SELECT description MEANS 'eco-friendly' FROM products", "SELECT description MEANS 'luxury' FROM products"],
+        "SELECT 'Gold ring' MEANS 'luxury'")
     assert notices == ["Injected 5 training examples (recent strategy)"]
     assert system.count("<criterion>luxury</criterion>") == 5 and "eco-friendly" not in system

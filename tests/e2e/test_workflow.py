@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import psycopg
 
-from tests.conftest import PRODUCTS, ServerProcess, create_products, psql
+from tests.conftest import PRODUCTS, ServerProcess, collect_notices, create_products, psql
 from tests.fake_provider import FakeProvider
 
 QUERY = "SELECT id, description, description MEANS 'eco-friendly' AS is_eco FROM products ORDER BY id"
@@ -62,9 +62,8 @@ def test_walkthrough_psql(server: ServerProcess, fresh_provider: FakeProvider) -
 
 
 def test_psycopg_parameters_and_notices(server: ServerProcess, fresh_provider: FakeProvider) -> None:
-    notices: list[str] = []
     with server.connect() as conn:
-        conn.add_notice_handler(lambda d: notices.append(d.message_primary or ""))
+        notices = collect_notices(conn)
         create_products(conn)
         rows = conn.execute(
             "SELECT id FROM products WHERE description MEANS %s AND id > %s ORDER BY id", ("eco-friendly", 1)
@@ -97,9 +96,8 @@ def test_annotating_again_updates_last_write_wins(server: ServerProcess) -> None
 
 
 def test_retroactive_annotation_by_insert_select(server: ServerProcess, fresh_provider: FakeProvider) -> None:
-    notices: list[str] = []
     with server.connect() as conn:
-        conn.add_notice_handler(lambda d: notices.append(d.message_primary or ""))
+        notices = collect_notices(conn)
         create_products(conn)
         conn.execute("SELECT description MEANS 'eco-friendly' FROM products")
         conn.execute(
