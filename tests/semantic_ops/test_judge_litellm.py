@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextvars
+import functools
 import importlib
 import threading
 import time
@@ -11,7 +13,7 @@ from typing import Any
 import pytest
 
 from semantic_ops.judges.base import JudgeRequest
-from semantic_ops.judges.litellm import CANCELLED, LiteLLMJudge, _quiet_logging_class
+from semantic_ops.judges.litellm import CANCELLED, LiteLLMJudge, _pure_preparation, _quiet_logging_class
 from tests.fake_provider import FakeProvider
 
 MODEL = "openai/stand-in"  # litellm has no price for it
@@ -250,3 +252,28 @@ def test_warm_up_sends_nothing(make_judge: Callable[..., LiteLLMJudge], provider
     assert provider.attempts == 0
     [outcome] = judge.judge([request("bamboo")], threading.Event())
     assert outcome.text == "true"
+
+
+
+def test_warm_up_reaches_no_provider(make_judge: Callable[..., LiteLLMJudge], provider: FakeProvider) -> None:
+    judge = make_judge()
+    judge.warm_up(MODEL)
+    assert provider.requests == []
+    [outcome] = judge.judge([request("bamboo toothbrush")], threading.Event())
+    assert outcome.text == "true" and len(provider.requests) == 1
+
+
+def _prepared(model: str) -> Any:
+    """What litellm hands its executor: partial(context.run, partial(completion, model=...))."""
+    def completion(**kwargs: Any) -> None:
+        return None
+
+    return functools.partial(contextvars.copy_context().run, functools.partial(completion, model=model))
+
+
+def test_request_preparation_runs_inline_only_for_openai_style_models() -> None:
+    assert _pure_preparation(_prepared("openai/stand-in"))
+    assert _pure_preparation(_prepared("gpt-4o-mini"))
+    assert not _pure_preparation(_prepared("bedrock/anthropic.claude-3"))
+    assert not _pure_preparation(_prepared("vertex_ai/gemini-pro"))
+    assert not _pure_preparation(functools.partial(print, "not litellm"))
