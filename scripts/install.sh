@@ -1,18 +1,19 @@
 #!/usr/bin/env bash
 # Install meansql and what it needs on a fresh Debian machine: the psql client,
 # a virtualenv in .venv with the hash-locked dependencies, and meansql itself.
-# With --clients it also installs what the client-matrix tests drive: a
-# PostgreSQL server, pgjdbc for Java 17 and node-postgres (locked in
+# With --tests it also installs what the tests drive: a PostgreSQL server,
+# redis-server, pgjdbc for Java 17 and node-postgres (locked in
 # tests/clients/node/package-lock.json).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-clients=0
-[ "${1:-}" = "--clients" ] && clients=1
+tests=0
+[ "${1:-}" = "--tests" ] && tests=1
 
 need_apt=()
 command -v psql >/dev/null 2>&1 || need_apt+=(postgresql-client)
-if [ $clients = 1 ]; then
+if [ $tests = 1 ]; then
+  command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
   command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_apt+=(postgresql)
   ls /usr/share/java/postgresql.jar >/dev/null 2>&1 || need_apt+=(libpostgresql-jdbc-java)
   command -v javac >/dev/null 2>&1 || need_apt+=(openjdk-17-jdk-headless)
@@ -35,7 +36,7 @@ quiet_pip() {  # pip's notes about absent local mirrors are noise here
 }
 quiet_pip --require-hashes -r requirements.lock
 quiet_pip --no-deps --no-build-isolation -e .
-if [ $clients = 1 ]; then
+if [ $tests = 1 ]; then
   (cd tests/clients/node && npm ci --no-audit --no-fund --silent)
 fi
 echo "meansql installed in .venv ($(.venv/bin/meansql --help >/dev/null && echo ok))"
