@@ -24,8 +24,6 @@ import unicodedata
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from buenavista.postgres import ServerResponse
-
 MECHANISM = "SCRAM-SHA-256"
 ITERATIONS = 4096  # PostgreSQL's scram_iterations default
 SALT_BYTES = 16
@@ -160,7 +158,7 @@ def mock_verifier(user: str, nonce: bytes) -> ScramVerifier:
 
 def _auth(code: int, data: bytes = b"") -> bytes:
     body = struct.pack("!i", code) + data
-    return ServerResponse.AUTHENTICATION_REQUEST + struct.pack("!i", len(body) + 4) + body
+    return b"R" + struct.pack("!i", len(body) + 4) + body
 
 
 def authentication_sasl(mechanisms: Iterable[str] = (MECHANISM,)) -> bytes:
@@ -185,7 +183,7 @@ def parse_sasl_initial(body: bytes) -> tuple[str, bytes]:
     if end < 0 or len(body) < end + 5:
         raise ProtocolViolation("invalid SASL initial response")
     mechanism = body[:end].decode("ascii", "replace")
-    (length,) = struct.unpack_from("!i", body, end + 1)
+    length = int(struct.unpack_from("!i", body, end + 1)[0])
     data = body[end + 5:]
     if length == -1:
         data = b""
@@ -287,7 +285,7 @@ class ScramServer:
         if len(proof) != 32:
             raise _malformed("Malformed proof in client-final-message.")
         without_proof = text[: text.rindex(",p=")]
-        auth_message = f"{self._client_first_bare},{self._server_first},{without_proof}".encode("utf-8")
+        auth_message = f"{self._client_first_bare},{self._server_first},{without_proof}".encode()
         signature = _hmac(self.verifier.stored_key, auth_message)
         client_key = bytes(a ^ b for a, b in zip(proof, signature))
         ok = hmac.compare_digest(hashlib.sha256(client_key).digest(), self.verifier.stored_key)

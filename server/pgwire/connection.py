@@ -500,7 +500,7 @@ class MeansqlServer(BuenaVistaServer):
 
     def process_request_thread(self, request: Any, client_address: Any) -> None:
         try:
-            super().process_request_thread(request, client_address)  # type: ignore[misc]
+            super().process_request_thread(request, client_address)
         finally:
             with self._lock:
                 self._sockets -= 1

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import io
 import socket
 import ssl
 from pathlib import Path
+from typing import Any
 
 from server.config import ConfigError
 
@@ -23,10 +23,10 @@ def server_context(cert: Path | None, key: Path | None) -> ssl.SSLContext | None
     return ctx
 
 
-def has_unread_data(rfile: io.BufferedReader, sock: socket.socket) -> bool:
+def has_unread_data(rfile: Any, sock: socket.socket) -> bool:
     """Bytes already sent after an SSLRequest (before our answer): unencrypted, perhaps injected.
 
-    Looks at the reader's buffer and the socket without blocking.
+    Looks at the buffered reader (``rfile``) and the socket without blocking.
     """
     timeout = sock.gettimeout()
     sock.setblocking(False)

@@ -214,6 +214,49 @@ def test_scram_login_from_psql_psycopg_asyncpg_pg8000(secure: Target) -> None:
     conn8.close()
 
 
+JAVA_CHECK = """
+import java.sql.*;
+public class AuthCheck {
+    public static void main(String[] a) throws Exception {
+        for (int i = 2; i + 2 < a.length; i += 3) {
+            String url = "jdbc:postgresql://" + a[0] + "/" + a[1] + "?sslmode=" + a[i + 2];
+            try (Connection c = DriverManager.getConnection(url, a[i], a[i + 1]);
+                 ResultSet r = c.createStatement().executeQuery("SELECT 40 + 2")) {
+                r.next();
+                System.out.println(r.getInt(1));
+            } catch (SQLException e) {
+                System.out.println(e.getSQLState() + " " + e.getMessage());
+            }
+        }
+    }
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def java_check(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., list[str]]:
+    """Log in with pgjdbc (Debian's libpostgresql-jdbc-java) once per (user, password, sslmode); one JVM."""
+    jar = "/usr/share/java/postgresql.jar"
+    assert Path(jar).is_file() and shutil.which("java"), "pgjdbc and Java 17: scripts/install.sh --clients"
+    src = tmp_path_factory.mktemp("java") / "AuthCheck.java"
+    src.write_text(JAVA_CHECK)
+
+    def run(t: Target, *logins: tuple[str, str, str]) -> list[str]:
+        args = [arg for login in logins for arg in login]
+        out = subprocess.run(["java", "-cp", jar, str(src), f"{t.host}:{t.port}", t.dbname, *args],
+                             capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr
+        return out.stdout.splitlines()
+
+    return run
+
+
+def test_scram_md5_and_tls_from_pgjdbc(secure: Target, java_check: Callable[..., list[str]]) -> None:
+    got = java_check(secure, (ALICE, ALICE_PW, "disable"), (ALICE, ALICE_PW, "require"), (BOB, BOB_PW, "disable"),
+                     ("nobody", "x", "disable"))
+    assert got == ["42", "42", "42", f"28P01 FATAL: {FAILED.format('nobody')}"]
+
+
 def test_md5_login_for_old_clients(secure: Target) -> None:
     with psycopg.connect(conninfo(secure, BOB, BOB_PW, require_auth="md5")) as conn:
         assert conn.execute("SELECT 1").fetchone() == (1,)
@@ -408,7 +451,7 @@ def _try_connect(server: ServerProcess) -> psycopg.Connection[object] | None:
 def test_idle_raw_sockets_do_not_block_logins_and_are_closed_by_the_login_timeout(
         start_server: Callable[..., ServerProcess]) -> None:
     server = start_server(provider=None, MEANSQL_MAX_CONNECTIONS="3", MEANSQL_LOGIN_TIMEOUT="1.5")
-    idle = [socket.create_connection(("127.0.0.1", server.port), timeout=10) for _ in range(50)]
+    idle = [socket.create_connection(("127.0.0.1", server.port), timeout=10) for _ in range(200)]
     stalled = socket.create_connection(("127.0.0.1", server.port), timeout=10)
     stalled.sendall(startup_packet("postgres", "default")[:7])  # half a start-up packet
     t0 = time.monotonic()
