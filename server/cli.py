@@ -124,7 +124,8 @@ def serve(
     signal.signal(signal.SIGINT, _stop)
     thread = threading.Thread(target=server.serve_forever, name="meansql-accept", daemon=True)
     thread.start()
-    stop.wait()
+    while not stop.wait(0.5):  # wake up now and then: a signal delivered to another thread does not end the wait
+        pass
     out.print("meansql stopping", highlight=False)
     application.close()
 

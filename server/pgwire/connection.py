@@ -176,11 +176,12 @@ class MeansqlHandler(BuenaVistaHandler):
         self._send(b"S" if context else b"N", flush=True)
         if context is not None:
             try:
-                sock = context.wrap_socket(self.request, server_side=True)
+                sock = context.wrap_socket(self.request, server_side=True, do_handshake_on_connect=False)
+                self.request = self.connection = sock  # the accepted socket object is now detached
+                self.server.login_clock.start(self, sock)
+                sock.do_handshake()
             except OSError as exc:
                 raise _Closed(f"TLS handshake failed: {exc}") from exc
-            self.request = self.connection = sock
-            self.server.login_clock.start(self, sock)
             self.rfile = sock.makefile("rb", self.rbufsize)
             self.wfile = sock.makefile("wb", self.wbufsize)
         if unencrypted:  # as PostgreSQL: reported after the handshake, so to the client that made it
@@ -462,6 +463,9 @@ class MeansqlServer(BuenaVistaServer):
 
     daemon_threads = True
     allow_reuse_address = True
+    # socketserver's default backlog of 5 overflows while the accept thread starts handler threads: connects
+    # then wait for a SYN retransmit (1 s, 3 s, ...). PostgreSQL listens with 2 × max_connections.
+    request_queue_size = 1024
 
     def __init__(self, address: tuple[str, int], app: Any, *, max_message_size: int = 1 << 30,
                  users: dict[str, auth.Verifier] | None = None, ssl_context: ssl.SSLContext | None = None,
@@ -551,6 +555,7 @@ class LoginClock:
     def __init__(self, timeout: float) -> None:
         self.timeout = timeout
         self._deadlines: dict[int, tuple[float, socket.socket]] = {}
+        self._fired: dict[int, socket.socket] = {}  # shut down; kept until done() in case start() brings a new socket
         self._cond = threading.Condition()
         self._stopped = False
         self._thread = threading.Thread(target=self._run, name="meansql-login-clock", daemon=True)
@@ -560,12 +565,15 @@ class LoginClock:
         """Watch sock (again after a TLS handshake replaced it, keeping the first deadline)."""
         with self._cond:
             deadline = self._deadlines.get(id(key), (time.monotonic() + self.timeout, sock))[0]
+            if id(key) in self._fired:
+                deadline = 0.0  # past its time already
             self._deadlines[id(key)] = (deadline, sock)
             self._cond.notify()
 
     def done(self, key: object) -> None:
         with self._cond:
             self._deadlines.pop(id(key), None)
+            self._fired.pop(id(key), None)
 
     def stop(self) -> None:
         with self._cond:
@@ -579,6 +587,7 @@ class LoginClock:
                 expired = [k for k, (deadline, _) in self._deadlines.items() if deadline <= now]
                 for k in expired:
                     _, sock = self._deadlines.pop(k)
+                    self._fired[k] = sock
                     log.info("closing a connection that did not log in within %s s", self.timeout)
                     try:
                         socket.socket.shutdown(sock, socket.SHUT_RDWR)  # not SSLSocket.shutdown: no TLS state change

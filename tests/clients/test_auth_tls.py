@@ -477,6 +477,50 @@ def test_login_timeout_covers_a_stalled_password_exchange(start_server: Callable
         assert time.monotonic() - t0 < 3
 
 
+def test_login_timeout_covers_a_stalled_tls_handshake(start_server: Callable[..., ServerProcess],
+                                                     certs: tuple[Path, Path]) -> None:
+    server = start_server(provider=None, MEANSQL_LOGIN_TIMEOUT="1", MEANSQL_SSL_CERT=str(certs[0]),
+                          MEANSQL_SSL_KEY=str(certs[1]))
+    before = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+    before.sendall(SSL_REQUEST)
+    assert read_exact(before, 1) == b"S"  # and no ClientHello follows
+    raw = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+    raw.sendall(SSL_REQUEST)
+    assert read_exact(raw, 1) == b"S"
+    after = tls_client(certs).wrap_socket(raw)  # handshake done, no start-up packet follows
+    t0 = time.monotonic()
+    assert is_closed(before)
+    try:
+        assert after.recv(1) == b""
+    except (ssl.SSLError, ConnectionResetError):
+        pass  # closed without close_notify: also closed
+    assert time.monotonic() - t0 < 3
+    before.close()
+    after.close()
+    log = server.stop()
+    assert "Traceback" not in log, log
+
+
+def test_sockets_beyond_the_thread_cap_are_refused_at_once(start_server: Callable[..., ServerProcess]) -> None:
+    server = start_server(provider=None, MEANSQL_MAX_CONNECTIONS="1")
+    cap = 2 * 1 + 256  # MeansqlServer.max_sockets: sockets still starting up are threads too
+    held = [socket.create_connection(("127.0.0.1", server.port), timeout=10) for _ in range(cap)]
+    extra = _refused(server.port)
+    assert extra is not None
+    assert (extra["S"], extra["C"], extra["M"]) == ("FATAL", "53300", "sorry, too many clients already")
+    for sock in held:
+        sock.close()
+    with server.connect() as conn:
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+
+
+def _refused(port: int) -> dict[str, str] | None:
+    with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
+        kind, body = read_message(sock)  # without sending anything: the answer comes at once
+        assert is_closed(sock)
+        return error_fields(body) if kind == b"E" else None
+
+
 # -- start-up ------------------------------------------------------------------------------------------
 
 
