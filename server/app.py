@@ -9,6 +9,7 @@ from semantic_ops.executor import Executor, Options
 from semantic_ops.judges.litellm import LiteLLMJudge
 from semantic_ops.operators import Registry
 from server.config import Settings
+from server.pgwire import auth, tls
 from server.pgwire.connection import MeansqlServer
 from server.session import Session
 from training.store import Store
@@ -21,6 +22,7 @@ class App:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self.tls = tls.server_context(settings.ssl_cert, settings.ssl_key)  # a bad certificate stops start-up here
         self.registry = Registry.load(settings.operators_dir)  # a bad operator file stops start-up here
         self.store = Store(settings.db)
         try:
@@ -47,8 +49,10 @@ class App:
 
     def listen(self) -> MeansqlServer:
         """Bind the pg-wire listener (port 0 picks a free one)."""
+        s = self.settings
         self.server = MeansqlServer(
-            (self.settings.host, self.settings.port), self, max_message_size=self.settings.max_message_size
+            (s.host, s.port), self, max_message_size=s.max_message_size, users=auth.verifiers(s.users),
+            ssl_context=self.tls, max_connections=s.max_connections, login_timeout=s.login_timeout,
         )
         if self.settings.model:
             # litellm takes seconds to import; do it before the first query needs it.

@@ -27,9 +27,11 @@ app = typer.Typer(help="meansql: PostgreSQL wire-protocol server with a semantic
 db_app = typer.Typer(help="Database file maintenance.", no_args_is_help=True)
 sql_app = typer.Typer(help="Run SQL without a client.", no_args_is_help=True)
 training_app = typer.Typer(help="Annotations and training examples.", no_args_is_help=True)
+user_app = typer.Typer(help="Users who may log in (password verifiers in meansql.yaml).", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(sql_app, name="sql")
 app.add_typer(training_app, name="training")
+app.add_typer(user_app, name="user")
 
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
@@ -104,9 +106,10 @@ def serve(
     application = _build(settings)
     server = application.listen()
     host_, port_ = server.server_address[:2]
-    if host_ not in ("127.0.0.1", "::1", "localhost"):
-        err.print(f"[yellow]warning[/yellow]: listening on {host_} without authentication: anyone who can "
-                  "reach this address can read and change the database")
+    if not _is_loopback(host_) and not settings.users:
+        err.print(f"[bold red]WARNING[/bold red]: listening on {host_} with no users configured: every login is "
+                  "trusted, so anyone who can reach this address can read and change the database. Add a user "
+                  "with `meansql user add NAME`.", highlight=False)
     out.print(f"meansql listening on {host_}:{port_} (database {settings.db}, model: {application.model_description})",
               highlight=False)
     out.print(f"connect with: psql postgresql://localhost:{port_}/default", highlight=False)
@@ -121,9 +124,62 @@ def serve(
     signal.signal(signal.SIGINT, _stop)
     thread = threading.Thread(target=server.serve_forever, name="meansql-accept", daemon=True)
     thread.start()
-    stop.wait()
+    while not stop.wait(0.5):  # wake up now and then: a signal delivered to another thread does not end the wait
+        pass
     out.print("meansql stopping", highlight=False)
     application.close()
+
+
+def _is_loopback(host: str) -> bool:
+    import ipaddress
+
+    try:
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@user_app.command("add")
+def user_add(
+    name: Annotated[str, typer.Argument(help="User name clients log in as.")],
+    password_stdin: Annotated[bool, typer.Option("--password-stdin", help="Read the password from stdin's first line.")] = False,
+    md5: Annotated[bool, typer.Option("--md5", help="Store an md5 verifier, for old clients without SCRAM.")] = False,
+    print_: Annotated[bool, typer.Option("--print", help="Print the verifier instead of writing meansql.yaml.")] = False,
+    db: DbOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Add or replace a user: its SCRAM-SHA-256 verifier goes into meansql.yaml (never the password)."""
+    import os
+
+    import yaml
+
+    from server.config import ConfigError
+    from server.pgwire import auth
+
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = typer.prompt(f"password for {name}", hide_input=True, confirmation_prompt=True)
+    if not password:
+        raise typer.BadParameter("the password is empty")
+    verifier = str(auth.md5_verifier(name, password) if md5 else auth.scram_verifier(password))
+    if print_:
+        print(verifier)
+        return
+    path = Settings.config_path(config, db)
+    data: Any = {}
+    if path.is_file():
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as exc:
+            _fail(ConfigError(f"{path}: not valid YAML: {exc}"))
+        if not isinstance(data, dict) or not isinstance(data.get("users", {}), dict):
+            _fail(ConfigError(f"{path}: must be a mapping of setting: value, with users: a mapping"))
+    data.setdefault("users", {})[name] = verifier
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        yaml.safe_dump(data, f, sort_keys=False, allow_unicode=True, width=1000)
+    out.print(f"user {name} added to {path} ({'md5' if md5 else 'SCRAM-SHA-256'})", highlight=False)
 
 
 @db_app.command("init")

@@ -7,14 +7,16 @@ Precedence: flag, then environment, then meansql.yaml, then the default.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
+from server.pgwire import auth
 from training.errors import MeansqlError
 
 
@@ -42,8 +44,45 @@ class Settings(BaseModel):
     on_error: Literal["error", "null"] = Field(
         "error", description="Default of SET meansql.on_error: a value whose call failed fails the query, or is NULL.")
     max_message_size: int = Field(256 * 1024 * 1024, ge=1024, le=1 << 30, description="Largest frontend message body accepted, in bytes.")
+    users: dict[str, str] = Field(
+        default_factory=dict, description="Users who may log in, name: password verifier (SCRAM-SHA-256$... or md5...); "
+        "none: every login is trusted.")
+    ssl_cert: Path | None = Field(None, description="TLS certificate file (PEM); with ssl_key, clients may use sslmode=require.")
+    ssl_key: Path | None = Field(None, validate_default=True, description="TLS private key file (PEM) of ssl_cert.")
+    max_connections: int = Field(100, ge=1, le=10_000, description="Most client sessions at once; one more gets FATAL 53300.")
+    login_timeout: float = Field(60.0, gt=0, le=600, description="Seconds a connection may take to finish start-up and authentication.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Server log level.")
     log_format: Literal["rich", "json"] = Field("rich", description="Server log format: rich for people, json lines for machines.")
+
+    @field_validator("users", mode="before")
+    @classmethod
+    def _users(cls, value: Any) -> Any:
+        if isinstance(value, str):  # MEANSQL_USERS holds JSON
+            try:
+                value = json.loads(value)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"not a JSON object of name: verifier: {exc}") from exc
+        if isinstance(value, dict):
+            for name, verifier in value.items():
+                try:
+                    auth.parse_verifier(str(verifier))
+                except ValueError as exc:
+                    raise ValueError(f"user {name}: {exc}") from exc
+        return value
+
+    @field_validator("ssl_key")
+    @classmethod
+    def _tls_pair(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        if (value is None) != (info.data.get("ssl_cert") is None):
+            raise ValueError("ssl_cert and ssl_key must be given together")
+        return value
+
+    @classmethod
+    def config_path(cls, config: Path | None = None, db: Path | None = None,
+                    environ: Mapping[str, str] | None = None) -> Path:
+        """The meansql.yaml that load() reads: --config, else beside the database."""
+        environ = os.environ if environ is None else environ
+        return config or Path(db or environ.get(cls.env_name("db")) or cls.model_fields["db"].default).parent / "meansql.yaml"
 
     @classmethod
     def env_name(cls, field: str) -> str:

@@ -12,8 +12,10 @@ from __future__ import annotations
 import logging
 import secrets
 import socket
+import ssl
 import struct
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,7 +23,7 @@ from typing import Any
 from buenavista.postgres import BuenaVistaHandler, BuenaVistaServer
 
 from server import errors
-from server.pgwire import codec, types
+from server.pgwire import auth, codec, tls, types
 from server.session import Result, Session
 from server.statements import Statement
 
@@ -70,10 +72,23 @@ class MeansqlHandler(BuenaVistaHandler):
         super().setup()
         self._out = bytearray()
         self._wlock = threading.Lock()
+        self._slot = False  # holds one of max_connections
+        self.server.login_clock.start(self, self.request)
+
+    def finish(self) -> None:
+        try:
+            super().finish()
+        finally:
+            self.server.login_clock.done(self)
+            if isinstance(self.request, ssl.SSLSocket):
+                self.request.close()  # the accepted socket was handed to it; socketserver closes only that one
 
     # -- I/O --------------------------------------------------------------
     def _read(self, n: int) -> bytes:
-        data = self.rfile.read(n)
+        try:
+            data = self.rfile.read(n)
+        except OSError as exc:  # TLS errors and resets; the login clock shuts sockets down too
+            raise _Closed(str(exc)) from exc
         if data is None or len(data) < n:
             raise _Closed("connection closed by peer")
         return bytes(data)
@@ -118,16 +133,27 @@ class MeansqlHandler(BuenaVistaHandler):
             if state is not None:
                 self.server.forget(state)
                 state.session.close()
+            if self._slot:
+                self.server.release_slot()
 
     def _startup(self) -> ConnState | None:
+        ssl_done = gss_done = False  # PostgreSQL answers each negotiation once, then takes it as a protocol number
         while True:
             (length,) = struct.unpack("!i", self._read(4))
             if not codec.STARTUP_MIN <= length <= codec.STARTUP_MAX:
                 raise _Closed(f"invalid startup packet length {length}")
             body = self._read(length - 4)
             (code,) = struct.unpack("!i", body[:4])
-            if code in (codec.SSL_REQUEST, codec.GSS_REQUEST):
+            if code == codec.SSL_REQUEST and not ssl_done:
+                ssl_done = True
+                gss_done = self._ssl_request()
+                continue
+            if code == codec.GSS_REQUEST and not gss_done:
+                gss_done = True
+                unencrypted = tls.has_unread_data(self.rfile, self.request)
                 self._send(b"N", flush=True)
+                if unencrypted:
+                    self._fatal("08P01", "received unencrypted data after GSSAPI encryption request")
                 continue
             if code == codec.CANCEL_REQUEST:
                 if len(body) == 12:
@@ -142,7 +168,71 @@ class MeansqlHandler(BuenaVistaHandler):
                 self._fatal("08P01", "invalid startup packet: parameters are not UTF-8")
             return self._login(params)
 
+    def _ssl_request(self) -> bool:
+        """Answer SSLRequest: 'S' and a TLS handshake when a certificate is configured, else 'N'."""
+        context = self.server.ssl_context
+        # Checked before answering: whatever is here was sent before the client could have read our answer.
+        unencrypted = tls.has_unread_data(self.rfile, self.request)
+        self._send(b"S" if context else b"N", flush=True)
+        if context is not None:
+            try:
+                sock = context.wrap_socket(self.request, server_side=True, do_handshake_on_connect=False)
+                self.request = self.connection = sock  # the accepted socket object is now detached
+                self.server.login_clock.start(self, sock)
+                sock.do_handshake()
+            except OSError as exc:
+                raise _Closed(f"TLS handshake failed: {exc}") from exc
+            self.rfile = sock.makefile("rb", self.rbufsize)
+            self.wfile = sock.makefile("wb", self.wbufsize)
+        if unencrypted:  # as PostgreSQL: reported after the handshake, so to the client that made it
+            self._send(codec.error_response(
+                "FATAL", "08P01", "received unencrypted data after SSL request",
+                detail="This could be either a client-software bug or evidence of an attempted man-in-the-middle "
+                       "attack."), flush=True)
+            raise _Closed("received unencrypted data after SSL request")
+        return context is not None
+
+    def _authenticate(self, user: str) -> None:
+        """Password authentication when users are configured; an unknown user goes through a doomed SCRAM exchange."""
+        users = self.server.users
+        if not users:
+            return
+        verifier = users.get(user)
+        try:
+            if isinstance(verifier, auth.Md5Verifier):
+                salt = secrets.token_bytes(4)
+                self._send(auth.authentication_md5(salt), flush=True)
+                if not auth.check_md5(verifier, salt, self._auth_response("password")):
+                    raise auth.failed(user)
+                return
+            scram = auth.ScramServer(user, verifier or auth.mock_verifier(user, self.server.mock_nonce),
+                                     doomed=verifier is None)
+            self._send(auth.authentication_sasl(), flush=True)
+            mechanism, first = auth.parse_sasl_initial(self._auth_response("SASL"))
+            if mechanism != auth.MECHANISM:
+                raise auth.ProtocolViolation("client selected an invalid SASL authentication mechanism")
+            self._send(auth.authentication_sasl_continue(scram.first(first)), flush=True)
+            self._send(auth.authentication_sasl_final(scram.final(self._auth_response("SASL"))))
+        except auth.AuthError as exc:
+            log.info("authentication failed: %s %s%s", exc.sqlstate, exc.message, f" ({exc.detail})" if exc.detail else "")
+            self._send(codec.error_response("FATAL", exc.sqlstate, exc.message, detail=exc.detail), flush=True)
+            raise _Closed(exc.message) from exc
+
+    def _auth_response(self, what: str) -> bytes:
+        head = self._read(5)
+        (length,) = struct.unpack("!i", head[1:5])
+        if head[:1] != b"p":
+            raise auth.ProtocolViolation(f"expected {what} response, got message type {head[0]}")
+        if not 4 <= length <= auth.MAX_TOKEN:
+            raise auth.ProtocolViolation(f"invalid {what} response length {length}")
+        return self._read(length - 4)
+
     def _login(self, params: dict[str, str]) -> ConnState:
+        if not self.server.take_slot():
+            self._fatal("53300", "sorry, too many clients already")
+        self._slot = True
+        self._authenticate(params.get("user", ""))
+        self.server.login_clock.done(self)
         app = self.server.app
         session = app.new_session(user=params.get("user", ""), database=params.get("database", ""))
         if "application_name" in params:
@@ -373,17 +463,66 @@ class MeansqlServer(BuenaVistaServer):
 
     daemon_threads = True
     allow_reuse_address = True
+    # socketserver's default backlog of 5 overflows while the accept thread starts handler threads: connects
+    # then wait for a SYN retransmit (1 s, 3 s, ...). PostgreSQL listens with 2 × max_connections.
+    request_queue_size = 1024
 
-    def __init__(self, address: tuple[str, int], app: Any, *, max_message_size: int = 1 << 30) -> None:
+    def __init__(self, address: tuple[str, int], app: Any, *, max_message_size: int = 1 << 30,
+                 users: dict[str, auth.Verifier] | None = None, ssl_context: ssl.SSLContext | None = None,
+                 max_connections: int = 100, login_timeout: float = 60.0) -> None:
         super().__init__(address, conn=None)  # type: ignore[arg-type]
         self.RequestHandlerClass = MeansqlHandler
         self.app = app
         self.max_message_size = max_message_size
+        self.users = users or {}
+        self.mock_nonce = auth.mock_nonce(self.users.values())
+        self.ssl_context = ssl_context
+        self.max_connections = max_connections
+        # Sockets before start-up is done are not sessions (as in PostgreSQL), but they are threads: cap them too.
+        self.max_sockets = 2 * max_connections + 256
+        self.login_clock = LoginClock(login_timeout)
         self._states: dict[int, ConnState] = {}
         self._lock = threading.Lock()
+        self._sessions = 0
+        self._sockets = 0
 
     def verify_request(self, request: Any, client_address: Any) -> bool:
-        return True  # where we listen is the user's choice (--host)
+        # Where we listen is the user's choice (--host); how many sockets we hold is ours.
+        with self._lock:
+            if self._sockets >= self.max_sockets:
+                refuse = True
+            else:
+                self._sockets += 1
+                refuse = False
+        if refuse:
+            try:
+                request.sendall(codec.error_response("FATAL", "53300", "sorry, too many clients already"))
+            except OSError:
+                pass  # it is closed next either way
+            return False
+        return True
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            with self._lock:
+                self._sockets -= 1
+
+    def take_slot(self) -> bool:
+        with self._lock:
+            if self._sessions >= self.max_connections:
+                return False
+            self._sessions += 1
+            return True
+
+    def release_slot(self) -> None:
+        with self._lock:
+            self._sessions -= 1
+
+    def server_close(self) -> None:
+        self.login_clock.stop()
+        super().server_close()
 
     def register(self, session: Session) -> ConnState:
         with self._lock:
@@ -404,3 +543,55 @@ class MeansqlServer(BuenaVistaServer):
         if state is not None and secrets.compare_digest(state.secret.to_bytes(4, "big"), secret.to_bytes(4, "big")):
             state.session.cancel()
 
+
+
+class LoginClock:
+    """Shuts down sockets that have not finished start-up and authentication in time.
+
+    PostgreSQL's authentication_timeout; one thread for all connections. Shutting
+    the socket down wakes the handler's blocked read, which then ends the connection.
+    """
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+        self._deadlines: dict[int, tuple[float, socket.socket]] = {}
+        self._fired: dict[int, socket.socket] = {}  # shut down; kept until done() in case start() brings a new socket
+        self._cond = threading.Condition()
+        self._stopped = False
+        self._thread = threading.Thread(target=self._run, name="meansql-login-clock", daemon=True)
+        self._thread.start()
+
+    def start(self, key: object, sock: socket.socket) -> None:
+        """Watch sock (again after a TLS handshake replaced it, keeping the first deadline)."""
+        with self._cond:
+            deadline = self._deadlines.get(id(key), (time.monotonic() + self.timeout, sock))[0]
+            if id(key) in self._fired:
+                deadline = 0.0  # past its time already
+            self._deadlines[id(key)] = (deadline, sock)
+            self._cond.notify()
+
+    def done(self, key: object) -> None:
+        with self._cond:
+            self._deadlines.pop(id(key), None)
+            self._fired.pop(id(key), None)
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stopped = True
+            self._cond.notify()
+
+    def _run(self) -> None:
+        with self._cond:
+            while not self._stopped:
+                now = time.monotonic()
+                expired = [k for k, (deadline, _) in self._deadlines.items() if deadline <= now]
+                for k in expired:
+                    _, sock = self._deadlines.pop(k)
+                    self._fired[k] = sock
+                    log.info("closing a connection that did not log in within %s s", self.timeout)
+                    try:
+                        socket.socket.shutdown(sock, socket.SHUT_RDWR)  # not SSLSocket.shutdown: no TLS state change
+                    except OSError:
+                        pass  # already closed by the peer
+                nearest = min((d for d, _ in self._deadlines.values()), default=now + 3600)
+                self._cond.wait(max(nearest - now, 0.01))
