@@ -69,7 +69,8 @@ def test_psycopg_parameters_and_notices(server: ServerProcess, fresh_provider: F
             "SELECT id FROM products WHERE description MEANS %s AND id > %s ORDER BY id", ("eco-friendly", 1)
         ).fetchall()
         assert rows == [(2,), (4,)]
-        assert notices == ["No training examples available yet for evaluate"]
+        # A slow machine may add progress NOTICEs ("... distinct values judged"); they are not the point here.
+        assert [n for n in notices if "distinct values judged" not in n] == ["No training examples available yet for evaluate"]
         # a column called means still works, and NOT MEANS in WHERE
         conn.execute("CREATE TABLE t (means VARCHAR)")
         conn.execute("INSERT INTO t VALUES ('organic apples'), ('steel pipes')")
