@@ -257,6 +257,9 @@ class Session:
             return Result(("INSERT 0 " if stmt.words[0] == "INSERT" else f"{stmt.words[0]} ") + str(count))
         if kind is Kind.OTHER and [d[0] for d in description] == ["Count"]:
             return Result(stmt.tag)
+        if kind is Kind.COPY and [d[0] for d in description] == ["Count"]:
+            (count,) = cur.fetchone() or (0,)
+            return Result(f"COPY {count}")
         columns = [(d[0], types.oid_of(str(d[1]))) for d in description]
         if ctx is not None:
             return Result("SELECT", columns, iter(rows or []), count_rows=True)

@@ -25,6 +25,7 @@ class Kind(enum.Enum):
     SET = "set"
     RESET = "reset"
     SHOW = "show"
+    COPY = "copy"          # COPY: FROM STDIN / TO STDOUT run by the connection, the rest by DuckDB
     OTHER = "other"        # DDL and the rest: a command tag only
 
 
@@ -54,6 +55,8 @@ class Statement:
             return Kind.RESET
         if first == "SHOW":
             return Kind.SHOW
+        if first == "COPY":
+            return Kind.COPY
         if first in ("INSERT", "UPDATE", "DELETE"):
             return Kind.DML
         if first in _ROW_WORDS or first == "(":

@@ -238,3 +238,23 @@ def encode_binary(value: Any, oid: int) -> bytes:
     if oid == types.BYTEA:
         return bytes(value)
     return types.to_text(value).encode("utf-8")
+
+
+# -- COPY -------------------------------------------------------------------------
+
+
+def copy_in_response(n_columns: int) -> bytes:
+    """CopyInResponse for a text-format COPY FROM STDIN (text and CSV are both format 0)."""
+    return _msg(b"G", struct.pack(f"!bh{n_columns}h", 0, n_columns, *([0] * n_columns)))
+
+
+def copy_out_response(n_columns: int) -> bytes:
+    return _msg(b"H", struct.pack(f"!bh{n_columns}h", 0, n_columns, *([0] * n_columns)))
+
+
+def copy_data(data: bytes) -> bytes:
+    return b"d" + struct.pack("!i", len(data) + 4) + data
+
+
+def copy_done() -> bytes:
+    return b"c\x00\x00\x00\x04"

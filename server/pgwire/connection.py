@@ -21,9 +21,9 @@ from typing import Any
 from buenavista.postgres import BuenaVistaHandler, BuenaVistaServer
 
 from server import errors
-from server.pgwire import codec, types
+from server.pgwire import codec, copy, types
 from server.session import Result, Session
-from server.statements import Statement
+from server.statements import Kind, Statement, split
 
 log = logging.getLogger(__name__)
 
@@ -169,6 +169,10 @@ class MeansqlHandler(BuenaVistaHandler):
             ord("C"): self._close,
             ord("H"): lambda s, b: self.flush(),
             ord("S"): self._sync,
+            # CopyData/CopyDone/CopyFail outside COPY: what is left of a COPY that failed; ignored.
+            ord("d"): lambda s, b: None,
+            ord("c"): lambda s, b: None,
+            ord("f"): lambda s, b: None,
         }
         limit = self.server.max_message_size
         while True:
@@ -221,12 +225,87 @@ class MeansqlHandler(BuenaVistaHandler):
                 self._send(codec.empty_query())
             for stmt in statements:
                 try:
+                    if stmt.kind is Kind.COPY and self._copy(state, stmt):
+                        continue
                     result = session.run(stmt)
                     self._send_result(result, describe=True, formats=[])
+                except _Closed:
+                    raise
                 except Exception as exc:
                     self._error(exc)
                     break
         self._send(codec.ready_for_query(session.tx.value), flush=True)
+
+    # -- COPY ---------------------------------------------------------------------------
+    def _copy(self, state: ConnState, stmt: Statement) -> bool:
+        """Run COPY FROM STDIN / TO STDOUT; False for other COPY forms (DuckDB runs those)."""
+        session = state.session
+        try:
+            spec = copy.parse(stmt)
+            if spec is None:
+                return False
+            if spec.direction == "out":
+                self._copy_out(session, spec)
+            else:
+                self._copy_in(session, spec)
+        except _Closed:
+            raise
+        except Exception:
+            copy.mark_failed(session)
+            raise
+        return True
+
+    def _copy_out(self, session: Session, spec: copy.CopySpec) -> None:
+        stmts = split(spec.source_sql())
+        if len(stmts) != 1:
+            raise errors.MultipleCommands("COPY takes one query")
+        result = session.run(stmts[0])
+        if result.columns is None:
+            raise copy.CopySyntaxError("COPY query must return rows")
+        names = [name for name, _ in result.columns]
+        self._send(codec.copy_out_response(len(names)))
+        count = -1 if spec.header else 0
+        for data in copy.out_rows(spec, names, result.rows or iter(())):
+            self._send(codec.copy_data(data))
+            count += 1
+        self._send(codec.copy_done())
+        self._send(codec.command_complete(f"COPY {count}"))
+
+    def _copy_in(self, session: Session, spec: copy.CopySpec) -> None:
+        sink = copy.CopyIn(spec, copy.target_columns(session, spec))
+        try:
+            self._send(codec.copy_in_response(len(sink.names)), flush=True)
+            failure = self._receive_copy(sink)
+            if failure is not None:
+                raise copy.fail(session, failure)
+            count = sink.load(session)
+        finally:
+            sink.close()
+        self._send(codec.command_complete(f"COPY {count}"))
+
+    def _receive_copy(self, sink: copy.CopyIn) -> str | None:
+        """CopyData into the sink until CopyDone (None) or CopyFail (its message)."""
+        limit = self.server.max_message_size
+        while True:
+            head = self._read(5)
+            kind = head[0]
+            (length,) = struct.unpack("!i", head[1:5])
+            if kind not in codec.KNOWN_TYPES:
+                self._fatal("08P01", f"invalid frontend message type {kind}")
+            cap = codec.SMALL_MESSAGE_LIMIT if kind in codec.SMALL_TYPES else limit
+            if length < 4 or length > cap:
+                self._fatal("08P01", f"invalid message length {length} for message type {chr(kind)!r}")
+            body = self._read(length - 4)
+            if kind == ord("d"):
+                sink.write(body)
+            elif kind == ord("c"):
+                return None
+            elif kind == ord("f"):
+                return body.rstrip(b"\x00").decode("utf-8", "replace")
+            elif kind == ord("X"):
+                raise _Closed("terminated during COPY")
+            elif kind not in (ord("H"), ord("S")):  # Flush and Sync are ignored during COPY, as Postgres does
+                raise copy.CopyProtocolViolation(f"unexpected message type 0x{kind:02X} during COPY from stdin")
 
     def _send_result(self, result: Result, *, describe: bool, formats: Sequence[int],
                      rows: Iterator[Sequence[Any]] | None = None, limit: int = 0, sent: int = 0) -> int | None:
@@ -321,6 +400,9 @@ class MeansqlHandler(BuenaVistaHandler):
             self._fail_extended(state, exc)
 
     def _run_portal(self, state: ConnState, portal: Portal) -> None:
+        stmt = portal.prepared.statement
+        if stmt is not None and stmt.kind is Kind.COPY and copy.parse(stmt) is not None:
+            return  # COPY runs at Execute; Describe says NoData
         if portal.result is None and portal.prepared.statement is not None:
             portal.result = state.session.run(portal.prepared.statement, portal.params)
             portal.rows = portal.result.rows
@@ -335,6 +417,8 @@ class MeansqlHandler(BuenaVistaHandler):
             if portal.prepared.statement is None:
                 self._send(codec.empty_query())
                 return
+            if portal.prepared.statement.kind is Kind.COPY and self._copy(state, portal.prepared.statement):
+                return
             self._run_portal(state, portal)
             assert portal.result is not None
             suspended = self._send_result(portal.result, describe=False, formats=portal.result_formats,
@@ -345,6 +429,8 @@ class MeansqlHandler(BuenaVistaHandler):
             else:
                 portal.result = Result("SELECT", portal.result.columns, iter(()), count_rows=True) \
                     if portal.result.columns is not None else portal.result
+        except _Closed:
+            raise
         except Exception as exc:
             self._fail_extended(state, exc)
 
