@@ -21,13 +21,14 @@ from typing import Any
 import duckdb
 import sqlglot
 from sqlglot import exp
+from sqlglot.tokens import TokenType
 
 from semantic_ops import dialect, planner, rewrite
 from semantic_ops.errors import QueryCanceled, SemanticTypeError
 from semantic_ops.executor import Executor, QueryContext
 from server.errors import InFailedTransaction, MultipleCommands, UndefinedParameter, UndefinedParameterNumber
 from server.pgwire import types
-from server.statements import Kind, Statement, split
+from server.statements import Kind, Statement, split, split_tokens
 from training.store import Store
 
 log = logging.getLogger(__name__)
@@ -219,7 +220,7 @@ class Session:
     def _execute(self, stmt: Statement, kind: Kind, params: Sequence[Any] | None) -> Result:
         text, ctx, stages = self._translate(stmt, params)
         # A semantic statement has its parameters bound as literals (its stages run without them).
-        args = list(params) if params and ctx is None else None
+        args = _positional(text, params) if params and ctx is None else None
         cur = self.cursor
         timer = self._start_timer()
         with self._lock:
@@ -289,7 +290,8 @@ class Session:
             self.executor.end(ctx)
         cur = self.store.cursor()
         try:
-            rows = cur.execute(f"DESCRIBE {text}", [None] * n_params if n_params else None).fetchall()
+            rows = cur.execute(f"DESCRIBE {text}", _positional(text, [None] * n_params) if n_params else None
+                               ).fetchall()
         finally:
             cur.close()
         return [(r[0], types.oid_of(str(r[1]))) for r in rows]
@@ -372,6 +374,20 @@ def _bind(tree: exp.Expr, params: Sequence[Any]) -> exp.Expr:
         return node
 
     return tree.transform(replace)
+
+
+def _positional(text: str, params: Sequence[Any]) -> list[Any] | dict[str, Any]:
+    """Parameters for DuckDB, which refuses values for $n the text does not use (PostgreSQL allows them)."""
+    if text.count("$") >= len(params):
+        return list(params)
+    used: set[int] = set()
+    tokens = split_tokens(text)
+    if any(tok.token_type == TokenType.PLACEHOLDER for tok in tokens):
+        return list(params)  # `?` placeholders take the values in order
+    for tok, nxt in zip(tokens, tokens[1:]):
+        if tok.token_type == TokenType.PARAMETER and nxt.token_type == TokenType.NUMBER and nxt.text.isdigit():
+            used.add(int(nxt.text))
+    return {str(n): params[n - 1] for n in sorted(used) if 0 < n <= len(params)}
 
 
 def _stream(cur: duckdb.DuckDBPyConnection, size: int = 2048) -> Iterator[Sequence[Any]]:

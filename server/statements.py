@@ -81,6 +81,14 @@ def _words(tokens: list[Token]) -> tuple[str, ...]:
     return tuple(out)
 
 
+def split_tokens(sql: str) -> list[Token]:
+    """The tokens of a query string (empty when it does not tokenize)."""
+    try:
+        return list(_TOKENIZER.tokenize(sql))
+    except TokenError:
+        return []
+
+
 def split(sql: str) -> list[Statement]:
     """Statements of a query string, empty ones dropped."""
     try:

@@ -148,6 +148,12 @@ class Reader:
         self.pos += 2
         return int(v)
 
+    def uint16(self) -> int:
+        """A count: PostgreSQL reads parameter and format counts as unsigned (up to 65,535)."""
+        (v,) = struct.unpack_from("!H", self.body, self.pos)
+        self.pos += 2
+        return int(v)
+
     def int32(self) -> int:
         (v,) = struct.unpack_from("!i", self.body, self.pos)
         self.pos += 4
@@ -184,9 +190,7 @@ def parse_startup(body: bytes) -> dict[str, str]:
 def parse_parse(body: bytes) -> tuple[str, str, list[int]]:
     r = Reader(body)
     name, query = r.cstr(), r.cstr()
-    n = r.int16()
-    if n < 0:
-        raise ValueError("negative parameter count")
+    n = r.uint16()
     oids = [r.int32() & 0xFFFFFFFF for _ in range(n)]
     return name, query, oids
 
@@ -194,15 +198,13 @@ def parse_parse(body: bytes) -> tuple[str, str, list[int]]:
 def parse_bind(body: bytes) -> Bind:
     r = Reader(body)
     portal, statement = r.cstr(), r.cstr()
-    fmts = [r.int16() for _ in range(max(r.int16(), 0))]
-    n = r.int16()
-    if n < 0:
-        raise ValueError("negative parameter count")
+    fmts = [r.int16() for _ in range(r.uint16())]
+    n = r.uint16()
     values: list[bytes | None] = []
     for _ in range(n):
         size = r.int32()
         values.append(None if size == -1 else r.take(size))
-    result_formats = [r.int16() for _ in range(max(r.int16(), 0))]
+    result_formats = [r.int16() for _ in range(r.uint16())]
     return Bind(portal, statement, fmts, values, result_formats)
 
 

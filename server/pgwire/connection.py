@@ -18,11 +18,13 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import duckdb
 from buenavista.postgres import BuenaVistaHandler, BuenaVistaServer
 
+from semantic_ops import dialect
 from server import errors
 from server.pgwire import codec, copy, types
-from server.session import Result, Session
+from server.session import Result, Session, TxState
 from server.statements import Kind, Statement, split
 
 log = logging.getLogger(__name__)
@@ -38,6 +40,7 @@ class _Closed(Exception):
 class Prepared:
     statement: Statement | None  # None: the empty query
     param_oids: list[int]
+    columns: list[tuple[str, int]] | None = None  # found at Parse for statements returning rows
 
 
 @dataclass
@@ -187,7 +190,8 @@ class MeansqlHandler(BuenaVistaHandler):
                 self._fatal("08P01", f"invalid frontend message type {kind}")
             cap = codec.SMALL_MESSAGE_LIMIT if kind in codec.SMALL_TYPES else limit
             if length < 4 or length > cap:
-                self._fatal("08P01", f"invalid message length {length} for message type {chr(kind)!r}")
+                # PostgreSQL logs this and closes without a word: the stream is no longer framed.
+                raise _Closed(f"invalid message length {length} for message type {chr(kind)!r}")
             body = self._read(length - 4)
             if kind == ord("X"):
                 return
@@ -208,7 +212,7 @@ class MeansqlHandler(BuenaVistaHandler):
         if f.sqlstate == "XX000":
             log.exception("internal error", exc_info=exc)
         else:
-            log.info("statement failed: %s %s", f.sqlstate, f.message)
+            log.info("statement failed: %s %.500s", f.sqlstate, f.message)  # a message may quote 65,535 names
         self._send(codec.error_response(f.severity, f.sqlstate, f.message, f.hint, f.position, f.detail))
 
     # -- simple query -------------------------------------------------------------
@@ -294,7 +298,7 @@ class MeansqlHandler(BuenaVistaHandler):
                 self._fatal("08P01", f"invalid frontend message type {kind}")
             cap = codec.SMALL_MESSAGE_LIMIT if kind in codec.SMALL_TYPES else limit
             if length < 4 or length > cap:
-                self._fatal("08P01", f"invalid message length {length} for message type {chr(kind)!r}")
+                raise _Closed(f"invalid message length {length} for message type {chr(kind)!r}")
             body = self._read(length - 4)
             if kind == ord("d"):
                 sink.write(body)
@@ -305,7 +309,9 @@ class MeansqlHandler(BuenaVistaHandler):
             elif kind == ord("X"):
                 raise _Closed("terminated during COPY")
             elif kind not in (ord("H"), ord("S")):  # Flush and Sync are ignored during COPY, as Postgres does
-                raise copy.CopyProtocolViolation(f"unexpected message type 0x{kind:02X} during COPY from stdin")
+                self._send(codec.error_response("ERROR", "08P01",
+                                                f"unexpected message type 0x{kind:02X} during COPY from stdin"))
+                self._fatal("08P01", "terminating connection because protocol synchronization was lost")
 
     def _send_result(self, result: Result, *, describe: bool, formats: Sequence[int],
                      rows: Iterator[Sequence[Any]] | None = None, limit: int = 0, sent: int = 0) -> int | None:
@@ -332,7 +338,7 @@ class MeansqlHandler(BuenaVistaHandler):
                 return sent + count
         tag = result.tag
         if result.count_rows:
-            tag = f"{tag} {sent + count}"
+            tag = f"{tag} {count}"  # rows of this Execute, as PostgreSQL counts a resumed portal
         self._send(codec.command_complete(tag))
         return None
 
@@ -343,7 +349,11 @@ class MeansqlHandler(BuenaVistaHandler):
             stmts = state.session.split(query)
             if len(stmts) > 1:
                 raise errors.MultipleCommands("cannot insert multiple commands into a prepared statement")
-            state.statements[name] = Prepared(stmts[0] if stmts else None, oids)
+            prepared = Prepared(stmts[0] if stmts else None, oids)
+            _analyse(state.session, prepared)
+            if name and name in state.statements:
+                raise errors.DuplicatePreparedStatement(f'prepared statement "{name}" already exists')
+            state.statements[name] = prepared
             self._send(codec.parse_complete())
         except Exception as exc:
             self._fail_extended(state, exc)
@@ -354,6 +364,10 @@ class MeansqlHandler(BuenaVistaHandler):
             prepared = state.statements.get(bind.statement)
             if prepared is None:
                 raise errors.UndefinedPreparedStatement(f'prepared statement "{bind.statement}" does not exist')
+            if prepared.param_oids and len(bind.values) != len(prepared.param_oids):
+                raise errors.BindMismatch(f"bind message supplies {len(bind.values)} parameters, but prepared "
+                                          f"statement \"{bind.statement}\" requires {len(prepared.param_oids)}")
+            _check_not_aborted(state.session, prepared.statement, bool(bind.values))
             params = []
             for i, raw in enumerate(bind.values):
                 oid = prepared.param_oids[i] if i < len(prepared.param_oids) else 0
@@ -378,8 +392,12 @@ class MeansqlHandler(BuenaVistaHandler):
                 if prepared is None:
                     raise errors.UndefinedPreparedStatement(f'prepared statement "{name}" does not exist')
                 oids = [oid or types.TEXT for oid in prepared.param_oids]
+                columns = prepared.columns
+                if columns is None and prepared.statement is not None:
+                    columns = state.session.describe(prepared.statement, len(oids))
+                if columns:
+                    _check_not_aborted(state.session, prepared.statement, True)
                 self._send(codec.parameter_description(oids))
-                columns = state.session.describe(prepared.statement, len(oids)) if prepared.statement else None
                 self._send(codec.row_description(columns, []) if columns else codec.no_data())
             elif what == b"P":
                 portal = state.portals.get(name)
@@ -452,6 +470,36 @@ class MeansqlHandler(BuenaVistaHandler):
     def _fail_extended(self, state: ConnState, exc: BaseException) -> None:
         self._error(exc)
         state.skipping = True
+
+
+def _check_not_aborted(session: Session, stmt: Statement | None, strict: bool) -> None:
+    """25P02 in an aborted transaction, except for the statements that end it (PostgreSQL's rule)."""
+    if session.tx is not TxState.FAILED:
+        return
+    if stmt is not None and stmt.kind in (Kind.ROLLBACK, Kind.COMMIT) and not strict:
+        return
+    raise errors.InFailedTransaction("current transaction is aborted, commands ignored until end of transaction block")
+
+
+def _analyse(session: Session, prepared: Prepared) -> None:
+    """What PostgreSQL reports at Parse: syntax errors, an aborted transaction, unknown tables and columns."""
+    stmt = prepared.statement
+    if stmt is None:
+        return
+    if stmt.kind in (Kind.OTHER, Kind.DML):
+        registry = session.executor.registry
+        if not dialect.has_semantic_words(stmt.text, registry.infix, registry.by_function.keys()):
+            session.cursor.extract_statements(stmt.text)  # syntax only; DuckDB's ParserException is 42601
+    _check_not_aborted(session, stmt, False)
+    if stmt.kind is Kind.ROWS:
+        try:
+            prepared.columns = session.describe(stmt, len(prepared.param_oids))
+        except (duckdb.ParserException, duckdb.CatalogException, duckdb.BinderException):
+            raise
+        except duckdb.Error as exc:
+            # Errors that need the parameters' values or types (DuckDB cannot describe `$1` unbound)
+            # surface at Bind or Execute instead.
+            log.debug("statement not described at Parse: %s", exc)
 
 
 class MeansqlServer(BuenaVistaServer):
