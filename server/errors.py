@@ -51,6 +51,10 @@ class BindMismatch(MeansqlError, code="08P01"):
     """Bind supplied a different number of parameters than the statement declares (the session survives)."""
 
 
+class CharacterNotInRepertoire(MeansqlError, code="22021"):
+    """Query text or COPY data that is not valid UTF-8."""
+
+
 class MultipleCommands(MeansqlError, code="42601"):
     """A prepared statement holds more than one command."""
 

@@ -219,7 +219,11 @@ class MeansqlHandler(BuenaVistaHandler):
     def _query(self, state: ConnState, body: bytes) -> None:
         session = state.session
         try:
-            sql = body.rstrip(b"\x00").decode("utf-8")
+            try:
+                sql = body.rstrip(b"\x00").decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise errors.CharacterNotInRepertoire(
+                    f'invalid byte sequence for encoding "UTF8": 0x{body[exc.start:exc.start + 1].hex()}') from exc
             statements = session.split(sql)
         except Exception as exc:
             self._error(exc)

@@ -24,6 +24,7 @@ from sqlglot.dialects.postgres import Postgres
 from sqlglot.errors import TokenError
 from sqlglot.tokens import Token, TokenType
 
+from server.errors import CharacterNotInRepertoire
 from server.pgwire import types
 from server.session import Session, TxState
 from server.statements import Statement, split
@@ -34,10 +35,6 @@ TOKENIZER = Postgres().tokenizer_class()
 
 class BadCopyFileFormat(MeansqlError, code="22P04"):
     """A COPY row has too many or too few columns."""
-
-
-class CharacterNotInRepertoire(MeansqlError, code="22021"):
-    """COPY data is not valid UTF-8."""
 
 
 class CopyFeatureNotSupported(MeansqlError, code="0A000"):
