@@ -84,6 +84,8 @@ class Result:
     columns: list[tuple[str, int]] | None = None
     rows: Iterator[Sequence[Any]] | None = None
     count_rows: bool = False  # the tag takes the number of rows sent
+    source: Any = None  # the DuckDB cursor `rows` streams from, untouched: the wire may read it as Arrow
+    duck_types: list[str] | None = None  # DuckDB type names of the columns, when `source` is set
 
 
 def _unquote(name: str) -> str:
@@ -264,7 +266,8 @@ class Session:
         columns = [(d[0], types.oid_of(str(d[1]))) for d in description]
         if ctx is not None:
             return Result("SELECT", columns, iter(rows or []), count_rows=True)
-        return Result("SELECT", columns, _stream(cur), count_rows=True)
+        return Result("SELECT", columns, _stream(cur), count_rows=True, source=cur,
+                      duck_types=[str(d[1]) for d in description])
 
     def _argument_error(self, exc: duckdb.BinderException) -> Exception:
         """DuckDB's 'no function matches' for an operator, in the operator's own words."""

@@ -10,6 +10,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 from buenavista.postgres import ServerResponse
 
 from server.pgwire import types
@@ -91,15 +94,24 @@ def row_description(columns: Sequence[tuple[str, int]], formats: Sequence[int]) 
     return _msg(ServerResponse.ROW_DESCRIPTION, bytes(body))
 
 
+_INT32 = struct.Struct("!i").pack
+_ROW_HEAD = struct.Struct("!cih").pack
+_NULL = b"\xff\xff\xff\xff"
+
+
 def data_row(values: Sequence[bytes | None]) -> bytes:
-    body = bytearray(struct.pack("!h", len(values)))
+    """One DataRow; the hot path of every result sent a row at a time."""
+    parts: list[bytes] = []
+    size = 6
     for v in values:
         if v is None:
-            body += b"\xff\xff\xff\xff"
+            parts.append(_NULL)
+            size += 4
         else:
-            body += struct.pack("!i", len(v))
-            body += v
-    return _msg(ServerResponse.DATA_ROW, bytes(body))
+            parts.append(_INT32(len(v)))
+            parts.append(v)
+            size += 4 + len(v)
+    return _ROW_HEAD(b"D", size, len(values)) + b"".join(parts)
 
 
 def _fields(severity: str, code: str, message: str, hint: str | None, position: int | None,
@@ -260,3 +272,61 @@ def copy_data(data: bytes) -> bytes:
 
 def copy_done() -> bytes:
     return b"c\x00\x00\x00\x04"
+
+
+# -- DataRows in bulk ------------------------------------------------------------
+
+# DuckDB types whose Arrow form converts to PostgreSQL's text output in C (pyarrow.compute),
+# so a result of only these columns is framed without a Python step per row.
+BULK_TEXT_TYPES = frozenset({"BIGINT", "INTEGER", "SMALLINT", "TINYINT", "UBIGINT", "UINTEGER", "USMALLINT",
+                             "UTINYINT", "HUGEINT", "VARCHAR", "BOOLEAN", "DATE"})
+
+
+def _text_column(arr: pa.Array) -> pa.Array:
+    """One Arrow column as PostgreSQL's text output (as large_binary; nulls stay null)."""
+    if pa.types.is_boolean(arr.type):
+        arr = pc.if_else(arr, "t", "f")
+    elif not (pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type)):
+        arr = pc.cast(arr, pa.string())
+    return arr.cast(pa.large_binary())
+
+
+def _put_int(out: np.ndarray, at: np.ndarray, values: np.ndarray, size: int) -> None:
+    """Write big-endian integers of `size` bytes at the offsets `at`."""
+    for k in range(size):
+        out[at + k] = (values >> (8 * (size - 1 - k))) & 0xFF
+
+
+def data_rows(columns: Sequence[pa.Array]) -> bytes:
+    """DataRow messages of a batch of rows given as Arrow columns of equal length, in text format."""
+    texts = [_text_column(c) for c in columns]
+    n = len(texts[0]) if texts else 0
+    if n == 0:
+        return b""
+    lengths, valid, datas, offsets = [], [], [], []
+    for t in texts:
+        bufs = t.buffers()
+        off = np.frombuffer(bufs[1], dtype=np.int64, count=t.offset + n + 1)[t.offset:]
+        lengths.append(off[1:] - off[:-1])
+        valid.append(np.ones(n, bool) if t.null_count == 0 else
+                     np.asarray(t.is_valid().to_numpy(zero_copy_only=False), bool))
+        datas.append(np.frombuffer(bufs[2], dtype=np.uint8) if bufs[2] is not None else np.empty(0, np.uint8))
+        offsets.append(off)
+    row_len = np.full(n, 1 + 4 + 2 + 4 * len(texts), dtype=np.int64)
+    for ln in lengths:
+        row_len += ln
+    starts = np.cumsum(row_len) - row_len
+    out = np.empty(int(row_len.sum()), dtype=np.uint8)
+    out[starts] = ord("D")
+    _put_int(out, starts + 1, row_len - 1, 4)
+    _put_int(out, starts + 5, np.full(n, len(texts), np.int64), 2)
+    pos = starts + 7
+    for ln, ok, data, off in zip(lengths, valid, datas, offsets):
+        _put_int(out, pos, np.where(ok, ln, 0xFFFFFFFF), 4)
+        pos = pos + 4
+        total = int(ln.sum())
+        if total:
+            dest = np.repeat(pos - off[:-1], ln) + np.arange(off[0], off[0] + total)
+            out[dest] = data[off[0]:off[0] + total]
+        pos = pos + ln
+    return out.tobytes()

@@ -30,6 +30,7 @@ from server.statements import Kind, Statement, split
 log = logging.getLogger(__name__)
 
 FLUSH_AT = 64 * 1024
+BULK_ROWS = 32_768  # rows per Arrow batch when a result is framed in bulk
 
 
 class _Closed(Exception):
@@ -328,16 +329,16 @@ class MeansqlHandler(BuenaVistaHandler):
         oids = [oid for _, oid in result.columns]
         fmts = [formats[i] if i < len(formats) else (formats[0] if len(formats) == 1 else 0)
                 for i in range(len(oids))]
-        encoders = [
-            (lambda v, o=oid: codec.encode_binary(v, o)) if fmt == 1 else
-            (lambda v: types.to_text(v).encode("utf-8"))
-            for oid, fmt in zip(oids, fmts)
-        ]
-        source = rows if rows is not None else (result.rows or iter(()))
-        count = 0
-        for row in source:
-            self._send(codec.data_row([None if v is None else enc(v) for enc, v in zip(encoders, row)]))
-            count += 1
+        if (result.source is not None and not limit and not sent and not any(fmts) and result.duck_types
+                and all(t in codec.BULK_TEXT_TYPES for t in result.duck_types)):
+            # Framed in bulk from Arrow batches: no Python step per row.
+            count = 0
+            for batch in result.source.to_arrow_reader(BULK_ROWS):
+                if batch.num_rows:
+                    self._send(codec.data_rows(batch.columns))
+                    count += batch.num_rows
+        else:
+            count = self._send_rows(rows if rows is not None else (result.rows or iter(())), oids, fmts, limit)
             if limit and count >= limit:
                 return sent + count
         tag = result.tag
@@ -345,6 +346,27 @@ class MeansqlHandler(BuenaVistaHandler):
             tag = f"{tag} {count}"  # rows of this Execute, as PostgreSQL counts a resumed portal
         self._send(codec.command_complete(tag))
         return None
+
+    def _send_rows(self, source: Iterator[Sequence[Any]], oids: list[int], fmts: list[int], limit: int) -> int:
+        """DataRows one row at a time; stops after `limit` rows when limit is set."""
+        encoders: list[Callable[[Any], bytes]] = [
+            (lambda v, o=oid: codec.encode_binary(v, o)) if fmt == 1 else
+            (lambda v: str(v).encode("utf-8")) if oid in (types.INT2, types.INT4, types.INT8) else
+            (lambda v: v.encode("utf-8") if type(v) is str else types.to_text(v).encode("utf-8"))
+            for oid, fmt in zip(oids, fmts)
+        ]
+        out = bytearray()
+        count = 0
+        for row in source:
+            out += codec.data_row([None if v is None else enc(v) for enc, v in zip(encoders, row)])
+            count += 1
+            if len(out) >= FLUSH_AT:
+                self._send(bytes(out))
+                out.clear()
+            if limit and count >= limit:
+                break
+        self._send(bytes(out))
+        return count
 
     # -- extended protocol ------------------------------------------------------------
     def _parse(self, state: ConnState, body: bytes) -> None:
