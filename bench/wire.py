@@ -127,8 +127,8 @@ def streaming(url: str, rows: int, threads: int) -> float:
 
 
 def round_trips(url: str, seconds: float, threads: int) -> float:
-    """Simple-query SELECT 1 round trips per second."""
-    conns = [psycopg.connect(url, autocommit=True) for _ in range(threads)]
+    """Simple-query SELECT 1 round trips per second (psycopg's automatic prepare is off: no extended protocol)."""
+    conns = [psycopg.connect(url, autocommit=True, prepare_threshold=None) for _ in range(threads)]
     stop_at = [0.0]
 
     def work(i: int) -> int:

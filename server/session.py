@@ -201,7 +201,8 @@ class Session:
         text = stmt.text
         if m := _SHOW_LIKE.match(text):
             return f"SELECT name FROM (SHOW TABLES) WHERE name LIKE {m.group(1)}", None, []
-        if not dialect.has_semantic_words(text, registry.infix, registry.by_function.keys()):
+        if not self._maybe_semantic(text) or \
+                not dialect.has_semantic_words(text, registry.infix, registry.by_function.keys()):
             if stmt.kind is Kind.DML and stmt.words[:2] == ("INSERT", "INTO"):
                 text = _annotation_upsert(text)
             return text, None, []
@@ -218,6 +219,12 @@ class Session:
             self.executor.end(ctx)
             raise
         return dialect.to_duckdb(tree), ctx, stages
+
+    def _maybe_semantic(self, text: str) -> bool:
+        """A cheap first look before tokenizing: text without any operator word has no semantic operator."""
+        registry = self.executor.registry
+        lower = text.lower()
+        return any(w.lower() in lower for w in registry.infix) or any(f.lower() in lower for f in registry.by_function)
 
     def _execute(self, stmt: Statement, kind: Kind, params: Sequence[Any] | None) -> Result:
         text, ctx, stages = self._translate(stmt, params)

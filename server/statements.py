@@ -7,6 +7,7 @@ literal, a dollar-quoted body or a comment never counts.
 from __future__ import annotations
 
 import enum
+import functools
 from dataclasses import dataclass
 
 from sqlglot.dialects.postgres import Postgres
@@ -91,6 +92,16 @@ def split_tokens(sql: str) -> list[Token]:
 
 def split(sql: str) -> list[Statement]:
     """Statements of a query string, empty ones dropped."""
+    return list(_split(sql))
+
+
+@functools.lru_cache(maxsize=1024)
+def _split(sql: str) -> tuple[Statement, ...]:
+    # Clients send the same texts again and again (pools' health checks, ORMs); Statements are frozen.
+    return tuple(_split_uncached(sql))
+
+
+def _split_uncached(sql: str) -> list[Statement]:
     try:
         tokens = _TOKENIZER.tokenize(sql)
     except TokenError:

@@ -282,6 +282,9 @@ BULK_TEXT_TYPES = frozenset({"BIGINT", "INTEGER", "SMALLINT", "TINYINT", "UBIGIN
                              "UTINYINT", "HUGEINT", "VARCHAR", "BOOLEAN", "DATE"})
 
 
+SMALL_BATCH = 64
+
+
 def _text_column(arr: pa.Array) -> pa.Array:
     """One Arrow column as PostgreSQL's text output (as large_binary; nulls stay null)."""
     if pa.types.is_boolean(arr.type):
@@ -299,10 +302,12 @@ def _put_int(out: np.ndarray, at: np.ndarray, values: np.ndarray, size: int) -> 
 
 def data_rows(columns: Sequence[pa.Array]) -> bytes:
     """DataRow messages of a batch of rows given as Arrow columns of equal length, in text format."""
+    n = len(columns[0]) if columns else 0
+    if n < SMALL_BATCH:  # numpy's fixed cost per batch is more than a few rows cost one by one
+        to_text = types.to_text
+        return b"".join(data_row([None if v is None else to_text(v).encode("utf-8") for v in row])
+                        for row in zip(*(c.to_pylist() for c in columns)))
     texts = [_text_column(c) for c in columns]
-    n = len(texts[0]) if texts else 0
-    if n == 0:
-        return b""
     lengths, valid, datas, offsets = [], [], [], []
     for t in texts:
         bufs = t.buffers()
