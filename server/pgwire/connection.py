@@ -533,6 +533,7 @@ class MeansqlServer(BuenaVistaServer):
 
     daemon_threads = True
     allow_reuse_address = True
+    request_queue_size = 1024  # listen backlog: a burst of connects waits in the kernel, not in SYN retries
 
     def __init__(self, address: tuple[str, int], app: Any, *, max_message_size: int = 1 << 30) -> None:
         super().__init__(address, conn=None)  # type: ignore[arg-type]
