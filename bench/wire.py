@@ -149,6 +149,23 @@ def round_trips(url: str, seconds: float, threads: int) -> float:
     return total / wall
 
 
+def duckdb_floor(seconds: float) -> float:
+    """`execute("SELECT 1").fetchall()` per second on a DuckDB file cursor in this process: no wire, no server."""
+    import duckdb
+
+    tmp = Path(tempfile.mkdtemp(prefix="meansql-bench-"))
+    try:
+        cur = duckdb.connect(str(tmp / "floor.duckdb")).cursor()
+        n, stop_at = 0, time.perf_counter() + seconds
+        start = time.perf_counter()
+        while time.perf_counter() < stop_at:
+            cur.execute("SELECT 1").fetchall()
+            n += 1
+        return n / (time.perf_counter() - start)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def measure(url: str, rows: int, seconds: float) -> dict[str, float]:
     out: dict[str, float] = {}
     for n in THREADS:
@@ -190,6 +207,8 @@ def main(argv: list[str] | None = None) -> int:
         ratio = f"{ms / pg_:.0%}" if ms and pg_ else "-"
         goal = f">={goals[name.split()[0]]:.0%}"
         print(f"{name:<28}{ms or 0:>12,.0f}{pg_ or 0:>12,.0f}{ratio:>8}{goal:>7}")
+    print(f"{'DuckDB SELECT 1/s, no wire':<28}{duckdb_floor(args.seconds):>12,.0f}"
+          "   (in-process: the ceiling of meansql's round trips)")
     return 0
 
 

@@ -349,12 +349,7 @@ class MeansqlHandler(BuenaVistaHandler):
 
     def _send_rows(self, source: Iterator[Sequence[Any]], oids: list[int], fmts: list[int], limit: int) -> int:
         """DataRows one row at a time; stops after `limit` rows when limit is set."""
-        encoders: list[Callable[[Any], bytes]] = [
-            (lambda v, o=oid: codec.encode_binary(v, o)) if fmt == 1 else
-            (lambda v: str(v).encode("utf-8")) if oid in (types.INT2, types.INT4, types.INT8) else
-            (lambda v: v.encode("utf-8") if type(v) is str else types.to_text(v).encode("utf-8"))
-            for oid, fmt in zip(oids, fmts)
-        ]
+        encoders = [_encoder(oid, fmt) for oid, fmt in zip(oids, fmts)]
         out = bytearray()
         count = 0
         for row in source:
@@ -496,6 +491,15 @@ class MeansqlHandler(BuenaVistaHandler):
     def _fail_extended(self, state: ConnState, exc: BaseException) -> None:
         self._error(exc)
         state.skipping = True
+
+
+def _encoder(oid: int, fmt: int) -> Callable[[Any], bytes]:
+    """How one column's values become bytes on the wire, chosen once per result."""
+    if fmt == 1:
+        return lambda v: codec.encode_binary(v, oid)
+    if oid in (types.INT2, types.INT4, types.INT8):
+        return lambda v: str(v).encode("utf-8")
+    return lambda v: v.encode("utf-8") if type(v) is str else types.to_text(v).encode("utf-8")
 
 
 def _check_not_aborted(session: Session, stmt: Statement | None, strict: bool) -> None:
