@@ -63,6 +63,7 @@ class ConnState:
     statements: dict[str, Prepared] = field(default_factory=dict)
     portals: dict[str, Portal] = field(default_factory=dict)
     skipping: bool = False  # after an error in extended mode, until Sync
+    analysed: set[tuple[str, tuple[int, ...]]] = field(default_factory=set)  # texts that passed Parse's checks
 
 
 class MeansqlHandler(BuenaVistaHandler):
@@ -371,7 +372,12 @@ class MeansqlHandler(BuenaVistaHandler):
             if len(stmts) > 1:
                 raise errors.MultipleCommands("cannot insert multiple commands into a prepared statement")
             prepared = Prepared(stmts[0] if stmts else None, oids)
-            _analyse(state.session, prepared)
+            key = (query, tuple(oids))
+            if key not in state.analysed or state.session.tx is TxState.FAILED:
+                _analyse(state.session, prepared)
+                if len(state.analysed) >= 256:
+                    state.analysed.clear()
+                state.analysed.add(key)
             if name and name in state.statements:
                 raise errors.DuplicatePreparedStatement(f'prepared statement "{name}" already exists')
             state.statements[name] = prepared
@@ -512,7 +518,11 @@ def _check_not_aborted(session: Session, stmt: Statement | None, strict: bool) -
 
 
 def _analyse(session: Session, prepared: Prepared) -> None:
-    """What PostgreSQL reports at Parse: syntax errors, an aborted transaction, unknown tables and columns."""
+    """What PostgreSQL reports at Parse: syntax errors, an aborted transaction, unknown tables and columns.
+
+    Clients parse the same text again for every execution; a text that passed once on this connection is not
+    analysed again (an error from a later schema change then comes at Execute).
+    """
     stmt = prepared.statement
     if stmt is None:
         return
