@@ -53,7 +53,8 @@ class MeansqlProcess:
         cmd = [sys.executable, "-m", "server.cli", "serve", "--db", str(self.dir / "bench.duckdb"), "--port", "0",
                *self.args]
         with self.log.open("wb") as out:
-            self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+            # Run in the scratch directory: whatever the server writes relative to its cwd stays there.
+            self.proc = subprocess.Popen(cmd, cwd=self.dir, env=env, stdout=out, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             m = re.search(r"listening on [\d.]+:(\d+)", self.log.read_text(errors="replace"))
