@@ -526,12 +526,13 @@ def _analyse(session: Session, prepared: Prepared) -> None:
     stmt = prepared.statement
     if stmt is None:
         return
-    if stmt.kind in (Kind.OTHER, Kind.DML):
-        registry = session.executor.registry
-        if not dialect.has_semantic_words(stmt.text, registry.infix, registry.by_function.keys()):
-            session.cursor.extract_statements(stmt.text)  # syntax only; DuckDB's ParserException is 42601
+    registry = session.executor.registry
+    # A semantic statement is checked when it runs: describing it would open a query context (and its NOTICEs).
+    semantic = dialect.has_semantic_words(stmt.text, registry.infix, registry.by_function.keys())
+    if stmt.kind in (Kind.OTHER, Kind.DML) and not semantic:
+        session.cursor.extract_statements(stmt.text)  # syntax only; DuckDB's ParserException is 42601
     _check_not_aborted(session, stmt, False)
-    if stmt.kind is Kind.ROWS:
+    if stmt.kind is Kind.ROWS and not semantic:
         try:
             prepared.columns = session.describe(stmt, len(prepared.param_oids))
         except (duckdb.ParserException, duckdb.CatalogException, duckdb.BinderException):
