@@ -43,6 +43,18 @@ class UndefinedCursor(MeansqlError, code="34000"):
     """Execute or Describe named a portal that does not exist."""
 
 
+class DuplicatePreparedStatement(MeansqlError, code="42P05"):
+    """Parse named a prepared statement that already exists."""
+
+
+class BindMismatch(MeansqlError, code="08P01"):
+    """Bind supplied a different number of parameters than the statement declares (the session survives)."""
+
+
+class CharacterNotInRepertoire(MeansqlError, code="22021"):
+    """Query text or COPY data that is not valid UTF-8."""
+
+
 class MultipleCommands(MeansqlError, code="42601"):
     """A prepared statement holds more than one command."""
 

@@ -21,13 +21,14 @@ from typing import Any
 import duckdb
 import sqlglot
 from sqlglot import exp
+from sqlglot.tokens import TokenType
 
 from semantic_ops import dialect, planner, rewrite
 from semantic_ops.errors import QueryCanceled, SemanticTypeError
 from semantic_ops.executor import Executor, QueryContext
 from server.errors import InFailedTransaction, MultipleCommands, UndefinedParameter, UndefinedParameterNumber
 from server.pgwire import types
-from server.statements import Kind, Statement, split
+from server.statements import Kind, Statement, split, split_tokens
 from training.store import Store
 
 log = logging.getLogger(__name__)
@@ -83,6 +84,8 @@ class Result:
     columns: list[tuple[str, int]] | None = None
     rows: Iterator[Sequence[Any]] | None = None
     count_rows: bool = False  # the tag takes the number of rows sent
+    source: Any = None  # the DuckDB cursor `rows` streams from, untouched: the wire may read it as Arrow
+    duck_types: list[str] | None = None  # DuckDB type names of the columns, when `source` is set
 
 
 def _unquote(name: str) -> str:
@@ -198,7 +201,8 @@ class Session:
         text = stmt.text
         if m := _SHOW_LIKE.match(text):
             return f"SELECT name FROM (SHOW TABLES) WHERE name LIKE {m.group(1)}", None, []
-        if not dialect.has_semantic_words(text, registry.infix, registry.by_function.keys()):
+        if not self._maybe_semantic(text) or \
+                not dialect.has_semantic_words(text, registry.infix, registry.by_function.keys()):
             if stmt.kind is Kind.DML and stmt.words[:2] == ("INSERT", "INTO"):
                 text = _annotation_upsert(text)
             return text, None, []
@@ -216,10 +220,16 @@ class Session:
             raise
         return dialect.to_duckdb(tree), ctx, stages
 
+    def _maybe_semantic(self, text: str) -> bool:
+        """A cheap first look before tokenizing: text without any operator word has no semantic operator."""
+        registry = self.executor.registry
+        lower = text.lower()
+        return any(w.lower() in lower for w in registry.infix) or any(f.lower() in lower for f in registry.by_function)
+
     def _execute(self, stmt: Statement, kind: Kind, params: Sequence[Any] | None) -> Result:
         text, ctx, stages = self._translate(stmt, params)
         # A semantic statement has its parameters bound as literals (its stages run without them).
-        args = list(params) if params and ctx is None else None
+        args = _positional(text, params) if params and ctx is None else None
         cur = self.cursor
         timer = self._start_timer()
         with self._lock:
@@ -257,10 +267,14 @@ class Session:
             return Result(("INSERT 0 " if stmt.words[0] == "INSERT" else f"{stmt.words[0]} ") + str(count))
         if kind is Kind.OTHER and [d[0] for d in description] == ["Count"]:
             return Result(stmt.tag)
+        if kind is Kind.COPY and [d[0] for d in description] == ["Count"]:
+            (count,) = cur.fetchone() or (0,)
+            return Result(f"COPY {count}")
         columns = [(d[0], types.oid_of(str(d[1]))) for d in description]
         if ctx is not None:
             return Result("SELECT", columns, iter(rows or []), count_rows=True)
-        return Result("SELECT", columns, _stream(cur), count_rows=True)
+        return Result("SELECT", columns, _stream(cur), count_rows=True, source=cur,
+                      duck_types=[str(d[1]) for d in description])
 
     def _argument_error(self, exc: duckdb.BinderException) -> Exception:
         """DuckDB's 'no function matches' for an operator, in the operator's own words."""
@@ -286,7 +300,8 @@ class Session:
             self.executor.end(ctx)
         cur = self.store.cursor()
         try:
-            rows = cur.execute(f"DESCRIBE {text}", [None] * n_params if n_params else None).fetchall()
+            rows = cur.execute(f"DESCRIBE {text}", _positional(text, [None] * n_params) if n_params else None
+                               ).fetchall()
         finally:
             cur.close()
         return [(r[0], types.oid_of(str(r[1]))) for r in rows]
@@ -369,6 +384,20 @@ def _bind(tree: exp.Expr, params: Sequence[Any]) -> exp.Expr:
         return node
 
     return tree.transform(replace)
+
+
+def _positional(text: str, params: Sequence[Any]) -> list[Any] | dict[str, Any]:
+    """Parameters for DuckDB, which refuses values for $n the text does not use (PostgreSQL allows them)."""
+    if text.count("$") >= len(params):
+        return list(params)
+    used: set[int] = set()
+    tokens = split_tokens(text)
+    if any(tok.token_type == TokenType.PLACEHOLDER for tok in tokens):
+        return list(params)  # `?` placeholders take the values in order
+    for tok, nxt in zip(tokens, tokens[1:]):
+        if tok.token_type == TokenType.PARAMETER and nxt.token_type == TokenType.NUMBER and nxt.text.isdigit():
+            used.add(int(nxt.text))
+    return {str(n): params[n - 1] for n in sorted(used) if 0 < n <= len(params)}
 
 
 def _stream(cur: duckdb.DuckDBPyConnection, size: int = 2048) -> Iterator[Sequence[Any]]:

@@ -7,6 +7,7 @@ literal, a dollar-quoted body or a comment never counts.
 from __future__ import annotations
 
 import enum
+import functools
 from dataclasses import dataclass
 
 from sqlglot.dialects.postgres import Postgres
@@ -25,6 +26,7 @@ class Kind(enum.Enum):
     SET = "set"
     RESET = "reset"
     SHOW = "show"
+    COPY = "copy"          # COPY: FROM STDIN / TO STDOUT run by the connection, the rest by DuckDB
     OTHER = "other"        # DDL and the rest: a command tag only
 
 
@@ -54,6 +56,8 @@ class Statement:
             return Kind.RESET
         if first == "SHOW":
             return Kind.SHOW
+        if first == "COPY":
+            return Kind.COPY
         if first in ("INSERT", "UPDATE", "DELETE"):
             return Kind.DML
         if first in _ROW_WORDS or first == "(":
@@ -78,8 +82,26 @@ def _words(tokens: list[Token]) -> tuple[str, ...]:
     return tuple(out)
 
 
+def split_tokens(sql: str) -> list[Token]:
+    """The tokens of a query string (empty when it does not tokenize)."""
+    try:
+        return list(_TOKENIZER.tokenize(sql))
+    except TokenError:
+        return []
+
+
 def split(sql: str) -> list[Statement]:
     """Statements of a query string, empty ones dropped."""
+    return list(_split(sql))
+
+
+@functools.lru_cache(maxsize=1024)
+def _split(sql: str) -> tuple[Statement, ...]:
+    # Clients send the same texts again and again (pools' health checks, ORMs); Statements are frozen.
+    return tuple(_split_uncached(sql))
+
+
+def _split_uncached(sql: str) -> list[Statement]:
     try:
         tokens = _TOKENIZER.tokenize(sql)
     except TokenError:

@@ -10,6 +10,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 from buenavista.postgres import ServerResponse
 
 from server.pgwire import types
@@ -91,15 +94,24 @@ def row_description(columns: Sequence[tuple[str, int]], formats: Sequence[int]) 
     return _msg(ServerResponse.ROW_DESCRIPTION, bytes(body))
 
 
+_INT32 = struct.Struct("!i").pack
+_ROW_HEAD = struct.Struct("!cih").pack
+_NULL = b"\xff\xff\xff\xff"
+
+
 def data_row(values: Sequence[bytes | None]) -> bytes:
-    body = bytearray(struct.pack("!h", len(values)))
+    """One DataRow; the hot path of every result sent a row at a time."""
+    parts: list[bytes] = []
+    size = 6
     for v in values:
         if v is None:
-            body += b"\xff\xff\xff\xff"
+            parts.append(_NULL)
+            size += 4
         else:
-            body += struct.pack("!i", len(v))
-            body += v
-    return _msg(ServerResponse.DATA_ROW, bytes(body))
+            parts.append(_INT32(len(v)))
+            parts.append(v)
+            size += 4 + len(v)
+    return _ROW_HEAD(b"D", size, len(values)) + b"".join(parts)
 
 
 def _fields(severity: str, code: str, message: str, hint: str | None, position: int | None,
@@ -148,6 +160,12 @@ class Reader:
         self.pos += 2
         return int(v)
 
+    def uint16(self) -> int:
+        """A count: PostgreSQL reads parameter and format counts as unsigned (up to 65,535)."""
+        (v,) = struct.unpack_from("!H", self.body, self.pos)
+        self.pos += 2
+        return int(v)
+
     def int32(self) -> int:
         (v,) = struct.unpack_from("!i", self.body, self.pos)
         self.pos += 4
@@ -184,9 +202,7 @@ def parse_startup(body: bytes) -> dict[str, str]:
 def parse_parse(body: bytes) -> tuple[str, str, list[int]]:
     r = Reader(body)
     name, query = r.cstr(), r.cstr()
-    n = r.int16()
-    if n < 0:
-        raise ValueError("negative parameter count")
+    n = r.uint16()
     oids = [r.int32() & 0xFFFFFFFF for _ in range(n)]
     return name, query, oids
 
@@ -194,15 +210,13 @@ def parse_parse(body: bytes) -> tuple[str, str, list[int]]:
 def parse_bind(body: bytes) -> Bind:
     r = Reader(body)
     portal, statement = r.cstr(), r.cstr()
-    fmts = [r.int16() for _ in range(max(r.int16(), 0))]
-    n = r.int16()
-    if n < 0:
-        raise ValueError("negative parameter count")
+    fmts = [r.int16() for _ in range(r.uint16())]
+    n = r.uint16()
     values: list[bytes | None] = []
     for _ in range(n):
         size = r.int32()
         values.append(None if size == -1 else r.take(size))
-    result_formats = [r.int16() for _ in range(max(r.int16(), 0))]
+    result_formats = [r.int16() for _ in range(r.uint16())]
     return Bind(portal, statement, fmts, values, result_formats)
 
 
@@ -238,3 +252,86 @@ def encode_binary(value: Any, oid: int) -> bytes:
     if oid == types.BYTEA:
         return bytes(value)
     return types.to_text(value).encode("utf-8")
+
+
+# -- COPY -------------------------------------------------------------------------
+
+
+def copy_in_response(n_columns: int) -> bytes:
+    """CopyInResponse for a text-format COPY FROM STDIN (text and CSV are both format 0)."""
+    return _msg(b"G", struct.pack(f"!bh{n_columns}h", 0, n_columns, *([0] * n_columns)))
+
+
+def copy_out_response(n_columns: int) -> bytes:
+    return _msg(b"H", struct.pack(f"!bh{n_columns}h", 0, n_columns, *([0] * n_columns)))
+
+
+def copy_data(data: bytes) -> bytes:
+    return b"d" + struct.pack("!i", len(data) + 4) + data
+
+
+def copy_done() -> bytes:
+    return b"c\x00\x00\x00\x04"
+
+
+# -- DataRows in bulk ------------------------------------------------------------
+
+# DuckDB types whose Arrow form converts to PostgreSQL's text output in C (pyarrow.compute),
+# so a result of only these columns is framed without a Python step per row.
+BULK_TEXT_TYPES = frozenset({"BIGINT", "INTEGER", "SMALLINT", "TINYINT", "UBIGINT", "UINTEGER", "USMALLINT",
+                             "UTINYINT", "HUGEINT", "VARCHAR", "BOOLEAN", "DATE"})
+
+
+SMALL_BATCH = 64
+
+
+def _text_column(arr: pa.Array) -> pa.Array:
+    """One Arrow column as PostgreSQL's text output (as large_binary; nulls stay null)."""
+    if pa.types.is_boolean(arr.type):
+        arr = pc.if_else(arr, "t", "f")
+    elif not (pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type)):
+        arr = pc.cast(arr, pa.string())
+    return arr.cast(pa.large_binary())
+
+
+def _put_int(out: np.ndarray, at: np.ndarray, values: np.ndarray, size: int) -> None:
+    """Write big-endian integers of `size` bytes at the offsets `at`."""
+    for k in range(size):
+        out[at + k] = (values >> (8 * (size - 1 - k))) & 0xFF
+
+
+def data_rows(columns: Sequence[pa.Array]) -> bytes:
+    """DataRow messages of a batch of rows given as Arrow columns of equal length, in text format."""
+    n = len(columns[0]) if columns else 0
+    if n < SMALL_BATCH:  # numpy's fixed cost per batch is more than a few rows cost one by one
+        to_text = types.to_text
+        return b"".join(data_row([None if v is None else to_text(v).encode("utf-8") for v in row])
+                        for row in zip(*(c.to_pylist() for c in columns)))
+    texts = [_text_column(c) for c in columns]
+    lengths, valid, datas, offsets = [], [], [], []
+    for t in texts:
+        bufs = t.buffers()
+        off = np.frombuffer(bufs[1], dtype=np.int64, count=t.offset + n + 1)[t.offset:]
+        lengths.append(off[1:] - off[:-1])
+        valid.append(np.ones(n, bool) if t.null_count == 0 else
+                     np.asarray(t.is_valid().to_numpy(zero_copy_only=False), bool))
+        datas.append(np.frombuffer(bufs[2], dtype=np.uint8) if bufs[2] is not None else np.empty(0, np.uint8))
+        offsets.append(off)
+    row_len = np.full(n, 1 + 4 + 2 + 4 * len(texts), dtype=np.int64)
+    for ln in lengths:
+        row_len += ln
+    starts = np.cumsum(row_len) - row_len
+    out = np.empty(int(row_len.sum()), dtype=np.uint8)
+    out[starts] = ord("D")
+    _put_int(out, starts + 1, row_len - 1, 4)
+    _put_int(out, starts + 5, np.full(n, len(texts), np.int64), 2)
+    pos = starts + 7
+    for ln, ok, data, off in zip(lengths, valid, datas, offsets):
+        _put_int(out, pos, np.where(ok, ln, 0xFFFFFFFF), 4)
+        pos = pos + 4
+        total = int(ln.sum())
+        if total:
+            dest = np.repeat(pos - off[:-1], ln) + np.arange(off[0], off[0] + total)
+            out[dest] = data[off[0]:off[0] + total]
+        pos = pos + ln
+    return out.tobytes()

@@ -20,16 +20,19 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import duckdb
 from buenavista.postgres import BuenaVistaHandler, BuenaVistaServer
 
+from semantic_ops import dialect
 from server import errors
-from server.pgwire import auth, codec, tls, types
-from server.session import Result, Session
-from server.statements import Statement
+from server.pgwire import auth, codec, copy, tls, types
+from server.session import Result, Session, TxState
+from server.statements import Kind, Statement, split
 
 log = logging.getLogger(__name__)
 
 FLUSH_AT = 64 * 1024
+BULK_ROWS = 32_768  # rows per Arrow batch when a result is framed in bulk
 
 
 class _Closed(Exception):
@@ -40,6 +43,7 @@ class _Closed(Exception):
 class Prepared:
     statement: Statement | None  # None: the empty query
     param_oids: list[int]
+    columns: list[tuple[str, int]] | None = None  # found at Parse for statements returning rows
 
 
 @dataclass
@@ -61,6 +65,7 @@ class ConnState:
     statements: dict[str, Prepared] = field(default_factory=dict)
     portals: dict[str, Portal] = field(default_factory=dict)
     skipping: bool = False  # after an error in extended mode, until Sync
+    analysed: set[tuple[str, tuple[int, ...]]] = field(default_factory=set)  # texts that passed Parse's checks
 
 
 class MeansqlHandler(BuenaVistaHandler):
@@ -259,6 +264,10 @@ class MeansqlHandler(BuenaVistaHandler):
             ord("C"): self._close,
             ord("H"): lambda s, b: self.flush(),
             ord("S"): self._sync,
+            # CopyData/CopyDone/CopyFail outside COPY: what is left of a COPY that failed; ignored.
+            ord("d"): lambda s, b: None,
+            ord("c"): lambda s, b: None,
+            ord("f"): lambda s, b: None,
         }
         limit = self.server.max_message_size
         while True:
@@ -273,7 +282,8 @@ class MeansqlHandler(BuenaVistaHandler):
                 self._fatal("08P01", f"invalid frontend message type {kind}")
             cap = codec.SMALL_MESSAGE_LIMIT if kind in codec.SMALL_TYPES else limit
             if length < 4 or length > cap:
-                self._fatal("08P01", f"invalid message length {length} for message type {chr(kind)!r}")
+                # PostgreSQL logs this and closes without a word: the stream is no longer framed.
+                raise _Closed(f"invalid message length {length} for message type {chr(kind)!r}")
             body = self._read(length - 4)
             if kind == ord("X"):
                 return
@@ -294,14 +304,18 @@ class MeansqlHandler(BuenaVistaHandler):
         if f.sqlstate == "XX000":
             log.exception("internal error", exc_info=exc)
         else:
-            log.info("statement failed: %s %s", f.sqlstate, f.message)
+            log.info("statement failed: %s %.500s", f.sqlstate, f.message)  # a message may quote 65,535 names
         self._send(codec.error_response(f.severity, f.sqlstate, f.message, f.hint, f.position, f.detail))
 
     # -- simple query -------------------------------------------------------------
     def _query(self, state: ConnState, body: bytes) -> None:
         session = state.session
         try:
-            sql = body.rstrip(b"\x00").decode("utf-8")
+            try:
+                sql = body.rstrip(b"\x00").decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise errors.CharacterNotInRepertoire(
+                    f'invalid byte sequence for encoding "UTF8": 0x{body[exc.start:exc.start + 1].hex()}') from exc
             statements = session.split(sql)
         except Exception as exc:
             self._error(exc)
@@ -311,12 +325,89 @@ class MeansqlHandler(BuenaVistaHandler):
                 self._send(codec.empty_query())
             for stmt in statements:
                 try:
+                    if stmt.kind is Kind.COPY and self._copy(state, stmt):
+                        continue
                     result = session.run(stmt)
                     self._send_result(result, describe=True, formats=[])
+                except _Closed:
+                    raise
                 except Exception as exc:
                     self._error(exc)
                     break
         self._send(codec.ready_for_query(session.tx.value), flush=True)
+
+    # -- COPY ---------------------------------------------------------------------------
+    def _copy(self, state: ConnState, stmt: Statement) -> bool:
+        """Run COPY FROM STDIN / TO STDOUT; False for other COPY forms (DuckDB runs those)."""
+        session = state.session
+        try:
+            spec = copy.parse(stmt)
+            if spec is None:
+                return False
+            if spec.direction == "out":
+                self._copy_out(session, spec)
+            else:
+                self._copy_in(session, spec)
+        except _Closed:
+            raise
+        except Exception:
+            copy.mark_failed(session)
+            raise
+        return True
+
+    def _copy_out(self, session: Session, spec: copy.CopySpec) -> None:
+        stmts = split(spec.source_sql())
+        if len(stmts) != 1:
+            raise errors.MultipleCommands("COPY takes one query")
+        result = session.run(stmts[0])
+        if result.columns is None:
+            raise copy.CopySyntaxError("COPY query must return rows")
+        names = [name for name, _ in result.columns]
+        self._send(codec.copy_out_response(len(names)))
+        count = -1 if spec.header else 0
+        for data in copy.out_rows(spec, names, result.rows or iter(())):
+            self._send(codec.copy_data(data))
+            count += 1
+        self._send(codec.copy_done())
+        self._send(codec.command_complete(f"COPY {count}"))
+
+    def _copy_in(self, session: Session, spec: copy.CopySpec) -> None:
+        sink = copy.CopyIn(spec, copy.target_columns(session, spec))
+        try:
+            self._send(codec.copy_in_response(len(sink.names)), flush=True)
+            failure = self._receive_copy(sink)
+            if failure is not None:
+                raise copy.fail(session, failure)
+            count = sink.load(session)
+        finally:
+            sink.close()
+        self._send(codec.command_complete(f"COPY {count}"))
+
+    def _receive_copy(self, sink: copy.CopyIn) -> str | None:
+        """CopyData into the sink until CopyDone (None) or CopyFail (its message)."""
+        limit = self.server.max_message_size
+        while True:
+            head = self._read(5)
+            kind = head[0]
+            (length,) = struct.unpack("!i", head[1:5])
+            if kind not in codec.KNOWN_TYPES:
+                self._fatal("08P01", f"invalid frontend message type {kind}")
+            cap = codec.SMALL_MESSAGE_LIMIT if kind in codec.SMALL_TYPES else limit
+            if length < 4 or length > cap:
+                raise _Closed(f"invalid message length {length} for message type {chr(kind)!r}")
+            body = self._read(length - 4)
+            if kind == ord("d"):
+                sink.write(body)
+            elif kind == ord("c"):
+                return None
+            elif kind == ord("f"):
+                return body.rstrip(b"\x00").decode("utf-8", "replace")
+            elif kind == ord("X"):
+                raise _Closed("terminated during COPY")
+            elif kind not in (ord("H"), ord("S")):  # Flush and Sync are ignored during COPY, as Postgres does
+                self._send(codec.error_response("ERROR", "08P01",
+                                                f"unexpected message type 0x{kind:02X} during COPY from stdin"))
+                self._fatal("08P01", "terminating connection because protocol synchronization was lost")
 
     def _send_result(self, result: Result, *, describe: bool, formats: Sequence[int],
                      rows: Iterator[Sequence[Any]] | None = None, limit: int = 0, sent: int = 0) -> int | None:
@@ -329,23 +420,39 @@ class MeansqlHandler(BuenaVistaHandler):
         oids = [oid for _, oid in result.columns]
         fmts = [formats[i] if i < len(formats) else (formats[0] if len(formats) == 1 else 0)
                 for i in range(len(oids))]
-        encoders = [
-            (lambda v, o=oid: codec.encode_binary(v, o)) if fmt == 1 else
-            (lambda v: types.to_text(v).encode("utf-8"))
-            for oid, fmt in zip(oids, fmts)
-        ]
-        source = rows if rows is not None else (result.rows or iter(()))
-        count = 0
-        for row in source:
-            self._send(codec.data_row([None if v is None else enc(v) for enc, v in zip(encoders, row)]))
-            count += 1
+        if (result.source is not None and not limit and not sent and not any(fmts) and result.duck_types
+                and all(t in codec.BULK_TEXT_TYPES for t in result.duck_types)):
+            # Framed in bulk from Arrow batches: no Python step per row.
+            count = 0
+            for batch in result.source.to_arrow_reader(BULK_ROWS):
+                if batch.num_rows:
+                    self._send(codec.data_rows(batch.columns))
+                    count += batch.num_rows
+        else:
+            count = self._send_rows(rows if rows is not None else (result.rows or iter(())), oids, fmts, limit)
             if limit and count >= limit:
                 return sent + count
         tag = result.tag
         if result.count_rows:
-            tag = f"{tag} {sent + count}"
+            tag = f"{tag} {count}"  # rows of this Execute, as PostgreSQL counts a resumed portal
         self._send(codec.command_complete(tag))
         return None
+
+    def _send_rows(self, source: Iterator[Sequence[Any]], oids: list[int], fmts: list[int], limit: int) -> int:
+        """DataRows one row at a time; stops after `limit` rows when limit is set."""
+        encoders = [_encoder(oid, fmt) for oid, fmt in zip(oids, fmts)]
+        out = bytearray()
+        count = 0
+        for row in source:
+            out += codec.data_row([None if v is None else enc(v) for enc, v in zip(encoders, row)])
+            count += 1
+            if len(out) >= FLUSH_AT:
+                self._send(bytes(out))
+                out.clear()
+            if limit and count >= limit:
+                break
+        self._send(bytes(out))
+        return count
 
     # -- extended protocol ------------------------------------------------------------
     def _parse(self, state: ConnState, body: bytes) -> None:
@@ -354,7 +461,16 @@ class MeansqlHandler(BuenaVistaHandler):
             stmts = state.session.split(query)
             if len(stmts) > 1:
                 raise errors.MultipleCommands("cannot insert multiple commands into a prepared statement")
-            state.statements[name] = Prepared(stmts[0] if stmts else None, oids)
+            prepared = Prepared(stmts[0] if stmts else None, oids)
+            key = (query, tuple(oids))
+            if key not in state.analysed or state.session.tx is TxState.FAILED:
+                _analyse(state.session, prepared)
+                if len(state.analysed) >= 256:
+                    state.analysed.clear()
+                state.analysed.add(key)
+            if name and name in state.statements:
+                raise errors.DuplicatePreparedStatement(f'prepared statement "{name}" already exists')
+            state.statements[name] = prepared
             self._send(codec.parse_complete())
         except Exception as exc:
             self._fail_extended(state, exc)
@@ -365,6 +481,10 @@ class MeansqlHandler(BuenaVistaHandler):
             prepared = state.statements.get(bind.statement)
             if prepared is None:
                 raise errors.UndefinedPreparedStatement(f'prepared statement "{bind.statement}" does not exist')
+            if prepared.param_oids and len(bind.values) != len(prepared.param_oids):
+                raise errors.BindMismatch(f"bind message supplies {len(bind.values)} parameters, but prepared "
+                                          f"statement \"{bind.statement}\" requires {len(prepared.param_oids)}")
+            _check_not_aborted(state.session, prepared.statement, bool(bind.values))
             params = []
             for i, raw in enumerate(bind.values):
                 oid = prepared.param_oids[i] if i < len(prepared.param_oids) else 0
@@ -389,8 +509,12 @@ class MeansqlHandler(BuenaVistaHandler):
                 if prepared is None:
                     raise errors.UndefinedPreparedStatement(f'prepared statement "{name}" does not exist')
                 oids = [oid or types.TEXT for oid in prepared.param_oids]
+                columns = prepared.columns
+                if columns is None and prepared.statement is not None:
+                    columns = state.session.describe(prepared.statement, len(oids))
+                if columns:
+                    _check_not_aborted(state.session, prepared.statement, True)
                 self._send(codec.parameter_description(oids))
-                columns = state.session.describe(prepared.statement, len(oids)) if prepared.statement else None
                 self._send(codec.row_description(columns, []) if columns else codec.no_data())
             elif what == b"P":
                 portal = state.portals.get(name)
@@ -411,6 +535,9 @@ class MeansqlHandler(BuenaVistaHandler):
             self._fail_extended(state, exc)
 
     def _run_portal(self, state: ConnState, portal: Portal) -> None:
+        stmt = portal.prepared.statement
+        if stmt is not None and stmt.kind is Kind.COPY and copy.parse(stmt) is not None:
+            return  # COPY runs at Execute; Describe says NoData
         if portal.result is None and portal.prepared.statement is not None:
             portal.result = state.session.run(portal.prepared.statement, portal.params)
             portal.rows = portal.result.rows
@@ -425,6 +552,8 @@ class MeansqlHandler(BuenaVistaHandler):
             if portal.prepared.statement is None:
                 self._send(codec.empty_query())
                 return
+            if portal.prepared.statement.kind is Kind.COPY and self._copy(state, portal.prepared.statement):
+                return
             self._run_portal(state, portal)
             assert portal.result is not None
             suspended = self._send_result(portal.result, describe=False, formats=portal.result_formats,
@@ -435,6 +564,8 @@ class MeansqlHandler(BuenaVistaHandler):
             else:
                 portal.result = Result("SELECT", portal.result.columns, iter(()), count_rows=True) \
                     if portal.result.columns is not None else portal.result
+        except _Closed:
+            raise
         except Exception as exc:
             self._fail_extended(state, exc)
 
@@ -456,6 +587,50 @@ class MeansqlHandler(BuenaVistaHandler):
     def _fail_extended(self, state: ConnState, exc: BaseException) -> None:
         self._error(exc)
         state.skipping = True
+
+
+def _encoder(oid: int, fmt: int) -> Callable[[Any], bytes]:
+    """How one column's values become bytes on the wire, chosen once per result."""
+    if fmt == 1:
+        return lambda v: codec.encode_binary(v, oid)
+    if oid in (types.INT2, types.INT4, types.INT8):
+        return lambda v: str(v).encode("utf-8")
+    return lambda v: v.encode("utf-8") if type(v) is str else types.to_text(v).encode("utf-8")
+
+
+def _check_not_aborted(session: Session, stmt: Statement | None, strict: bool) -> None:
+    """25P02 in an aborted transaction, except for the statements that end it (PostgreSQL's rule)."""
+    if session.tx is not TxState.FAILED:
+        return
+    if stmt is not None and stmt.kind in (Kind.ROLLBACK, Kind.COMMIT) and not strict:
+        return
+    raise errors.InFailedTransaction("current transaction is aborted, commands ignored until end of transaction block")
+
+
+def _analyse(session: Session, prepared: Prepared) -> None:
+    """What PostgreSQL reports at Parse: syntax errors, an aborted transaction, unknown tables and columns.
+
+    Clients parse the same text again for every execution; a text that passed once on this connection is not
+    analysed again (an error from a later schema change then comes at Execute).
+    """
+    stmt = prepared.statement
+    if stmt is None:
+        return
+    registry = session.executor.registry
+    # A semantic statement is checked when it runs: describing it would open a query context (and its NOTICEs).
+    semantic = dialect.has_semantic_words(stmt.text, registry.infix, registry.by_function.keys())
+    if stmt.kind in (Kind.OTHER, Kind.DML) and not semantic:
+        session.cursor.extract_statements(stmt.text)  # syntax only; DuckDB's ParserException is 42601
+    _check_not_aborted(session, stmt, False)
+    if stmt.kind is Kind.ROWS and not semantic:
+        try:
+            prepared.columns = session.describe(stmt, len(prepared.param_oids))
+        except (duckdb.ParserException, duckdb.CatalogException, duckdb.BinderException):
+            raise
+        except duckdb.Error as exc:
+            # Errors that need the parameters' values or types (DuckDB cannot describe `$1` unbound)
+            # surface at Bind or Execute instead.
+            log.debug("statement not described at Parse: %s", exc)
 
 
 class MeansqlServer(BuenaVistaServer):

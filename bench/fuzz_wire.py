@@ -1,0 +1,100 @@
+"""Wire fuzzing at scale: ≥ 100,000 generated messages over ≥ 50 concurrent connections to one meansql server.
+
+The cases come from tests/fix_fuzz.py (the seeds, then generated startup packets and
+frontend messages: truncated, length words 0..3 / 0x7FFFFFFF / negative, counts
+0xFFFF, missing NULs, invalid UTF-8, wrong phase). Each case runs on its own
+connection, which is half-closed after the bytes are sent; the server must close
+it within 5 s. A control connection runs SELECT 1 every 20 ms; its p99 is
+compared with the same connection's p99 on the idle server before the run.
+
+    .venv/bin/python -m bench.fuzz_wire [--messages 100000] [--workers 50] [--seed 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # also runnable as `python bench/fuzz_wire.py`
+    sys.path.insert(0, str(ROOT))
+
+from bench.wire import MeansqlProcess  # noqa: E402
+from tests.fix_fuzz import Case, Control, cases, p99, run_many  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--messages", type=int, default=100_000, help="frontend messages to send (100,000)")
+    parser.add_argument("--workers", type=int, default=50, help="concurrent connections (50)")
+    parser.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args(argv)
+
+    all_cases: list[Case] = []
+    sent = 0
+    for case in cases(args.seed, 10**9):
+        all_cases.append(case)
+        sent += case.messages
+        if sent >= args.messages:
+            break
+
+    server = MeansqlProcess(["--log-level", "WARNING"]).start()
+    try:
+        with server.connect() as conn:
+            conn.execute("CREATE TABLE fuzz_t (a INT, b TEXT)")
+        control = Control("127.0.0.1", server.port)
+        for _ in range(300):
+            control.ping()
+        idle = p99(control.latencies)
+        control.latencies.clear()
+
+        stop = threading.Event()
+
+        def pinger() -> None:
+            while not stop.wait(0.02):
+                control.ping()
+
+        thread = threading.Thread(target=pinger, daemon=True)
+        thread.start()
+        started = time.perf_counter()
+        last = [started]
+
+        def progress(done: int) -> None:
+            if done % 10_000 == 0:
+                now = time.perf_counter()
+                print(f"  {done:>7,} cases  {10_000 / (now - last[0]):,.0f} cases/s", flush=True)
+                last[0] = now
+
+        results = run_many("127.0.0.1", server.port, all_cases, args.workers, on_progress=progress)
+        elapsed = time.perf_counter() - started
+        stop.set()
+        thread.join()
+        alive = server.proc is not None and server.proc.poll() is None
+    finally:
+        log = server.stop()
+
+    hung = sum(o.hung for _, o in results)
+    wrong = [(c.data[:60], o.why) for c, o in results if not o.ok and not o.hung]
+    fatal = sum(bool(o.fatal_codes) for _, o in results)
+    tracebacks = log.count("Traceback")
+    load = p99(control.latencies)
+    print()
+    print(f"cases                 {len(results):>10,}   ({sent:,} messages, {args.workers} connections at once)")
+    print(f"time                  {elapsed:>10.1f} s  ({len(results) / elapsed:,.0f} cases/s, {sent / elapsed:,.0f} msgs/s)")
+    print(f"process crashes       {0 if alive else 1:>10}   (goal 0)")
+    print(f"tracebacks in log     {tracebacks:>10}   (goal 0)")
+    print(f"hung connections      {hung:>10}   (goal 0: closed within 5 s of EOF)")
+    print(f"other bad answers     {len(wrong):>10}   {wrong[:3] if wrong else ''}")
+    print(f"answered FATAL        {fatal:>10,}   (the rest were closed, or their input happened to be valid)")
+    print(f"control SELECT 1      {len(control.latencies):>10,}   pings, {len(control.failures)} failed")
+    print(f"control p99 idle      {idle * 1000:>10.2f} ms")
+    print(f"control p99 fuzzing   {load * 1000:>10.2f} ms   ({load / idle:.1f}x idle; goal <= 2x)")
+    ok = alive and not tracebacks and not hung and not wrong and not control.failures
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
