@@ -25,6 +25,7 @@ from sqlglot import exp
 from semantic_ops import dialect, planner, rewrite
 from semantic_ops.errors import QueryCanceled, SemanticTypeError
 from semantic_ops.executor import Executor, QueryContext
+from server import catalog
 from server.errors import InFailedTransaction, MultipleCommands, UndefinedParameter, UndefinedParameterNumber
 from server.pgwire import types
 from server.statements import Kind, Statement, split
@@ -113,6 +114,8 @@ class Session:
         self._running = False
         self._cancel_reason = "user request"
         self._lock = threading.Lock()
+        self._catalog = catalog.Rewriter(self.settings, lambda: self.user or "postgres",
+                                         lambda: self.database or "default")
 
     # -- statements -------------------------------------------------------
     def split(self, sql: str) -> list[Statement]:
@@ -201,6 +204,8 @@ class Session:
         if not dialect.has_semantic_words(text, registry.infix, registry.by_function.keys()):
             if stmt.kind is Kind.DML and stmt.words[:2] == ("INSERT", "INTO"):
                 text = _annotation_upsert(text)
+            elif catalog.mentions_catalog(text):
+                text = self._catalog_text(text)
             return text, None, []
         ctx = self.executor.begin(self.id, self.notice, self.settings)
         try:
@@ -215,6 +220,15 @@ class Session:
             self.executor.end(ctx)
             raise
         return dialect.to_duckdb(tree), ctx, stages
+
+    def _catalog_text(self, text: str) -> str:
+        """A statement reading pg_catalog or session values, rewritten for meansql's catalog."""
+        try:
+            return self._catalog.rewrite(text)
+        except sqlglot.errors.ParseError:
+            # Not a catalog query sqlglot can read (a user's table named pg_x, DuckDB-only syntax):
+            # DuckDB reads it as written and reports its own error if it cannot either.
+            return text
 
     def _execute(self, stmt: Statement, kind: Kind, params: Sequence[Any] | None) -> Result:
         text, ctx, stages = self._translate(stmt, params)
