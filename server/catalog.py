@@ -106,6 +106,13 @@ def _values(rows: list[tuple[object, ...]]) -> str:
     return ", ".join("(" + ", ".join(lit(v) for v in row) + ")" for row in rows)
 
 
+def _map(entries: Mapping[object, object]) -> str:
+    """A DuckDB MAP literal: lookups without a correlated subquery."""
+    def lit(v: object) -> str:
+        return "'" + v.replace("'", "''") + "'" if isinstance(v, str) else str(v)
+    return "MAP {" + ", ".join(f"{lit(k)}: {lit(v)}" for k, v in entries.items()) + "}"
+
+
 # -- the catalog, as SQL text ------------------------------------------------------------
 # {db} is the name of the user's database inside DuckDB; {c} the catalog's own database.
 _SETUP = r"""
@@ -122,18 +129,16 @@ CREATE MACRO {c}.main.meansql_nsp_oid(p_schema_name, p_schema_oid) AS
          WHEN 'information_schema' THEN {information_schema} ELSE p_schema_oid END;
 CREATE MACRO {c}.main.meansql_nsp_name(p_schema_name) AS
     CASE p_schema_name WHEN 'main' THEN 'public' ELSE p_schema_name END;
-CREATE MACRO {c}.main.meansql_type_oid(p_duck) AS coalesce(
-    (SELECT oid FROM {c}.main.meansql_duck_types d WHERE d.duck = p_duck),
+CREATE MACRO {c}.main.meansql_type_oid(p_duck) AS coalesce({duck_type_map}[p_duck],
     CASE WHEN p_duck LIKE 'DECIMAL%[]' THEN 1231 WHEN p_duck LIKE 'DECIMAL%' THEN 1700
          WHEN p_duck LIKE '%[]' THEN 1009 WHEN p_duck LIKE 'STRUCT%' OR p_duck LIKE 'MAP%' THEN 114 ELSE 25 END);
-
 CREATE MACRO {c}.main.meansql_format_type(p_type_oid, p_typmod) AS CASE
     WHEN p_type_oid IS NULL THEN NULL
     WHEN p_type_oid = 1700 AND p_typmod > 4
         THEN 'numeric(' || ((p_typmod - 4) >> 16) || ',' || ((p_typmod - 4) & 65535) || ')'
     WHEN p_type_oid IN (1043, 1042) AND p_typmod > 4
-        THEN (SELECT fmt FROM {c}.main.meansql_types t WHERE t.oid = p_type_oid) || '(' || (p_typmod - 4) || ')'
-    ELSE coalesce((SELECT fmt FROM {c}.main.meansql_types t WHERE t.oid = p_type_oid), '???') END;
+        THEN {format_map}[p_type_oid] || '(' || (p_typmod - 4) || ')'
+    ELSE coalesce({format_map}[p_type_oid], '???') END;
 CREATE MACRO {c}.main.format_type(p_type_oid, p_typmod) AS {c}.main.meansql_format_type(p_type_oid, p_typmod);
 CREATE MACRO {c}.main.pg_get_userbyid(p_role_oid) AS 'postgres';
 CREATE MACRO {c}.main.pg_table_is_visible(p_rel_oid) AS true;
@@ -162,8 +167,7 @@ CREATE MACRO {c}.main.has_database_privilege(p_a, p_b) AS true,
     (p_a, p_b, p_c) AS true;
 CREATE MACRO {c}.main.array_upper(p_arr, p_dim) AS len(p_arr);
 CREATE MACRO {c}.main.array_lower(p_arr, p_dim) AS CASE WHEN len(p_arr) > 0 THEN 1 END;
-CREATE MACRO {c}.main.meansql_regtype(p_name) AS
-    (SELECT min(oid) FROM {c}.main.meansql_types t WHERE t.typname = p_name OR t.fmt = p_name);
+CREATE MACRO {c}.main.meansql_regtype(p_name) AS {regtype_map}[p_name];
 
 CREATE VIEW {c}.main.meansql_relations AS
 SELECT table_oid AS oid, table_name AS relname, {c}.main.meansql_nsp_oid(schema_name, schema_oid) AS relnamespace,
@@ -181,7 +185,7 @@ SELECT sequence_oid, sequence_name, {c}.main.meansql_nsp_oid(schema_name, schema
 FROM duckdb_sequences() WHERE database_name = '{db}' OR temporary;
 
 CREATE VIEW {c}.main.meansql_keys AS
-SELECT k.table_oid, k.table_name, {c}.main.meansql_nsp_oid(k.schema_name, k.schema_oid) AS nsp, k.constraint_index,
+SELECT k.table_oid, k.table_name, k.schema_name, {c}.main.meansql_nsp_oid(k.schema_name, k.schema_oid) AS nsp, k.constraint_index,
        k.constraint_type,
        CASE k.constraint_type WHEN 'PRIMARY KEY' THEN 'p' WHEN 'UNIQUE' THEN 'u' WHEN 'FOREIGN KEY' THEN 'f'
             ELSE 'c' END AS contype,
@@ -342,46 +346,51 @@ SELECT f.function_oid AS oid, f.function_name AS proname, {c}.main.meansql_nsp_o
 FROM duckdb_functions() f
 WHERE f.database_name = '{db}' AND NOT f.internal;
 
-CREATE MACRO {c}.main.meansql_regnamespace_name(p_nsp_oid) AS
-    coalesce((SELECT nspname FROM {c}.main.pg_namespace n WHERE n.oid = p_nsp_oid), p_nsp_oid::VARCHAR);
 CREATE MACRO {c}.main.meansql_nsp_name_of(p_nsp_oid) AS
-    (SELECT nspname FROM {c}.main.pg_namespace n WHERE n.oid = p_nsp_oid);
-CREATE MACRO {c}.main.pg_get_constraintdef(p_con_oid) AS
-    (SELECT constraint_text FROM {c}.main.meansql_keys k WHERE k.oid = p_con_oid),
-    (p_con_oid, p_pretty) AS
-    (SELECT replace(replace(constraint_text, 'KEY(', 'KEY ('), 'UNIQUE(', 'UNIQUE (')
-     FROM {c}.main.meansql_keys k WHERE k.oid = p_con_oid);
-CREATE MACRO {c}.main.pg_get_indexdef(p_index_oid) AS
-    (SELECT 'CREATE UNIQUE INDEX ' || conname || ' ON ' || {c}.main.meansql_nsp_name_of(nsp) || '.' || table_name
-            || ' USING btree (' || array_to_string(colnames, ', ') || ')'
-     FROM {c}.main.meansql_keys k WHERE k.index_oid = p_index_oid),
-    (p_index_oid, p_col, p_pretty) AS
-    (SELECT CASE WHEN p_col = 0 THEN 'CREATE UNIQUE INDEX ' || conname || ' ON '
-                 || {c}.main.meansql_nsp_name_of(nsp) || '.' || table_name
-                 || ' USING btree (' || array_to_string(colnames, ', ') || ')' ELSE colnames[p_col] END
-     FROM {c}.main.meansql_keys k WHERE k.index_oid = p_index_oid);
-CREATE MACRO {c}.main.pg_get_function_result(p_fn_oid) AS
-    (SELECT meansql_result FROM {c}.main.pg_proc p WHERE p.oid = p_fn_oid);
-CREATE MACRO {c}.main.pg_get_function_arguments(p_fn_oid) AS
-    (SELECT meansql_arguments FROM {c}.main.pg_proc p WHERE p.oid = p_fn_oid);
-CREATE MACRO {c}.main.pg_get_function_identity_arguments(p_fn_oid) AS
-    (SELECT meansql_arguments FROM {c}.main.pg_proc p WHERE p.oid = p_fn_oid);
-CREATE MACRO {c}.main.obj_description(p_obj_oid) AS
-    (SELECT description FROM {c}.main.pg_description d WHERE d.objoid = p_obj_oid AND d.objsubid = 0),
-    (p_obj_oid, p_catalog_name) AS
-    (SELECT description FROM {c}.main.pg_description d WHERE d.objoid = p_obj_oid AND d.objsubid = 0);
-CREATE MACRO {c}.main.col_description(p_rel_oid, p_col) AS
-    (SELECT description FROM {c}.main.pg_description d WHERE d.objoid = p_rel_oid AND d.objsubid = p_col);
-CREATE MACRO {c}.main.pg_get_viewdef(p_view_oid) AS
-    (SELECT sql FROM {c}.main.meansql_relations r WHERE r.oid = p_view_oid),
-    (p_view_oid, p_pretty) AS
-    (SELECT sql FROM {c}.main.meansql_relations r WHERE r.oid = p_view_oid);
-CREATE MACRO {c}.main.meansql_regclass(p_name) AS
-    (SELECT min(oid) FROM {c}.main.pg_class c WHERE c.relname = p_name);
-CREATE MACRO {c}.main.meansql_regclass_name(p_rel_oid) AS
-    coalesce((SELECT min(relname) FROM {c}.main.pg_class c WHERE c.oid = p_rel_oid), p_rel_oid::VARCHAR);
+    (SELECT map_from_entries(list((n.oid, n.nspname))) FROM {c}.main.pg_namespace n)[p_nsp_oid];
+CREATE MACRO {c}.main.meansql_regnamespace_name(p_nsp_oid) AS
+    coalesce({c}.main.meansql_nsp_name_of(p_nsp_oid), p_nsp_oid::VARCHAR);
 CREATE MACRO {c}.main.meansql_regnamespace(p_name) AS
-    (SELECT min(oid) FROM {c}.main.pg_namespace n WHERE n.nspname = p_name);
+    (SELECT map_from_entries(list((n.nspname, n.oid))) FROM {c}.main.pg_namespace n)[p_name];
+CREATE MACRO {c}.main.pg_get_constraintdef(p_con_oid) AS
+    (SELECT map_from_entries(list((k.oid, k.constraint_text))) FROM {c}.main.meansql_keys k)[p_con_oid],
+    (p_con_oid, p_pretty) AS
+    (SELECT map_from_entries(list((k.oid, replace(replace(k.constraint_text, 'KEY(', 'KEY ('), 'UNIQUE(',
+     'UNIQUE (')))) FROM {c}.main.meansql_keys k)[p_con_oid];
+CREATE MACRO {c}.main.meansql_indexdef(p_index_oid) AS
+    (SELECT map_from_entries(list((k.index_oid, 'CREATE UNIQUE INDEX ' || k.conname || ' ON '
+            || {c}.main.meansql_nsp_name(k.schema_name) || '.' || k.table_name
+            || ' USING btree (' || array_to_string(k.colnames, ', ') || ')')))
+     FROM {c}.main.meansql_keys k)[p_index_oid];
+CREATE MACRO {c}.main.pg_get_indexdef(p_index_oid) AS {c}.main.meansql_indexdef(p_index_oid),
+    (p_index_oid, p_col, p_pretty) AS CASE WHEN p_col = 0 THEN {c}.main.meansql_indexdef(p_index_oid)
+    ELSE (SELECT map_from_entries(list((k.index_oid, k.colnames))) FROM {c}.main.meansql_keys k)[p_index_oid][p_col]
+    END;
+CREATE MACRO {c}.main.pg_get_function_result(p_fn_oid) AS
+    (SELECT map_from_entries(list((f.oid, f.r))) FROM (SELECT oid, min(meansql_result) AS r
+     FROM {c}.main.pg_proc GROUP BY oid) f)[p_fn_oid];
+CREATE MACRO {c}.main.pg_get_function_arguments(p_fn_oid) AS
+    (SELECT map_from_entries(list((f.oid, f.a))) FROM (SELECT oid, min(meansql_arguments) AS a
+     FROM {c}.main.pg_proc GROUP BY oid) f)[p_fn_oid];
+CREATE MACRO {c}.main.pg_get_function_identity_arguments(p_fn_oid) AS
+    {c}.main.pg_get_function_arguments(p_fn_oid);
+CREATE MACRO {c}.main.col_description(p_rel_oid, p_col) AS
+    (SELECT map_from_entries(list(((d.objoid, d.objsubid), d.description))) FROM {c}.main.pg_description d)
+    [(p_rel_oid, p_col)];
+CREATE MACRO {c}.main.obj_description(p_obj_oid) AS {c}.main.col_description(p_obj_oid, 0),
+    (p_obj_oid, p_catalog_name) AS {c}.main.col_description(p_obj_oid, 0);
+CREATE MACRO {c}.main.meansql_viewdef(p_view_oid) AS
+    (SELECT map_from_entries(list((r.oid, r.sql))) FROM {c}.main.meansql_relations r)[p_view_oid];
+CREATE MACRO {c}.main.pg_get_viewdef(p_view_oid) AS {c}.main.meansql_viewdef(p_view_oid),
+    (p_view_oid, p_pretty) AS {c}.main.meansql_viewdef(p_view_oid);
+CREATE MACRO {c}.main.meansql_regclass(p_name) AS
+    (SELECT map_from_entries(list((r.relname, r.oid))) FROM (SELECT relname, min(oid) AS oid
+     FROM {c}.main.pg_class GROUP BY relname) r)[string_split(p_name, '.')[-1]];
+CREATE MACRO {c}.main.meansql_regclass_name(p_rel_oid) AS
+    coalesce((SELECT map_from_entries(list((r.oid, r.relname))) FROM (SELECT oid, min(relname) AS relname
+     FROM {c}.main.pg_class GROUP BY oid) r)[p_rel_oid], p_rel_oid::VARCHAR);
+CREATE MACRO {c}.main.to_regtype(p_name) AS {c}.main.meansql_regtype(lower(p_name));
+CREATE MACRO {c}.main.to_regclass(p_name) AS {c}.main.meansql_regclass(p_name);
 """
 
 # Tables with no rows in meansql; clients join or read them.
@@ -498,7 +507,10 @@ def install(con: duckdb.DuckDBPyConnection) -> None:
            "information_schema": INFORMATION_SCHEMA_OID, "owner": OWNER_OID, "database": DATABASE_OID,
            "index_base": _INDEX_BASE, "constraint_base": _CONSTRAINT_BASE,
            "types": _values(list(ALL_TYPES)), "duck_types": _values(list(duck_types)),
-           "catalog_tables": _values([(oid, name) for name, oid in _CATALOG_OIDS.items()])}
+           "catalog_tables": _values([(oid, name) for name, oid in _CATALOG_OIDS.items()]),
+           "duck_type_map": _map(dict(duck_types)),
+           "format_map": _map({t[0]: t[2] for t in ALL_TYPES}),
+           "regtype_map": _map({**{t[2]: t[0] for t in ALL_TYPES}, **{t[1]: t[0] for t in ALL_TYPES}})}
     cur = con.cursor()
     try:
         cur.execute("BEGIN")
@@ -520,13 +532,14 @@ _MACROS = frozenset({
     "pg_relation_is_publishable", "pg_get_serial_sequence", "pg_get_statisticsobjdef_columns",
     "pg_get_partkeydef", "pg_backend_pid", "pg_is_in_recovery", "txid_current", "pg_postmaster_start_time",
     "has_table_privilege", "has_schema_privilege", "has_database_privilege", "array_upper", "array_lower",
+    "to_regtype", "to_regclass",
 })
 
 # Words that make a statement worth parsing for the catalog.
 _TRIGGER = re.compile(
     r"\bpg_\w+|\binformation_schema\b|\bversion\s*\(|\bcurrent_(?:database|schema|schemas|setting|user|catalog)\b"
     r"|\bsession_user\b|::\s*(?:reg\w+|oid\b)|\bformat_type\b|\b(?:obj|col|shobj)_description\b"
-    r"|\barray_(?:upper|lower)\b|\btxid_current\b|\bhas_\w+_privilege\b",
+    r"|\barray_(?:upper|lower)\b|\bto_reg\w+|\btxid_current\b|\bhas_\w+_privilege\b",
     re.I,
 )
 _PRE = [
@@ -578,6 +591,18 @@ def _relname(text: str) -> str:
     return last[1:-1] if last.startswith('"') and last.endswith('"') else last.lower()
 
 
+# int2vector / oidvector columns: arrays inside a query, "1 2" on the wire.
+_VECTORS = frozenset({"indkey", "indoption", "indclass", "indcollation", "proargtypes", "stxkeys", "partattrs"})
+
+
+def _vector_text(projection: exp.Expr) -> exp.Expr:
+    column = projection.this if isinstance(projection, exp.Alias) else projection
+    if not isinstance(column, exp.Column) or column.name.lower() not in _VECTORS:
+        return projection
+    text = exp.Anonymous(this="array_to_string", expressions=[column.copy(), exp.Literal.string(" ")])
+    return exp.alias_(text, projection.alias_or_name)
+
+
 class Rewriter:
     """Rewrites one session's catalog statements; session values come from the callbacks."""
 
@@ -594,10 +619,18 @@ class Rewriter:
             text = pattern.sub(repl, text)
         tree = sqlglot.parse_one(text, read="postgres")
         ctes = {cte.alias_or_name.lower() for cte in tree.find_all(exp.CTE)}
-        return self._walk(tree, ctes).sql(dialect="duckdb")
+        tree = self._walk(tree, ctes)
+        if isinstance(tree, exp.Select):
+            tree.set("expressions", [_vector_text(e) for e in tree.expressions])
+        return tree.sql(dialect="duckdb")
 
     def _walk(self, node: exp.Expr, ctes: set[str]) -> exp.Expr:
         """Rewrite children first, so a rewritten node's arguments are rewritten too."""
+        if isinstance(node, exp.Cast) and isinstance(node.this, exp.Cast) and _type_name(node.to) == "oid":
+            # name::regclass::oid looks the name up; the OID itself is wanted, not its name.
+            lookup = {"regclass": "meansql_regclass", "regtype": "meansql_regtype"}.get(_type_name(node.this.to))
+            if lookup:
+                return _call(lookup, exp.cast(self._walk(node.this.this, ctes), "VARCHAR"))
         for key, value in list(node.args.items()):
             if isinstance(value, exp.Expr):
                 node.set(key, self._walk(value, ctes))
@@ -629,6 +662,9 @@ class Rewriter:
         if isinstance(node, exp.Dot) and isinstance(node.this, exp.Identifier) \
                 and node.this.name.lower() == "pg_catalog" and not isinstance(node.expression, exp.Identifier):
             return node.expression
+        if isinstance(node, exp.Column) and node.db.lower() in ("pg_catalog", "information_schema"):
+            node.set("db", None)  # pg_catalog.pg_class.relname: the table keeps its name as alias
+            return node
         if isinstance(node, exp.Collate):
             return node.this
         if isinstance(node, exp.Cast):
@@ -648,6 +684,16 @@ class Rewriter:
                 if key is not None and key.lower() in self.settings:
                     return exp.Literal.string(self.settings[key.lower()])
                 return node
+            if name == "version" and not node.expressions:
+                return exp.Literal.string(VERSION)
+            if name in ("current_database", "current_catalog") and not node.expressions:
+                return exp.Literal.string(self.database())
+            if name == "current_schema" and not node.expressions:
+                return exp.Literal.string("public")
+            if name in ("current_user", "session_user") and not node.expressions:
+                return exp.Literal.string(self.user())
+            if name == "json_build_object":
+                return exp.Anonymous(this="json_object", expressions=node.expressions)
             if name == "current_schemas":
                 return exp.Array(expressions=[exp.Literal.string("pg_catalog"), exp.Literal.string("public")])
             if name in _MACROS:
@@ -680,6 +726,12 @@ class Rewriter:
                 if to == "regnamespace":
                     return _call("meansql_regnamespace", exp.Literal.string(_relname(literal)))
                 return exp.cast(inner, "BIGINT")
+            if isinstance(inner, exp.Placeholder | exp.Parameter):
+                # A bound parameter holds a name: $1::regclass looks it up.
+                lookup = {"regclass": "meansql_regclass", "regtype": "meansql_regtype",
+                          "regnamespace": "meansql_regnamespace"}.get(to)
+                if lookup:
+                    return _call(lookup, exp.cast(inner, "VARCHAR"))
             # An OID shown as a regclass/regtype prints as its name.
             if to == "regclass":
                 return _call("meansql_regclass_name", inner)

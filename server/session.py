@@ -26,7 +26,14 @@ from semantic_ops import dialect, planner, rewrite
 from semantic_ops.errors import QueryCanceled, SemanticTypeError
 from semantic_ops.executor import Executor, QueryContext
 from server import catalog
-from server.errors import InFailedTransaction, MultipleCommands, UndefinedParameter, UndefinedParameterNumber
+from server.errors import (
+    InFailedTransaction,
+    MultipleCommands,
+    NoActiveTransaction,
+    SavepointsNotSupported,
+    UndefinedParameter,
+    UndefinedParameterNumber,
+)
 from server.pgwire import types
 from server.statements import Kind, Statement, split
 from training.store import Store
@@ -61,6 +68,7 @@ CLIENT_PARAMETERS: dict[str, str] = {
 
 _SET = re.compile(r"^SET\s+(?:SESSION\s+|LOCAL\s+)?([\w.\"]+)\s*(?:=|\s+TO\s+)\s*(.+?)\s*;?\s*$", re.I | re.S)
 _SHOW = re.compile(r"^SHOW\s+([\w.\"]+)\s*;?\s*$", re.I)
+_SHOW_ISOLATION = re.compile(r"^SHOW\s+TRANSACTION\s+ISOLATION\s+LEVEL\s*;?\s*$", re.I)
 _RESET = re.compile(r"^RESET\s+([\w.\"]+)\s*;?\s*$", re.I)
 _SHOW_LIKE = re.compile(r"^SHOW\s+TABLES\s+LIKE\s+('(?:[^']|'')*')\s*;?\s*$", re.I)
 
@@ -143,6 +151,11 @@ class Session:
             else:
                 self.notice("WARNING", "there is already a transaction in progress")
             return Result("BEGIN")
+        if stmt.words[:1] == ("DEALLOCATE",):
+            # Prepared statements live with the connection and end with Close or the connection.
+            return Result("DEALLOCATE ALL" if stmt.words[1:2] == ("ALL",) else "DEALLOCATE")
+        if stmt.words[:1] in (("SAVEPOINT",), ("RELEASE",)) or stmt.words[:2] == ("ROLLBACK", "TO"):
+            return self._savepoint(stmt)
         if kind in (Kind.COMMIT, Kind.ROLLBACK):
             return self._end_transaction(kind)
         if kind is Kind.SET and (r := self._set(stmt.text)) is not None:
@@ -157,6 +170,15 @@ class Session:
                 self.settings.pop(name, None)
             return Result("RESET")
         return self._execute(stmt, kind, params)
+
+    def _savepoint(self, stmt: Statement) -> Result:
+        """SAVEPOINT and RELEASE inside a transaction are kept as marks; DuckDB cannot roll back to one."""
+        if stmt.words[0] == "ROLLBACK":
+            raise SavepointsNotSupported("ROLLBACK TO SAVEPOINT is not supported",
+                                         hint="roll back the whole transaction with ROLLBACK")
+        if self.tx is TxState.IDLE:
+            raise NoActiveTransaction(f"{stmt.words[0]} can only be used in transaction blocks")
+        return Result(stmt.words[0])
 
     def _end_transaction(self, kind: Kind) -> Result:
         if self.tx is TxState.IDLE:
@@ -184,6 +206,8 @@ class Session:
         return None  # a DuckDB setting
 
     def _show(self, text: str) -> Result | None:
+        if _SHOW_ISOLATION.match(text):
+            text = "SHOW transaction_isolation"
         m = _SHOW.match(text)
         if m:
             name = _unquote(m.group(1))
