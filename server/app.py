@@ -8,6 +8,7 @@ import threading
 from semantic_ops.executor import Executor, Options
 from semantic_ops.judges.litellm import LiteLLMJudge
 from semantic_ops.operators import Registry
+from server import catalog
 from server.config import Settings
 from server.pgwire import auth, tls
 from server.pgwire.connection import MeansqlServer
@@ -27,6 +28,7 @@ class App:
         self.store = Store(settings.db)
         try:
             self.store.init()
+            catalog.install(self.store.database)
             self.judge = LiteLLMJudge(
                 api_base=settings.api_base,
                 api_key=settings.api_key,

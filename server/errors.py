@@ -35,6 +35,14 @@ class InFailedTransaction(MeansqlError, code="25P02"):
     """A statement arrived after an error inside an explicit transaction."""
 
 
+class NoActiveTransaction(MeansqlError, code="25P01"):
+    """SAVEPOINT outside a transaction block."""
+
+
+class SavepointsNotSupported(MeansqlError, code="0A000"):
+    """ROLLBACK TO SAVEPOINT: DuckDB keeps no savepoints."""
+
+
 class UndefinedPreparedStatement(MeansqlError, code="26000"):
     """Bind or Describe named a prepared statement that does not exist."""
 

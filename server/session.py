@@ -26,7 +26,15 @@ from sqlglot.tokens import TokenType
 from semantic_ops import dialect, planner, rewrite
 from semantic_ops.errors import QueryCanceled, SemanticTypeError
 from semantic_ops.executor import Executor, QueryContext
-from server.errors import InFailedTransaction, MultipleCommands, UndefinedParameter, UndefinedParameterNumber
+from server import catalog
+from server.errors import (
+    InFailedTransaction,
+    MultipleCommands,
+    NoActiveTransaction,
+    SavepointsNotSupported,
+    UndefinedParameter,
+    UndefinedParameterNumber,
+)
 from server.pgwire import types
 from server.statements import Kind, Statement, split, split_tokens
 from training.store import Store
@@ -61,6 +69,7 @@ CLIENT_PARAMETERS: dict[str, str] = {
 
 _SET = re.compile(r"^SET\s+(?:SESSION\s+|LOCAL\s+)?([\w.\"]+)\s*(?:=|\s+TO\s+)\s*(.+?)\s*;?\s*$", re.I | re.S)
 _SHOW = re.compile(r"^SHOW\s+([\w.\"]+)\s*;?\s*$", re.I)
+_SHOW_ISOLATION = re.compile(r"^SHOW\s+TRANSACTION\s+ISOLATION\s+LEVEL\s*;?\s*$", re.I)
 _RESET = re.compile(r"^RESET\s+([\w.\"]+)\s*;?\s*$", re.I)
 _SHOW_LIKE = re.compile(r"^SHOW\s+TABLES\s+LIKE\s+('(?:[^']|'')*')\s*;?\s*$", re.I)
 
@@ -116,6 +125,8 @@ class Session:
         self._running = False
         self._cancel_reason = "user request"
         self._lock = threading.Lock()
+        self._catalog = catalog.Rewriter(self.settings, lambda: self.user or "postgres",
+                                         lambda: self.database or "default")
 
     # -- statements -------------------------------------------------------
     def split(self, sql: str) -> list[Statement]:
@@ -143,6 +154,11 @@ class Session:
             else:
                 self.notice("WARNING", "there is already a transaction in progress")
             return Result("BEGIN")
+        if stmt.words[:1] == ("DEALLOCATE",):
+            # Prepared statements live with the connection and end with Close or the connection.
+            return Result("DEALLOCATE ALL" if stmt.words[1:2] == ("ALL",) else "DEALLOCATE")
+        if stmt.words[:1] in (("SAVEPOINT",), ("RELEASE",)) or stmt.words[:2] == ("ROLLBACK", "TO"):
+            return self._savepoint(stmt)
         if kind in (Kind.COMMIT, Kind.ROLLBACK):
             return self._end_transaction(kind)
         if kind is Kind.SET and (r := self._set(stmt.text)) is not None:
@@ -157,6 +173,15 @@ class Session:
                 self.settings.pop(name, None)
             return Result("RESET")
         return self._execute(stmt, kind, params)
+
+    def _savepoint(self, stmt: Statement) -> Result:
+        """SAVEPOINT and RELEASE inside a transaction are kept as marks; DuckDB cannot roll back to one."""
+        if stmt.words[0] == "ROLLBACK":
+            raise SavepointsNotSupported("ROLLBACK TO SAVEPOINT is not supported",
+                                         hint="roll back the whole transaction with ROLLBACK")
+        if self.tx is TxState.IDLE:
+            raise NoActiveTransaction(f"{stmt.words[0]} can only be used in transaction blocks")
+        return Result(stmt.words[0])
 
     def _end_transaction(self, kind: Kind) -> Result:
         if self.tx is TxState.IDLE:
@@ -184,6 +209,8 @@ class Session:
         return None  # a DuckDB setting
 
     def _show(self, text: str) -> Result | None:
+        if _SHOW_ISOLATION.match(text):
+            text = "SHOW transaction_isolation"
         m = _SHOW.match(text)
         if m:
             name = _unquote(m.group(1))
@@ -205,6 +232,8 @@ class Session:
                 not dialect.has_semantic_words(text, registry.infix, registry.by_function.keys()):
             if stmt.kind is Kind.DML and stmt.words[:2] == ("INSERT", "INTO"):
                 text = _annotation_upsert(text)
+            elif catalog.mentions_catalog(text):
+                text = self._catalog_text(text)
             return text, None, []
         ctx = self.executor.begin(self.id, self.notice, self.settings)
         try:
@@ -225,6 +254,15 @@ class Session:
         registry = self.executor.registry
         lower = text.lower()
         return any(w.lower() in lower for w in registry.infix) or any(f.lower() in lower for f in registry.by_function)
+
+    def _catalog_text(self, text: str) -> str:
+        """A statement reading pg_catalog or session values, rewritten for meansql's catalog."""
+        try:
+            return self._catalog.rewrite(text)
+        except sqlglot.errors.ParseError:
+            # Not a catalog query sqlglot can read (a user's table named pg_x, DuckDB-only syntax):
+            # DuckDB reads it as written and reports its own error if it cannot either.
+            return text
 
     def _execute(self, stmt: Statement, kind: Kind, params: Sequence[Any] | None) -> Result:
         text, ctx, stages = self._translate(stmt, params)
