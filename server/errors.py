@@ -39,6 +39,14 @@ class UndefinedPreparedStatement(MeansqlError, code="26000"):
     """Bind or Describe named a prepared statement that does not exist."""
 
 
+class DuplicatePreparedStatement(MeansqlError, code="42P05"):
+    """Parse named a prepared statement that already exists."""
+
+
+class DuplicateCursor(MeansqlError, code="42P03"):
+    """Bind named a portal that already exists."""
+
+
 class UndefinedCursor(MeansqlError, code="34000"):
     """Execute or Describe named a portal that does not exist."""
 
@@ -55,11 +63,43 @@ class UndefinedParameter(MeansqlError, code="42704"):
     """SHOW of a configuration parameter nobody set."""
 
 
+class InvalidParameterValue(MeansqlError, code="22023"):
+    """SET of a configuration parameter to a value it cannot take."""
+
+
+class CantChangeRuntimeParam(MeansqlError, code="55P02"):
+    """SET of a parameter fixed at start-up (server_version, server_encoding, ...)."""
+
+
+class InvalidTextRepresentation(MeansqlError, code="22P02"):
+    """A text value that does not read as its type."""
+
+
+class InvalidBinaryRepresentation(MeansqlError, code="22P03"):
+    """A binary parameter whose bytes do not fit its type."""
+
+
+class FeatureNotSupported(MeansqlError, code="0A000"):
+    """Something Postgres does that meansql does not."""
+
+
+class ProtocolError(MeansqlError, code="08P01"):
+    """A frontend message that breaks the extended protocol's rules (the session survives)."""
+
+
+# SQLSTATEs of the warnings the session sends as NOTICEs, by message.
+NOTICE_CODES = {
+    "there is no transaction in progress": "25P01",
+    "there is already a transaction in progress": "25001",
+}
+
+
 # (exception class, message pattern or None, sqlstate); first match wins.
 _DUCKDB_TABLE: list[tuple[type[BaseException], str | None, str]] = [
     (duckdb.InterruptException, None, "57014"),
     (duckdb.ParserException, None, "42601"),
     (duckdb.CatalogException, r"Table with name|Table .* does not exist|View with name", "42P01"),
+    (duckdb.CatalogException, r"Type with name", "42704"),
     (duckdb.CatalogException, r"Scalar Function with name|Function with name|function .* does not exist", "42883"),
     (duckdb.CatalogException, r"already exists", "42P07"),
     (duckdb.CatalogException, r"Schema with name", "3F000"),
@@ -72,6 +112,7 @@ _DUCKDB_TABLE: list[tuple[type[BaseException], str | None, str]] = [
     (duckdb.ConstraintException, r"CHECK", "23514"),
     (duckdb.ConstraintException, r"foreign key", "23503"),
     (duckdb.ConstraintException, None, "23000"),
+    (duckdb.ConversionException, r"out of range|Overflow", "22003"),
     (duckdb.ConversionException, None, "22P02"),
     (duckdb.OutOfRangeException, None, "22003"),
     (duckdb.InvalidTypeException, None, "42804"),
@@ -83,11 +124,27 @@ _DUCKDB_TABLE: list[tuple[type[BaseException], str | None, str]] = [
     (duckdb.IOException, None, "58030"),
     (duckdb.OutOfMemoryException, None, "53200"),
     (duckdb.NotImplementedException, None, "0A000"),
+    (duckdb.InvalidInputException, r"division by zero", "22012"),
     (duckdb.InvalidInputException, None, "22023"),
 ]
 
 _PREFIX = re.compile(r"^[A-Za-z ]+ Error: ")
 _LINE = re.compile(r"\n\s*LINE \d+:.*", re.S)
+_CARET = re.compile(r"LINE (\d+): (.*)\n( *)\^")
+
+
+def _position(text: str, sql: str | None) -> int | None:
+    """The 1-based character position of DuckDB's caret in the statement, as Postgres' P field."""
+    if sql is None:
+        return None
+    m = _CARET.search(text)
+    if not m:
+        return len(sql) + 1 if "at end of input" in text else None
+    line, excerpt, column = int(m.group(1)), m.group(2), len(m.group(3)) - len(f"LINE {m.group(1)}: ")
+    lines = sql.split("\n")
+    if line > len(lines) or excerpt.startswith("..."):
+        return None
+    return sum(len(x) + 1 for x in lines[:line - 1]) + column + 1
 
 
 def _clean(text: str) -> str:
@@ -96,8 +153,12 @@ def _clean(text: str) -> str:
     return _PREFIX.sub("", text.strip()).strip()
 
 
-def translate(exc: BaseException) -> ErrorFields:
-    """ErrorResponse fields for any exception."""
+def translate(exc: BaseException, sql: str | None = None) -> ErrorFields:
+    """ErrorResponse fields for any exception (sql: the statement text, for a position)."""
+    from server.pgwire import types
+
+    if isinstance(exc, types.InvalidTextRepresentation):
+        return ErrorFields("ERROR", "22P02", str(exc))
     if isinstance(exc, MeansqlError):
         return ErrorFields(exc.severity, exc.sqlstate, exc.message, exc.hint, exc.position)
     try:
@@ -109,8 +170,8 @@ def translate(exc: BaseException) -> ErrorFields:
         pass
     if isinstance(exc, duckdb.Error):
         text = str(exc)
-        position = None
-        # DuckDB reports "at or near" with a LINE excerpt; keep the message short.
+        # DuckDB reports "at or near" with a LINE excerpt and a caret; keep the message short.
+        position = _position(text, sql)
         for cls, pattern, code in _DUCKDB_TABLE:
             if isinstance(exc, cls) and (pattern is None or re.search(pattern, text)):
                 return ErrorFields("ERROR", code, _clean(text), position=position)

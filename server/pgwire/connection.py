@@ -21,9 +21,10 @@ from typing import Any
 from buenavista.postgres import BuenaVistaHandler, BuenaVistaServer
 
 from server import errors
+from server import parameters as pgparameters
 from server.pgwire import codec, types
-from server.session import Result, Session
-from server.statements import Statement
+from server.session import CannotDescribe, Result, Session
+from server.statements import Kind, Statement
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +39,7 @@ class _Closed(Exception):
 class Prepared:
     statement: Statement | None  # None: the empty query
     param_oids: list[int]
+    checked: bool = True  # param_oids is the statement's full parameter list (its text could be read)
 
 
 @dataclass
@@ -49,6 +51,7 @@ class Portal:
     rows: Iterator[Sequence[Any]] | None = None
     sent: int = 0
     described: bool = False
+    done: bool = False
 
 
 @dataclass
@@ -145,9 +148,16 @@ class MeansqlHandler(BuenaVistaHandler):
     def _login(self, params: dict[str, str]) -> ConnState:
         app = self.server.app
         session = app.new_session(user=params.get("user", ""), database=params.get("database", ""))
-        if "application_name" in params:
-            session.settings["application_name"] = params["application_name"]
+        for key, value in params.items():
+            name = key.lower()
+            if name in pgparameters.SETTABLE:
+                try:
+                    session.assign(name, value)
+                except errors.MeansqlError as exc:
+                    self._fatal(exc.sqlstate, exc.message)
+        session.take_reports()  # start-up sends every reported parameter below
         state = self.server.register(session)
+        self._state = state
         session.notice = lambda severity, message: self._send(codec.notice_response(severity, message), flush=True)
         out = bytearray(codec.authentication_ok())
         for name in ("server_version", "server_encoding", "client_encoding", "DateStyle", "TimeZone",
@@ -199,8 +209,8 @@ class MeansqlHandler(BuenaVistaHandler):
                 self._fatal("08P01", f"invalid message format: {exc}")
 
     # -- errors ---------------------------------------------------------------------
-    def _error(self, exc: BaseException) -> None:
-        f = errors.translate(exc)
+    def _error(self, exc: BaseException, sql: str | None = None) -> None:
+        f = errors.translate(exc, sql)
         if f.sqlstate == "XX000":
             log.exception("internal error", exc_info=exc)
         else:
@@ -224,9 +234,18 @@ class MeansqlHandler(BuenaVistaHandler):
                     result = session.run(stmt)
                     self._send_result(result, describe=True, formats=[])
                 except Exception as exc:
-                    self._error(exc)
+                    self._error(exc, stmt.text)
                     break
-        self._send(codec.ready_for_query(session.tx.value), flush=True)
+        self._ready(state)
+
+    def _ready(self, state: ConnState) -> None:
+        """ParameterStatus for parameters SET since the last one (as Postgres reports them), then ReadyForQuery."""
+        session = state.session
+        out = bytearray()
+        for name, value in session.take_reports().items():
+            out += codec.parameter_status(name, value)
+        out += codec.ready_for_query(session.tx.value)
+        self._send(bytes(out), flush=True)
 
     def _send_result(self, result: Result, *, describe: bool, formats: Sequence[int],
                      rows: Iterator[Sequence[Any]] | None = None, limit: int = 0, sent: int = 0) -> int | None:
@@ -239,9 +258,10 @@ class MeansqlHandler(BuenaVistaHandler):
         oids = [oid for _, oid in result.columns]
         fmts = [formats[i] if i < len(formats) else (formats[0] if len(formats) == 1 else 0)
                 for i in range(len(oids))]
+        options = self._text_options
         encoders = [
             (lambda v, o=oid: codec.encode_binary(v, o)) if fmt == 1 else
-            (lambda v: types.to_text(v).encode("utf-8"))
+            (lambda v, o=oid: types.to_text(v, o, options).encode("utf-8"))
             for oid, fmt in zip(oids, fmts)
         ]
         source = rows if rows is not None else (result.rows or iter(()))
@@ -260,14 +280,21 @@ class MeansqlHandler(BuenaVistaHandler):
     # -- extended protocol ------------------------------------------------------------
     def _parse(self, state: ConnState, body: bytes) -> None:
         name, query, oids = codec.parse_parse(body)
+        session = state.session
         try:
-            stmts = state.session.split(query)
+            stmts = session.split(query)
             if len(stmts) > 1:
                 raise errors.MultipleCommands("cannot insert multiple commands into a prepared statement")
-            state.statements[name] = Prepared(stmts[0] if stmts else None, oids)
+            stmt = stmts[0] if stmts else None
+            if stmt is not None:
+                session.check_not_failed(stmt)
+            if name and name in state.statements:
+                raise errors.DuplicatePreparedStatement(f'prepared statement "{name}" already exists')
+            inferred = session.parameter_types(stmt, oids)
+            state.statements[name] = Prepared(stmt, inferred if inferred is not None else oids, inferred is not None)
             self._send(codec.parse_complete())
         except Exception as exc:
-            self._fail_extended(state, exc)
+            self._fail_extended(state, exc, query)
 
     def _bind(self, state: ConnState, body: bytes) -> None:
         bind = codec.parse_bind(body)
@@ -275,6 +302,15 @@ class MeansqlHandler(BuenaVistaHandler):
             prepared = state.statements.get(bind.statement)
             if prepared is None:
                 raise errors.UndefinedPreparedStatement(f'prepared statement "{bind.statement}" does not exist')
+            if prepared.statement is not None:
+                state.session.check_not_failed(prepared.statement)
+            if prepared.checked and len(bind.values) != len(prepared.param_oids):
+                raise errors.ProtocolError(
+                    f"bind message supplies {len(bind.values)} parameters, but prepared statement "
+                    f'"{bind.statement}" requires {len(prepared.param_oids)}')
+            if len(bind.param_formats) not in (0, 1, len(bind.values)):
+                raise errors.ProtocolError(
+                    f"bind message has {len(bind.param_formats)} parameter formats but {len(bind.values)} parameters")
             params = []
             for i, raw in enumerate(bind.values):
                 oid = prepared.param_oids[i] if i < len(prepared.param_oids) else 0
@@ -286,6 +322,8 @@ class MeansqlHandler(BuenaVistaHandler):
                     params.append(codec.decode_binary(raw, oid))
                 else:
                     params.append(types.parse_text_param(raw.decode("utf-8"), oid))
+            if bind.portal and bind.portal in state.portals:
+                raise errors.DuplicateCursor(f'cursor "{bind.portal}" already exists')
             state.portals[bind.portal] = Portal(prepared, params, bind.result_formats)
             self._send(codec.bind_complete())
         except Exception as exc:
@@ -293,25 +331,28 @@ class MeansqlHandler(BuenaVistaHandler):
 
     def _describe(self, state: ConnState, body: bytes) -> None:
         what, name = body[:1], body[1:].rstrip(b"\x00").decode("utf-8")
+        session = state.session
         try:
             if what == b"S":
                 prepared = state.statements.get(name)
                 if prepared is None:
                     raise errors.UndefinedPreparedStatement(f'prepared statement "{name}" does not exist')
-                oids = [oid or types.TEXT for oid in prepared.param_oids]
-                self._send(codec.parameter_description(oids))
-                columns = state.session.describe(prepared.statement, len(oids)) if prepared.statement else None
-                self._send(codec.row_description(columns, []) if columns else codec.no_data())
+                self._check_describe(state, prepared.statement)
+                columns = None
+                if prepared.statement is not None:
+                    try:
+                        columns = session.describe(prepared.statement, None, prepared.param_oids)
+                    except CannotDescribe:
+                        columns = None
+                out = codec.parameter_description(prepared.param_oids)
+                self._send(out + (codec.row_description(columns, []) if columns else codec.no_data()))
             elif what == b"P":
                 portal = state.portals.get(name)
                 if portal is None:
                     raise errors.UndefinedCursor(f'portal "{name}" does not exist')
-                self._run_portal(state, portal)
-                result = portal.result
-                if result is None or result.columns is None:
-                    self._send(codec.no_data())
-                else:
-                    self._send(codec.row_description(result.columns, portal.result_formats))
+                self._check_describe(state, portal.prepared.statement)
+                columns = self._portal_columns(state, portal)
+                self._send(codec.row_description(columns, portal.result_formats) if columns else codec.no_data())
                 portal.described = True
             else:
                 raise ValueError(f"invalid Describe target {what!r}")
@@ -319,6 +360,24 @@ class MeansqlHandler(BuenaVistaHandler):
             raise
         except Exception as exc:
             self._fail_extended(state, exc)
+
+    def _check_describe(self, state: ConnState, stmt: Statement | None) -> None:
+        """Postgres refuses to describe a row-returning statement in a failed transaction (25P02)."""
+        if stmt is not None and stmt.kind in (Kind.ROWS, Kind.SHOW):
+            state.session.check_not_failed(stmt)
+
+    def _portal_columns(self, state: ConnState, portal: Portal) -> list[tuple[str, int]] | None:
+        """A portal's result columns: from DuckDB's binder where it can tell, else by running it (once)."""
+        stmt = portal.prepared.statement
+        if stmt is None:
+            return None
+        if portal.result is None:
+            try:
+                return state.session.describe(stmt, portal.params, portal.prepared.param_oids)
+            except CannotDescribe:
+                self._run_portal(state, portal)
+        assert portal.result is not None
+        return portal.result.columns
 
     def _run_portal(self, state: ConnState, portal: Portal) -> None:
         if portal.result is None and portal.prepared.statement is not None:
@@ -328,25 +387,34 @@ class MeansqlHandler(BuenaVistaHandler):
     def _execute(self, state: ConnState, body: bytes) -> None:
         r = codec.Reader(body)
         name, limit = r.cstr(), r.int32()
+        portal = state.portals.get(name)
         try:
-            portal = state.portals.get(name)
             if portal is None:
                 raise errors.UndefinedCursor(f'portal "{name}" does not exist')
             if portal.prepared.statement is None:
                 self._send(codec.empty_query())
+                return
+            if portal.done:
+                # Postgres answers a finished portal with an empty completion of the same command.
+                assert portal.result is not None
+                self._send(codec.command_complete(
+                    portal.result.tag if portal.result.columns is None else "SELECT 0"))
                 return
             self._run_portal(state, portal)
             assert portal.result is not None
             suspended = self._send_result(portal.result, describe=False, formats=portal.result_formats,
                                           rows=portal.rows, limit=max(limit, 0), sent=portal.sent)
             if suspended is not None:
+                if portal.sent == 0 and portal.rows is not None:
+                    # Keep the rest apart from the session's cursor, which the next statement reuses.
+                    portal.rows = iter(list(portal.rows))
                 portal.sent = suspended
                 self._send(codec.portal_suspended())
             else:
-                portal.result = Result("SELECT", portal.result.columns, iter(()), count_rows=True) \
-                    if portal.result.columns is not None else portal.result
+                portal.done = True
         except Exception as exc:
-            self._fail_extended(state, exc)
+            sql = portal.prepared.statement.text if portal and portal.prepared.statement else None
+            self._fail_extended(state, exc, sql)
 
     def _close(self, state: ConnState, body: bytes) -> None:
         what, name = body[:1], body[1:].rstrip(b"\x00").decode("utf-8")
@@ -361,11 +429,26 @@ class MeansqlHandler(BuenaVistaHandler):
     def _sync(self, state: ConnState, body: bytes) -> None:
         state.skipping = False
         state.portals.pop("", None)
-        self._send(codec.ready_for_query(state.session.tx.value), flush=True)
+        if state.session.tx.value == b"I":
+            # Portals live until the end of their transaction.
+            state.portals.clear()
+        self._ready(state)
 
-    def _fail_extended(self, state: ConnState, exc: BaseException) -> None:
-        self._error(exc)
+    def _fail_extended(self, state: ConnState, exc: BaseException, sql: str | None = None) -> None:
+        self._error(exc, sql)
+        state.session.fail()
         state.skipping = True
+
+    @property
+    def _text_options(self) -> types.TextOptions:
+        state = getattr(self, "_state", None)
+        if state is None:
+            return types.DEFAULT
+        try:
+            digits = int(state.session.settings.get("extra_float_digits", "1"))
+        except ValueError:
+            digits = 1
+        return types.TextOptions(extra_float_digits=digits)
 
 
 class MeansqlServer(BuenaVistaServer):
