@@ -115,7 +115,7 @@ def _on_off(value: str) -> str:
 
 
 def _client_encoding(value: str) -> str:
-    if value.strip().upper().replace("-", "").replace("_", "") in ("UTF8", "UNICODE"):
+    if value.strip().strip("'").upper().replace("-", "").replace("_", "") in ("UTF8", "UNICODE"):
         return "UTF8"
     raise InvalidParameterValue(f'meansql speaks UTF8 only, not "{value}"', hint="SET client_encoding = 'UTF8'")
 

@@ -281,10 +281,20 @@ class Session:
         try:
             parsed = dialect.parse(stmt.text, self.executor.registry.infix)
         except Exception:  # noqa: BLE001 - DuckDB reports the error when the statement runs
-            return None
+            parsed = []
         if len(parsed) != 1:
-            return None
-        return pgparams.infer(parsed[0], self._columns_of, given)
+            # Text sqlglot cannot read: count $n by token; their types stay the client's or text.
+            seen = pgparams.from_tokens(stmt.text)
+            n = max(max(seen, default=-1) + 1, len(given))
+            return [(given[i] if i < len(given) else 0) or seen.get(i) or types.TEXT for i in range(n)]
+        return pgparams.infer(parsed[0], self._columns_of, given, self._type_of_query)
+
+    def _type_of_query(self, sql: str) -> str | None:
+        try:
+            rows = self.cursor.execute(f"DESCRIBE {sql}").fetchall()
+        except duckdb.Error:
+            return None  # not a question DuckDB can answer alone; the parameter stays text
+        return str(rows[0][1]) if len(rows) == 1 else None
 
     def _columns_of(self, table: str) -> dict[str, str]:
         rows = self.cursor.execute(

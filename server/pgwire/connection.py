@@ -438,6 +438,7 @@ class MeansqlHandler(BuenaVistaHandler):
         self._error(exc, sql)
         state.session.fail()
         state.skipping = True
+        self.flush()  # as Postgres does: a client waiting on Flush (asyncpg) must see the error now
 
     @property
     def _text_options(self) -> types.TextOptions:

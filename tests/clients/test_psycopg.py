@@ -12,6 +12,8 @@ import pytest
 from psycopg import errors, sql
 
 from tests.clients.conftest import Target
+from tests.conftest import ServerProcess
+from tests.fake_provider import FakeProvider
 
 UTC = dt.UTC
 
@@ -124,15 +126,6 @@ def test_prepared_statement_reused(target: Target) -> None:
         conn.prepare_threshold = 0
         for i in range(5):
             assert conn.execute("SELECT %s::int * 2, %s::text", (i, f"v{i}")).fetchone() == (i * 2, f"v{i}")
-
-
-def test_server_side_cursor_fetches_in_pages(target: Target) -> None:
-    with psycopg.connect(target.url) as conn:
-        with conn.cursor(name="pages") as cur:
-            cur.itersize = 7
-            cur.execute("SELECT i FROM generate_series(1, 50) AS g(i) ORDER BY i")
-            assert cur.fetchmany(3) == [(1,), (2,), (3,)]
-            assert [r[0] for r in cur] == list(range(4, 51))
 
 
 def test_transactions_and_status(target: Target, table_name: str) -> None:
@@ -285,3 +278,19 @@ def test_extra_float_digits_zero(target: Target) -> None:
         conn.execute("SET extra_float_digits = 0")
         row = conn.execute("SELECT 0.1::float8 + 0.2::float8").fetchone()
     assert row == (0.3,)
+
+
+def test_means_query_calls_the_model_once_per_value(meansql_server: ServerProcess,
+                                                    client_provider: FakeProvider) -> None:
+    """Describe (statement and portal) never runs a statement: each text is judged once, not twice."""
+    with meansql_server.connect() as conn:
+        conn.execute("DROP TABLE IF EXISTS means_once")
+        conn.execute("CREATE TABLE means_once (id integer, description text)")
+        conn.execute("INSERT INTO means_once VALUES (1, 'bamboo toothbrush'), (2, 'plastic fork')")
+        conn.execute("SET meansql.cache = off")
+        for prepare in (False, True):
+            client_provider.reset()
+            rows = conn.execute("SELECT id FROM means_once WHERE description MEANS %s AND id > %s ORDER BY id",
+                                ("eco-friendly", 0), prepare=prepare).fetchall()
+            assert rows == [(1,)]
+            assert len(client_provider.requests) == 2  # one call per row, none for Describe
