@@ -273,7 +273,7 @@ class MeansqlHandler(BuenaVistaHandler):
                 return sent + count
         tag = result.tag
         if result.count_rows:
-            tag = f"{tag} {sent + count}"
+            tag = f"{tag} {count}"  # Postgres counts the rows of this Execute, not the portal's total
         self._send(codec.command_complete(tag))
         return None
 
