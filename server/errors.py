@@ -8,6 +8,7 @@ session survives everything else.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import duckdb
@@ -147,6 +148,35 @@ def _position(text: str, sql: str | None) -> int | None:
     return sum(len(x) + 1 for x in lines[:line - 1]) + column + 1
 
 
+_INT_NAMES = {"INT16": "smallint", "INT32": "integer", "INT64": "bigint", "DOUBLE": "double precision",
+              "FLOAT": "real", "BOOL": "boolean", "DATE": "date", "TIMESTAMP": "timestamp", "UUID": "uuid"}
+
+# DuckDB's wording → Postgres' (message, hint-or-detail); what DuckDB adds ("Did you mean", candidates) is the hint.
+_WORDING: list[tuple[re.Pattern[str], Callable[[re.Match[str]], tuple[str, str | None, str | None]]]] = [
+    (re.compile(r'^Table with name (\S+) does not exist!\s*(.*)$', re.S),
+     lambda m: (f'relation "{m.group(1)}" does not exist', m.group(2) or None, None)),
+    (re.compile(r'^Referenced column "([^"]+)" not found in FROM clause!\s*(.*)$', re.S),
+     lambda m: (f'column "{m.group(1)}" does not exist', m.group(2).replace("\n", " ") or None, None)),
+    (re.compile(r"^Could not convert string '(.*)' to (\w+)$", re.S),
+     lambda m: (f'invalid input syntax for type {_INT_NAMES.get(m.group(2), m.group(2).lower())}: "{m.group(1)}"',
+                None, None)),
+    (re.compile(r'^Duplicate key "(\w+): (.*)" violates (?:primary key|unique) constraint\.?', re.S),
+     lambda m: ("duplicate key value violates unique constraint", None,
+                f"Key ({m.group(1)})=({m.group(2)}) already exists.")),
+    (re.compile(r"^NOT NULL constraint failed: (?:(\w+)\.)?(\w+)$"),
+     lambda m: (f'null value in column "{m.group(2)}" of relation "{m.group(1)}" violates not-null constraint',
+                None, None)),
+]
+
+
+def _wording(text: str) -> tuple[str, str | None, str | None]:
+    for pattern, render in _WORDING:
+        m = pattern.match(text)
+        if m:
+            return render(m)
+    return text, None, None
+
+
 def _clean(text: str) -> str:
     """DuckDB's message without its class prefix and source excerpt."""
     text = _LINE.sub("", text)
@@ -174,6 +204,7 @@ def translate(exc: BaseException, sql: str | None = None) -> ErrorFields:
         position = _position(text, sql)
         for cls, pattern, code in _DUCKDB_TABLE:
             if isinstance(exc, cls) and (pattern is None or re.search(pattern, text)):
-                return ErrorFields("ERROR", code, _clean(text), position=position)
+                message, hint, detail = _wording(_clean(text))
+                return ErrorFields("ERROR", code, message, hint=hint, position=position, detail=detail)
         return ErrorFields("ERROR", "XX000", _clean(text))
     return ErrorFields("ERROR", "XX000", f"internal error: {type(exc).__name__}: {exc}")

@@ -50,6 +50,7 @@ def prepare_cursor(cursor: duckdb.DuckDBPyConnection) -> None:
     """Per-session DuckDB settings so arithmetic works as in Postgres (7 / 2 = 3)."""
     cursor.execute("SET integer_division = true")
     cursor.execute(_MACRO_SQL)
+    cursor.execute("CREATE TEMP TYPE IF NOT EXISTS jsonb AS JSON")  # DuckDB has one JSON type
 
 
 def apply_timezone(cursor: duckdb.DuckDBPyConnection, value: str) -> None:

@@ -10,6 +10,7 @@ from typing import Any
 import psycopg
 import pytest
 from psycopg import errors, sql
+from psycopg.types.json import Json, Jsonb
 
 from tests.clients.conftest import Target
 from tests.conftest import ServerProcess
@@ -69,6 +70,18 @@ def test_types_round_trip(target: Target, table_name: str, sqltype: str, value: 
             rows = cur.fetchall()
         assert rows == [(value,), (None,)]
         assert isinstance(rows[0][0], type(value))
+
+
+@pytest.mark.parametrize("binary", [False, True], ids=["text", "binary"])
+def test_json_and_jsonb(target: Target, table_name: str, binary: bool) -> None:
+    doc = {"a": [1, 2, None], "b": "x"}
+    with target.connect() as conn:
+        _fresh(conn, table_name, "j json, b jsonb")
+        with conn.cursor(binary=binary) as cur:
+            cur.execute(sql.SQL("INSERT INTO {} VALUES (%s, %s)").format(sql.Identifier(table_name)),
+                        (Json(doc), Jsonb(doc)))
+            cur.execute(sql.SQL("SELECT j, b FROM {}").format(sql.Identifier(table_name)))
+            assert cur.fetchall() == [(doc, doc)]
 
 
 def test_row_description_oids(target: Target) -> None:
@@ -175,20 +188,22 @@ def test_begin_inside_a_string_is_not_a_transaction(target: Target) -> None:
         assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
 
 
-@pytest.mark.parametrize(("query", "error"), [
-    ("SELEC 1", errors.SyntaxError),
-    ("SELECT * FROM no_such_table", errors.UndefinedTable),
-    ("SELECT no_such_column FROM (SELECT 1 AS a) s", errors.UndefinedColumn),
-    ("SELECT 1 / 0", errors.DivisionByZero),
-    ("SELECT 7 % 0", errors.DivisionByZero),
-    ("SELECT 1.5 / 0", errors.DivisionByZero),
-    ("SELECT 'abc'::integer", errors.InvalidTextRepresentation),
+@pytest.mark.parametrize(("query", "error", "message"), [
+    ("SELEC 1", errors.SyntaxError, 'syntax error at or near "SELEC"'),
+    ("SELECT * FROM no_such_table", errors.UndefinedTable, 'relation "no_such_table" does not exist'),
+    ("SELECT no_such_column FROM (SELECT 1 AS a) s", errors.UndefinedColumn,
+     'column "no_such_column" does not exist'),
+    ("SELECT 1 / 0", errors.DivisionByZero, "division by zero"),
+    ("SELECT 7 % 0", errors.DivisionByZero, "division by zero"),
+    ("SELECT 1.5 / 0", errors.DivisionByZero, "division by zero"),
+    ("SELECT 'abc'::integer", errors.InvalidTextRepresentation, 'invalid input syntax for type integer: "abc"'),
 ])
-def test_errors_have_postgres_sqlstates(target: Target, query: str, error: type[Exception]) -> None:
+def test_errors_have_postgres_sqlstates(target: Target, query: str, error: type[Exception], message: str) -> None:
     with target.connect() as conn:
         with pytest.raises(error) as info:
             conn.execute(query)
         assert info.value.diag.severity == "ERROR"
+        assert info.value.diag.message_primary == message
         assert conn.execute("SELECT 1").fetchone() == (1,)
 
 
@@ -212,10 +227,14 @@ def test_constraint_violations(target: Target, table_name: str) -> None:
         _fresh(conn, table_name, "id integer primary key, name text not null")
         t = sql.Identifier(table_name)
         conn.execute(sql.SQL("INSERT INTO {} VALUES (%s, %s)").format(t), (1, "a"))
-        with pytest.raises(errors.UniqueViolation):
+        with pytest.raises(errors.UniqueViolation) as unique:
             conn.execute(sql.SQL("INSERT INTO {} VALUES (%s, %s)").format(t), (1, "b"))
-        with pytest.raises(errors.NotNullViolation):
+        assert (unique.value.diag.message_primary or "").startswith("duplicate key value violates unique constraint")
+        assert unique.value.diag.message_detail == "Key (id)=(1) already exists."
+        with pytest.raises(errors.NotNullViolation) as notnull:
             conn.execute(sql.SQL("INSERT INTO {} VALUES (%s, %s)").format(t), (2, None))
+        assert notnull.value.diag.message_primary == \
+            f'null value in column "name" of relation "{table_name}" violates not-null constraint'
 
 
 def test_statement_timeout_cancels(target: Target) -> None:
