@@ -241,7 +241,7 @@ class Session:
         if not dialect.has_semantic_words(text, registry.infix, registry.by_function.keys()):
             if stmt.kind is Kind.DML and stmt.words[:2] == ("INSERT", "INTO"):
                 text = _annotation_upsert(text)
-            return pgsettings.rewrite(text, self._config_call), None, []
+            return self._postgres_semantics(stmt, text), None, []
         ctx = self.executor.begin(self.id, self.notice, self.settings)
         try:
             parsed = dialect.parse(text, registry.infix)
@@ -254,7 +254,14 @@ class Session:
         except BaseException:
             self.executor.end(ctx)
             raise
-        return pgsettings.rewrite(dialect.to_duckdb(tree), self._config_call), ctx, stages
+        return self._postgres_semantics(stmt, dialect.to_duckdb(tree)), ctx, stages
+
+    def _postgres_semantics(self, stmt: Statement, text: str) -> str:
+        """Division by zero as an error, current_setting()/set_config() on the session; not in DDL, whose
+        text DuckDB stores (a view must not depend on this session's temporary macro)."""
+        if stmt.kind not in (Kind.ROWS, Kind.DML):
+            return text
+        return pgsettings.rewrite(text, self._config_call)
 
     def _config_call(self, name: str, args: list[str | None]) -> str | None:
         """current_setting(name [, missing_ok]) and set_config(name, value, is_local) on client parameters."""
