@@ -14,6 +14,7 @@ import logging
 import re
 import secrets
 import threading
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -27,6 +28,7 @@ from semantic_ops import dialect, planner, rewrite
 from semantic_ops.errors import QueryCanceled, SemanticTypeError
 from semantic_ops.executor import Executor, QueryContext
 from server import catalog
+from server import parameters as pgsettings
 from server.errors import (
     InFailedTransaction,
     MultipleCommands,
@@ -35,6 +37,7 @@ from server.errors import (
     UndefinedParameter,
     UndefinedParameterNumber,
 )
+from server.pgwire import params as pgparams
 from server.pgwire import types
 from server.statements import Kind, Statement, split, split_tokens
 from training.store import Store
@@ -119,6 +122,7 @@ class Session:
         self.user = user
         self.database = database
         self.settings: dict[str, str] = dict(CLIENT_PARAMETERS)
+        self.reports: dict[str, str] = {}  # ParameterStatus the client is owed before ReadyForQuery
         self.tx = TxState.IDLE
         self.notice: Callable[[str, str], None] = lambda severity, message: None
         self._current: QueryContext | None = None
@@ -127,18 +131,28 @@ class Session:
         self._lock = threading.Lock()
         self._catalog = catalog.Rewriter(self.settings, lambda: self.user or "postgres",
                                          lambda: self.database or "default")
+        pgsettings.prepare_cursor(self.cursor)
 
     # -- statements -------------------------------------------------------
     def split(self, sql: str) -> list[Statement]:
         return split(sql)
 
-    def run(self, stmt: Statement, params: Sequence[Any] | None = None) -> Result:
-        """Run one statement; errors propagate (and mark a transaction failed)."""
-        kind = stmt.kind
-        if self.tx is TxState.FAILED and kind not in (Kind.ROLLBACK, Kind.COMMIT):
+    def check_not_failed(self, stmt: Statement | None) -> None:
+        """25P02 for anything but COMMIT/ROLLBACK in a failed transaction (Parse and Bind check it too)."""
+        if self.tx is TxState.FAILED and (stmt is None or stmt.kind not in (Kind.ROLLBACK, Kind.COMMIT)):
             raise InFailedTransaction(
                 "current transaction is aborted, commands ignored until end of transaction block"
             )
+
+    def fail(self) -> None:
+        """An error outside a statement (Parse, Bind, Describe) inside a transaction fails it."""
+        if self.tx is TxState.IN_TRANSACTION:
+            self.tx = TxState.FAILED
+
+    def run(self, stmt: Statement, params: Sequence[Any] | None = None) -> Result:
+        """Run one statement; errors propagate (and mark a transaction failed)."""
+        kind = stmt.kind
+        self.check_not_failed(stmt)
         try:
             return self._run(stmt, kind, params)
         except BaseException:
@@ -167,10 +181,14 @@ class Session:
             return r
         if kind is Kind.RESET and (m := _RESET.match(stmt.text)):
             name = _unquote(m.group(1))
-            if name in CLIENT_PARAMETERS:
-                self.settings[name] = CLIENT_PARAMETERS[name]
-            else:
-                self.settings.pop(name, None)
+            names = [n for n in CLIENT_PARAMETERS if n in pgsettings.SETTABLE] if name == "all" else [name]
+            for n in names:
+                if n in CLIENT_PARAMETERS:
+                    self.assign(n, CLIENT_PARAMETERS[n])
+                elif n.startswith("meansql."):
+                    self.settings.pop(n, None)
+                else:
+                    return self._execute(stmt, kind, params)
             return Result("RESET")
         return self._execute(stmt, kind, params)
 
@@ -203,10 +221,28 @@ class Session:
         if not m:
             return None
         name, value = _unquote(m.group(1)), _setting_value(m.group(2))
-        if name in CLIENT_PARAMETERS or name.startswith("meansql."):
+        if name in CLIENT_PARAMETERS:
+            self.assign(name, CLIENT_PARAMETERS[name] if value.upper() == "DEFAULT" else value)
+            return Result("SET")
+        if name.startswith("meansql."):
             self.settings[name] = value
             return Result("SET")
         return None  # a DuckDB setting
+
+    def assign(self, name: str, value: str) -> str:
+        """Set a client parameter as Postgres would: checked, normalised, reported if it is GUC_REPORT."""
+        value = pgsettings.normalise(name, value, self.settings)
+        if name == "timezone":
+            pgsettings.apply_timezone(self.cursor, value)
+        self.settings[name] = value
+        if name in pgsettings.REPORTED:
+            self.reports[pgsettings.display_name(name)] = value
+        return value
+
+    def take_reports(self) -> dict[str, str]:
+        """The ParameterStatus messages owed since the last call."""
+        out, self.reports = self.reports, {}
+        return out
 
     def _show(self, text: str) -> Result | None:
         if _SHOW_ISOLATION.match(text):
@@ -214,8 +250,12 @@ class Session:
         m = _SHOW.match(text)
         if m:
             name = _unquote(m.group(1))
+            if name == "all":
+                rows = sorted((pgsettings.display_name(n), v, "") for n, v in self.settings.items())
+                return Result("SHOW", [("name", types.TEXT), ("setting", types.TEXT), ("description", types.TEXT)],
+                              iter(rows))
             if name in self.settings:
-                return Result("SHOW", [(name, types.TEXT)], iter([(self.settings[name],)]))
+                return Result("SHOW", [(pgsettings.display_name(name), types.TEXT)], iter([(self.settings[name],)]))
             if name.startswith("meansql."):
                 raise UndefinedParameter(f'unrecognized configuration parameter "{name}"')
         return None
@@ -234,7 +274,7 @@ class Session:
                 text = _annotation_upsert(text)
             elif catalog.mentions_catalog(text):
                 text = self._catalog_text(text)
-            return text, None, []
+            return self._postgres_semantics(stmt, text), None, []
         ctx = self.executor.begin(self.id, self.notice, self.settings)
         try:
             parsed = dialect.parse(text, registry.infix)
@@ -247,7 +287,63 @@ class Session:
         except BaseException:
             self.executor.end(ctx)
             raise
-        return dialect.to_duckdb(tree), ctx, stages
+        return self._postgres_semantics(stmt, dialect.to_duckdb(tree)), ctx, stages
+
+    def _postgres_semantics(self, stmt: Statement, text: str) -> str:
+        """Division by zero as an error, current_setting()/set_config() on the session; not in DDL, whose
+        text DuckDB stores (a view must not depend on this session's temporary macro)."""
+        if stmt.kind not in (Kind.ROWS, Kind.DML):
+            return text
+        return pgsettings.rewrite(text, self._config_call)
+
+    def _config_call(self, name: str, args: list[str | None]) -> str | None:
+        """current_setting(name [, missing_ok]) and set_config(name, value, is_local) on client parameters."""
+        key = (args[0] or "").lower() if args else ""
+        if name == "current_setting":
+            if key in self.settings:
+                return self.settings[key]
+            if key.startswith("meansql.") or (len(args) > 1 and (args[1] or "").lower() in ("true", "t")):
+                if len(args) > 1 and (args[1] or "").lower() in ("true", "t"):
+                    return None
+                raise UndefinedParameter(f'unrecognized configuration parameter "{key}"')
+            raise pgsettings.NotOurs
+        if key in CLIENT_PARAMETERS:
+            return self.assign(key, args[1] or "" if len(args) > 1 else "")
+        if key.startswith("meansql."):
+            self.settings[key] = args[1] or "" if len(args) > 1 else ""
+            return self.settings[key]
+        raise UndefinedParameter(f'unrecognized configuration parameter "{key}"')
+
+    def parameter_types(self, stmt: Statement | None, given: list[int]) -> list[int] | None:
+        """ParameterDescription OIDs of a statement, or None when its text cannot be read."""
+        if stmt is None:
+            return list(given)
+        try:
+            parsed = dialect.parse(stmt.text, self.executor.registry.infix)
+        except Exception:  # noqa: BLE001 - DuckDB reports the error when the statement runs
+            parsed = []
+        if len(parsed) != 1:
+            # Text sqlglot cannot read: count $n by token; their types stay the client's or text.
+            seen = pgparams.from_tokens(stmt.text)
+            n = max(max(seen, default=-1) + 1, len(given))
+            return [(given[i] if i < len(given) else 0) or seen.get(i) or types.TEXT for i in range(n)]
+        return pgparams.infer(parsed[0], self._columns_of, given, self._type_of_query)
+
+    def _type_of_query(self, sql: str) -> str | None:
+        try:
+            rows = self.cursor.execute(f"DESCRIBE {sql}").fetchall()
+        except duckdb.Error:
+            return None  # not a question DuckDB can answer alone; the parameter stays text
+        return str(rows[0][1]) if len(rows) == 1 else None
+
+    def _columns_of(self, table: str) -> dict[str, str]:
+        rows = self.cursor.execute(
+            "SELECT column_name, data_type FROM duckdb_columns() WHERE lower(table_name) = ? "
+            "ORDER BY schema_name = 'main' DESC, column_index", [table]).fetchall()
+        out: dict[str, str] = {}
+        for name, duck in rows:
+            out.setdefault(str(name).lower(), str(duck))
+        return out
 
     def _maybe_semantic(self, text: str) -> bool:
         """A cheap first look before tokenizing: text without any operator word has no semantic operator."""
@@ -329,19 +425,37 @@ class Session:
             hint=f"cast the argument, e.g. id::TEXT {word} '...', or call {sig.usage}",
         )
 
-    def describe(self, stmt: Statement, n_params: int) -> list[tuple[str, int]] | None:
-        """Result columns of a statement, found without running it."""
-        if stmt.kind is not Kind.ROWS:
+    def describe(self, stmt: Statement, params: Sequence[Any] | None = None,
+                 param_oids: Sequence[int] = ()) -> list[tuple[str, int]] | None:
+        """Result columns of a statement, found without running it (None: no rows).
+
+        Raises CannotDescribe when only running the statement would tell.
+        """
+        kind = stmt.kind
+        if kind is Kind.SHOW:
+            m = _SHOW.match(stmt.text)
+            name = _unquote(m.group(1)) if m else ""
+            if name == "all":
+                return [("name", types.TEXT), ("setting", types.TEXT), ("description", types.TEXT)]
+            if name in self.settings:
+                return [(pgsettings.display_name(name), types.TEXT)]
+            raise CannotDescribe(stmt.text)
+        if kind is Kind.DML and "RETURNING" in stmt.text.upper():
+            raise CannotDescribe(stmt.text)
+        if kind is not Kind.ROWS or _SHOW_LIKE.match(stmt.text) or stmt.words[0] in _UNDESCRIBABLE:
+            if kind is Kind.ROWS:
+                raise CannotDescribe(stmt.text)
             return None
         text, ctx, _stages = self._translate(stmt)
         if ctx is not None:
             self.executor.end(ctx)
-        cur = self.store.cursor()
+        n = max(len(param_oids), len(params or ()), pgparams_count(text))
+        args = list(params) if params is not None else [_sample(o) for o in param_oids]
+        args += [None] * (n - len(args))
         try:
-            rows = cur.execute(f"DESCRIBE {text}", _positional(text, [None] * n_params) if n_params else None
-                               ).fetchall()
-        finally:
-            cur.close()
+            rows = self.cursor.execute(f"DESCRIBE {text}", args or None).fetchall()
+        except duckdb.Error as exc:
+            raise CannotDescribe(str(exc)) from exc
         return [(r[0], types.oid_of(str(r[1]))) for r in rows]
 
     def _finish(self, ctx: QueryContext) -> None:
@@ -418,6 +532,11 @@ def _bind(tree: exp.Expr, params: Sequence[Any]) -> exp.Expr:
                 raise UndefinedParameterNumber(f"there is no parameter ${index + 1}")
             return _literal(params[index])
         if isinstance(node, exp.Placeholder):
+            index = pgparams.parameter_index(node)
+            if index is not None:
+                if not 0 <= index < len(params):
+                    raise UndefinedParameterNumber(f"there is no parameter ${index + 1}")
+                return _literal(params[index])
             return _literal(next(positional, None))
         return node
 
@@ -436,6 +555,33 @@ def _positional(text: str, params: Sequence[Any]) -> list[Any] | dict[str, Any]:
         if tok.token_type == TokenType.PARAMETER and nxt.token_type == TokenType.NUMBER and nxt.text.isdigit():
             used.add(int(nxt.text))
     return {str(n): params[n - 1] for n in sorted(used) if 0 < n <= len(params)}
+
+
+class CannotDescribe(Exception):
+    """Only running the statement tells its result columns."""
+
+
+_UNDESCRIBABLE = {"DESCRIBE", "SUMMARIZE", "PRAGMA", "EXPLAIN", "CALL"}
+
+_SAMPLES: dict[int, Any] = {
+    types.BOOL: False, types.INT2: 0, types.INT4: 0, types.INT8: 0, types.FLOAT4: 0.0, types.FLOAT8: 0.0,
+    types.NUMERIC: decimal.Decimal(0), types.TEXT: "", types.VARCHAR: "", types.DATE: dt.date(2000, 1, 1),
+    types.TIME: dt.time(0), types.TIMESTAMP: dt.datetime(2000, 1, 1),
+    types.TIMESTAMPTZ: dt.datetime(2000, 1, 1, tzinfo=dt.UTC), types.INTERVAL: dt.timedelta(0),
+    types.UUID: uuid.UUID(int=0), types.BYTEA: b"",
+}
+
+
+def _sample(oid: int) -> Any:
+    """A value of a parameter's type, so DuckDB can bind a statement to DESCRIBE it."""
+    return _SAMPLES.get(oid)
+
+
+def pgparams_count(text: str) -> int:
+    try:
+        return pgparams.count(sqlglot.parse_one(text, read="duckdb"))
+    except sqlglot.errors.SqlglotError:
+        return 0
 
 
 def _stream(cur: duckdb.DuckDBPyConnection, size: int = 2048) -> Iterator[Sequence[Any]]:

@@ -5,8 +5,12 @@ No sockets here; connection.py does the I/O.
 
 from __future__ import annotations
 
+import datetime as dt
+import decimal
+import json
 import struct
-from collections.abc import Sequence
+import uuid
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,6 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from buenavista.postgres import ServerResponse
 
+from server import errors
 from server.pgwire import types
 
 # Per-type body limits, checked before a body is read (PostgreSQL's own values).
@@ -133,7 +138,7 @@ def error_response(severity: str, code: str, message: str, hint: str | None = No
 
 
 def notice_response(severity: str, message: str) -> bytes:
-    code = "01000" if severity == "WARNING" else "00000"
+    code = errors.NOTICE_CODES.get(message) or ("01000" if severity == "WARNING" else "00000")
     return _msg(ServerResponse.NOTICE_RESPONSE, _fields(severity, code, message, None, None, None))
 
 
@@ -220,38 +225,177 @@ def parse_bind(body: bytes) -> Bind:
     return Bind(portal, statement, fmts, values, result_formats)
 
 
+_PG_EPOCH = dt.datetime(2000, 1, 1)
+_PG_EPOCH_TZ = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
+_PG_EPOCH_DATE = dt.date(2000, 1, 1)
+_NUMERIC_NEG, _NUMERIC_NAN = 0x4000, 0xC000
+
+
+def _micros(td: dt.timedelta) -> int:
+    return (td.days * 86_400 + td.seconds) * 1_000_000 + td.microseconds
+
+
+def _encode_numeric(value: Any) -> bytes:
+    d = decimal.Decimal(value)
+    if d.is_nan():
+        return struct.pack("!hhhh", 0, 0, _NUMERIC_NAN, 0)
+    sign, digits, exponent = d.as_tuple()
+    assert isinstance(exponent, int)
+    dscale = max(-exponent, 0)
+    text = "".join(map(str, digits))
+    # Split into the integer and fraction digits, then into base-10000 groups around the decimal point.
+    if exponent >= 0:
+        int_part, frac_part = text + "0" * exponent, ""
+    else:
+        int_part = text[:exponent] if len(text) > -exponent else ""
+        frac_part = text[exponent:].rjust(-exponent, "0")
+    int_part = int_part.lstrip("0")
+    int_part = int_part.rjust((len(int_part) + 3) // 4 * 4, "0")
+    frac_part = frac_part.ljust((len(frac_part) + 3) // 4 * 4, "0")
+    groups = [int(int_part[i:i + 4]) for i in range(0, len(int_part), 4)]
+    weight = len(groups) - 1
+    groups += [int(frac_part[i:i + 4]) for i in range(0, len(frac_part), 4)]
+    while groups and groups[0] == 0:
+        groups.pop(0)
+        weight -= 1
+    while groups and groups[-1] == 0:
+        groups.pop()
+    if not groups:
+        weight = 0
+    return struct.pack(f"!hhhh{len(groups)}h", len(groups), weight, _NUMERIC_NEG if sign else 0, dscale, *groups)
+
+
+def _decode_numeric(data: bytes) -> decimal.Decimal:
+    ndigits, weight, sign, dscale = struct.unpack_from("!hhHh", data)
+    if sign == _NUMERIC_NAN:
+        return decimal.Decimal("NaN")
+    groups = struct.unpack_from(f"!{ndigits}h", data, 8)
+    value = decimal.Decimal(0)
+    for i, g in enumerate(groups):
+        value += decimal.Decimal(g).scaleb(4 * (weight - i))
+    value = value.quantize(decimal.Decimal(1).scaleb(-dscale)) if dscale or value == value.to_integral() else value
+    return -value if sign == _NUMERIC_NEG else value
+
+
+def _encode_timestamptz(value: dt.datetime) -> bytes:
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=dt.UTC)
+    return struct.pack("!q", _micros(value - _PG_EPOCH_TZ))
+
+
+def _encode_time(value: dt.time) -> bytes:
+    return struct.pack("!q", ((value.hour * 60 + value.minute) * 60 + value.second) * 1_000_000 + value.microsecond)
+
+
+def _decode_time(data: bytes) -> dt.time:
+    (micro,) = struct.unpack("!q", data)
+    seconds, micro = divmod(micro, 1_000_000)
+    h, rem = divmod(seconds, 3600)
+    return dt.time(h % 24, rem // 60, rem % 60, micro)
+
+
+def _encode_interval(value: dt.timedelta) -> bytes:
+    return struct.pack("!qii", _micros(value) - value.days * 86_400_000_000, value.days, 0)
+
+
+def _decode_interval(data: bytes) -> dt.timedelta:
+    micro, days, months = struct.unpack("!qii", data)
+    return dt.timedelta(days=days + months * 30, microseconds=micro)
+
+
+def _text(value: Any) -> bytes:
+    return types.to_text(value).encode("utf-8")
+
+
+def _json_text(value: Any) -> bytes:
+    return (value if isinstance(value, str) else json.dumps(value, default=str)).encode("utf-8")
+
+
+_ENCODERS: dict[int, Callable[[Any], bytes]] = {
+    types.BOOL: lambda v: b"\x01" if v else b"\x00",
+    types.INT2: lambda v: struct.pack("!h", v),
+    types.INT4: lambda v: struct.pack("!i", v),
+    types.INT8: lambda v: struct.pack("!q", v),
+    types.OID: lambda v: struct.pack("!I", v),
+    types.FLOAT4: lambda v: struct.pack("!f", v),
+    types.FLOAT8: lambda v: struct.pack("!d", v),
+    types.NUMERIC: _encode_numeric,
+    types.BYTEA: bytes,
+    types.DATE: lambda v: struct.pack("!i", (v - _PG_EPOCH_DATE).days),
+    types.TIME: _encode_time,
+    types.TIMESTAMP: lambda v: struct.pack("!q", _micros(v.replace(tzinfo=None) - _PG_EPOCH)),
+    types.TIMESTAMPTZ: _encode_timestamptz,
+    types.INTERVAL: _encode_interval,
+    types.UUID: lambda v: (v if isinstance(v, uuid.UUID) else uuid.UUID(str(v))).bytes,
+    types.JSON: _json_text,
+    types.JSONB: lambda v: b"\x01" + _json_text(v),
+}
+
+_DECODERS: dict[int, Callable[[bytes], Any]] = {
+    types.BOOL: lambda b: b != b"\x00",
+    types.INT2: lambda b: struct.unpack("!h", b)[0],
+    types.INT4: lambda b: struct.unpack("!i", b)[0],
+    types.INT8: lambda b: struct.unpack("!q", b)[0],
+    types.OID: lambda b: struct.unpack("!I", b)[0],
+    types.FLOAT4: lambda b: struct.unpack("!f", b)[0],
+    types.FLOAT8: lambda b: struct.unpack("!d", b)[0],
+    types.NUMERIC: _decode_numeric,
+    types.BYTEA: bytes,
+    types.DATE: lambda b: _PG_EPOCH_DATE + dt.timedelta(days=struct.unpack("!i", b)[0]),
+    types.TIME: _decode_time,
+    types.TIMESTAMP: lambda b: _PG_EPOCH + dt.timedelta(microseconds=struct.unpack("!q", b)[0]),
+    types.TIMESTAMPTZ: lambda b: _PG_EPOCH_TZ + dt.timedelta(microseconds=struct.unpack("!q", b)[0]),
+    types.INTERVAL: _decode_interval,
+    types.UUID: lambda b: uuid.UUID(bytes=bytes(b)),
+    types.JSONB: lambda b: b[1:].decode("utf-8"),
+}
+
+
+def _encode_array(value: Sequence[Any], oid: int) -> bytes:
+    element = types.ELEMENT_OIDS[oid]
+    out = bytearray(struct.pack("!iiiii", 1, any(v is None for v in value), element, len(value), 1))
+    for v in value:
+        if v is None:
+            out += b"\xff\xff\xff\xff"
+        else:
+            data = encode_binary(v, element)
+            out += struct.pack("!i", len(data)) + data
+    return bytes(out)
+
+
+def _decode_array(data: bytes, oid: int) -> list[Any]:
+    r = Reader(data)
+    ndim, _flags, element = r.int32(), r.int32(), r.int32()
+    if ndim == 0:
+        return []
+    if ndim != 1:
+        raise errors.FeatureNotSupported("only one-dimensional array parameters are supported")
+    size, _lower = r.int32(), r.int32()
+    out: list[Any] = []
+    for _ in range(size):
+        n = r.int32()
+        out.append(None if n == -1 else decode_binary(r.take(n), element or types.ELEMENT_OIDS[oid]))
+    return out
+
+
 def decode_binary(value: bytes, oid: int) -> Any:
     """A parameter sent in binary format."""
-    if oid == types.BOOL:
-        return value != b"\x00"
-    if oid in (types.INT2, types.INT4, types.INT8):
-        return int.from_bytes(value, "big", signed=True)
-    if oid == types.FLOAT4:
-        return struct.unpack("!f", value)[0]
-    if oid == types.FLOAT8:
-        return struct.unpack("!d", value)[0]
-    if oid == types.BYTEA:
-        return bytes(value)
-    return value.decode("utf-8")
+    if oid in types.ELEMENT_OIDS:
+        return _decode_array(value, oid)
+    decoder = _DECODERS.get(oid)
+    try:
+        return decoder(value) if decoder else value.decode("utf-8")
+    except struct.error as exc:
+        raise errors.InvalidBinaryRepresentation(
+            f"incorrect binary data format in bind parameter ({len(value)} bytes for type {oid})") from exc
 
 
 def encode_binary(value: Any, oid: int) -> bytes:
-    """A result value in binary format, for the types clients ask binary for."""
-    if oid == types.BOOL:
-        return b"\x01" if value else b"\x00"
-    if oid == types.INT2:
-        return struct.pack("!h", value)
-    if oid == types.INT4:
-        return struct.pack("!i", value)
-    if oid == types.INT8:
-        return struct.pack("!q", value)
-    if oid == types.FLOAT4:
-        return struct.pack("!f", value)
-    if oid == types.FLOAT8:
-        return struct.pack("!d", value)
-    if oid == types.BYTEA:
-        return bytes(value)
-    return types.to_text(value).encode("utf-8")
+    """A result value in binary format."""
+    if oid in types.ELEMENT_OIDS:
+        return _encode_array(value, oid)
+    encoder = _ENCODERS.get(oid)
+    return encoder(value) if encoder else _text(value)
 
 
 # -- COPY -------------------------------------------------------------------------

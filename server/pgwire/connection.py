@@ -25,8 +25,9 @@ from buenavista.postgres import BuenaVistaHandler, BuenaVistaServer
 
 from semantic_ops import dialect
 from server import errors
+from server import parameters as pgparameters
 from server.pgwire import auth, codec, copy, tls, types
-from server.session import Result, Session, TxState
+from server.session import CannotDescribe, Result, Session, TxState
 from server.statements import Kind, Statement, split
 
 log = logging.getLogger(__name__)
@@ -43,6 +44,7 @@ class _Closed(Exception):
 class Prepared:
     statement: Statement | None  # None: the empty query
     param_oids: list[int]
+    checked: bool = True  # param_oids is the statement's full parameter list (its text could be read)
     columns: list[tuple[str, int]] | None = None  # found at Parse for statements returning rows
 
 
@@ -55,6 +57,7 @@ class Portal:
     rows: Iterator[Sequence[Any]] | None = None
     sent: int = 0
     described: bool = False
+    done: bool = False
 
 
 @dataclass
@@ -240,9 +243,16 @@ class MeansqlHandler(BuenaVistaHandler):
         self.server.login_clock.done(self)
         app = self.server.app
         session = app.new_session(user=params.get("user", ""), database=params.get("database", ""))
-        if "application_name" in params:
-            session.settings["application_name"] = params["application_name"]
+        for key, value in params.items():
+            name = key.lower()
+            if name in pgparameters.SETTABLE:
+                try:
+                    session.assign(name, value)
+                except errors.MeansqlError as exc:
+                    self._fatal(exc.sqlstate, exc.message)
+        session.take_reports()  # start-up sends every reported parameter below
         state = self.server.register(session)
+        self._state = state
         session.notice = lambda severity, message: self._send(codec.notice_response(severity, message), flush=True)
         out = bytearray(codec.authentication_ok())
         for name in ("server_version", "server_encoding", "client_encoding", "DateStyle", "TimeZone",
@@ -299,8 +309,8 @@ class MeansqlHandler(BuenaVistaHandler):
                 self._fatal("08P01", f"invalid message format: {exc}")
 
     # -- errors ---------------------------------------------------------------------
-    def _error(self, exc: BaseException) -> None:
-        f = errors.translate(exc)
+    def _error(self, exc: BaseException, sql: str | None = None) -> None:
+        f = errors.translate(exc, sql)
         if f.sqlstate == "XX000":
             log.exception("internal error", exc_info=exc)
         else:
@@ -332,9 +342,18 @@ class MeansqlHandler(BuenaVistaHandler):
                 except _Closed:
                     raise
                 except Exception as exc:
-                    self._error(exc)
+                    self._error(exc, stmt.text)
                     break
-        self._send(codec.ready_for_query(session.tx.value), flush=True)
+        self._ready(state)
+
+    def _ready(self, state: ConnState) -> None:
+        """ParameterStatus for parameters SET since the last one (as Postgres reports them), then ReadyForQuery."""
+        session = state.session
+        out = bytearray()
+        for name, value in session.take_reports().items():
+            out += codec.parameter_status(name, value)
+        out += codec.ready_for_query(session.tx.value)
+        self._send(bytes(out), flush=True)
 
     # -- COPY ---------------------------------------------------------------------------
     def _copy(self, state: ConnState, stmt: Statement) -> bool:
@@ -440,7 +459,8 @@ class MeansqlHandler(BuenaVistaHandler):
 
     def _send_rows(self, source: Iterator[Sequence[Any]], oids: list[int], fmts: list[int], limit: int) -> int:
         """DataRows one row at a time; stops after `limit` rows when limit is set."""
-        encoders = [_encoder(oid, fmt) for oid, fmt in zip(oids, fmts)]
+        options = self._text_options
+        encoders = [_encoder(oid, fmt, options) for oid, fmt in zip(oids, fmts)]
         out = bytearray()
         count = 0
         for row in source:
@@ -457,14 +477,19 @@ class MeansqlHandler(BuenaVistaHandler):
     # -- extended protocol ------------------------------------------------------------
     def _parse(self, state: ConnState, body: bytes) -> None:
         name, query, oids = codec.parse_parse(body)
+        session = state.session
         try:
-            stmts = state.session.split(query)
+            stmts = session.split(query)
             if len(stmts) > 1:
                 raise errors.MultipleCommands("cannot insert multiple commands into a prepared statement")
-            prepared = Prepared(stmts[0] if stmts else None, oids)
+            stmt = stmts[0] if stmts else None
+            if stmt is not None:
+                session.check_not_failed(stmt)
+            inferred = session.parameter_types(stmt, oids)
+            prepared = Prepared(stmt, inferred if inferred is not None else oids, inferred is not None)
             key = (query, tuple(oids))
-            if key not in state.analysed or state.session.tx is TxState.FAILED:
-                _analyse(state.session, prepared)
+            if key not in state.analysed or session.tx is TxState.FAILED:
+                _analyse(session, prepared)
                 if len(state.analysed) >= 256:
                     state.analysed.clear()
                 state.analysed.add(key)
@@ -473,7 +498,7 @@ class MeansqlHandler(BuenaVistaHandler):
             state.statements[name] = prepared
             self._send(codec.parse_complete())
         except Exception as exc:
-            self._fail_extended(state, exc)
+            self._fail_extended(state, exc, query)
 
     def _bind(self, state: ConnState, body: bytes) -> None:
         bind = codec.parse_bind(body)
@@ -481,10 +506,15 @@ class MeansqlHandler(BuenaVistaHandler):
             prepared = state.statements.get(bind.statement)
             if prepared is None:
                 raise errors.UndefinedPreparedStatement(f'prepared statement "{bind.statement}" does not exist')
-            if prepared.param_oids and len(bind.values) != len(prepared.param_oids):
-                raise errors.BindMismatch(f"bind message supplies {len(bind.values)} parameters, but prepared "
-                                          f"statement \"{bind.statement}\" requires {len(prepared.param_oids)}")
-            _check_not_aborted(state.session, prepared.statement, bool(bind.values))
+            if prepared.statement is not None:
+                state.session.check_not_failed(prepared.statement)
+            if prepared.checked and len(bind.values) != len(prepared.param_oids):
+                raise errors.ProtocolError(
+                    f"bind message supplies {len(bind.values)} parameters, but prepared statement "
+                    f'"{bind.statement}" requires {len(prepared.param_oids)}')
+            if len(bind.param_formats) not in (0, 1, len(bind.values)):
+                raise errors.ProtocolError(
+                    f"bind message has {len(bind.param_formats)} parameter formats but {len(bind.values)} parameters")
             params = []
             for i, raw in enumerate(bind.values):
                 oid = prepared.param_oids[i] if i < len(prepared.param_oids) else 0
@@ -496,6 +526,8 @@ class MeansqlHandler(BuenaVistaHandler):
                     params.append(codec.decode_binary(raw, oid))
                 else:
                     params.append(types.parse_text_param(raw.decode("utf-8"), oid))
+            if bind.portal and bind.portal in state.portals:
+                raise errors.DuplicateCursor(f'cursor "{bind.portal}" already exists')
             state.portals[bind.portal] = Portal(prepared, params, bind.result_formats)
             self._send(codec.bind_complete())
         except Exception as exc:
@@ -503,29 +535,28 @@ class MeansqlHandler(BuenaVistaHandler):
 
     def _describe(self, state: ConnState, body: bytes) -> None:
         what, name = body[:1], body[1:].rstrip(b"\x00").decode("utf-8")
+        session = state.session
         try:
             if what == b"S":
                 prepared = state.statements.get(name)
                 if prepared is None:
                     raise errors.UndefinedPreparedStatement(f'prepared statement "{name}" does not exist')
-                oids = [oid or types.TEXT for oid in prepared.param_oids]
-                columns = prepared.columns
+                self._check_describe(state, prepared.statement)
+                columns = prepared.columns  # found at Parse when DuckDB could tell
                 if columns is None and prepared.statement is not None:
-                    columns = state.session.describe(prepared.statement, len(oids))
-                if columns:
-                    _check_not_aborted(state.session, prepared.statement, True)
-                self._send(codec.parameter_description(oids))
-                self._send(codec.row_description(columns, []) if columns else codec.no_data())
+                    try:
+                        columns = session.describe(prepared.statement, None, prepared.param_oids)
+                    except CannotDescribe:
+                        columns = None
+                out = codec.parameter_description(prepared.param_oids)
+                self._send(out + (codec.row_description(columns, []) if columns else codec.no_data()))
             elif what == b"P":
                 portal = state.portals.get(name)
                 if portal is None:
                     raise errors.UndefinedCursor(f'portal "{name}" does not exist')
-                self._run_portal(state, portal)
-                result = portal.result
-                if result is None or result.columns is None:
-                    self._send(codec.no_data())
-                else:
-                    self._send(codec.row_description(result.columns, portal.result_formats))
+                self._check_describe(state, portal.prepared.statement)
+                columns = self._portal_columns(state, portal)
+                self._send(codec.row_description(columns, portal.result_formats) if columns else codec.no_data())
                 portal.described = True
             else:
                 raise ValueError(f"invalid Describe target {what!r}")
@@ -533,6 +564,24 @@ class MeansqlHandler(BuenaVistaHandler):
             raise
         except Exception as exc:
             self._fail_extended(state, exc)
+
+    def _check_describe(self, state: ConnState, stmt: Statement | None) -> None:
+        """Postgres refuses to describe a row-returning statement in a failed transaction (25P02)."""
+        if stmt is not None and stmt.kind in (Kind.ROWS, Kind.SHOW):
+            state.session.check_not_failed(stmt)
+
+    def _portal_columns(self, state: ConnState, portal: Portal) -> list[tuple[str, int]] | None:
+        """A portal's result columns: from DuckDB's binder where it can tell, else by running it (once)."""
+        stmt = portal.prepared.statement
+        if stmt is None:
+            return None
+        if portal.result is None:
+            try:
+                return state.session.describe(stmt, portal.params, portal.prepared.param_oids)
+            except CannotDescribe:
+                self._run_portal(state, portal)
+        assert portal.result is not None
+        return portal.result.columns
 
     def _run_portal(self, state: ConnState, portal: Portal) -> None:
         stmt = portal.prepared.statement
@@ -545,8 +594,8 @@ class MeansqlHandler(BuenaVistaHandler):
     def _execute(self, state: ConnState, body: bytes) -> None:
         r = codec.Reader(body)
         name, limit = r.cstr(), r.int32()
+        portal = state.portals.get(name)
         try:
-            portal = state.portals.get(name)
             if portal is None:
                 raise errors.UndefinedCursor(f'portal "{name}" does not exist')
             if portal.prepared.statement is None:
@@ -554,20 +603,29 @@ class MeansqlHandler(BuenaVistaHandler):
                 return
             if portal.prepared.statement.kind is Kind.COPY and self._copy(state, portal.prepared.statement):
                 return
+            if portal.done:
+                # Postgres answers a finished portal with an empty completion of the same command.
+                assert portal.result is not None
+                self._send(codec.command_complete(
+                    portal.result.tag if portal.result.columns is None else "SELECT 0"))
+                return
             self._run_portal(state, portal)
             assert portal.result is not None
             suspended = self._send_result(portal.result, describe=False, formats=portal.result_formats,
                                           rows=portal.rows, limit=max(limit, 0), sent=portal.sent)
             if suspended is not None:
+                if portal.sent == 0 and portal.rows is not None:
+                    # Keep the rest apart from the session's cursor, which the next statement reuses.
+                    portal.rows = iter(list(portal.rows))
                 portal.sent = suspended
                 self._send(codec.portal_suspended())
             else:
-                portal.result = Result("SELECT", portal.result.columns, iter(()), count_rows=True) \
-                    if portal.result.columns is not None else portal.result
+                portal.done = True
         except _Closed:
             raise
         except Exception as exc:
-            self._fail_extended(state, exc)
+            sql = portal.prepared.statement.text if portal and portal.prepared.statement else None
+            self._fail_extended(state, exc, sql)
 
     def _close(self, state: ConnState, body: bytes) -> None:
         what, name = body[:1], body[1:].rstrip(b"\x00").decode("utf-8")
@@ -582,29 +640,36 @@ class MeansqlHandler(BuenaVistaHandler):
     def _sync(self, state: ConnState, body: bytes) -> None:
         state.skipping = False
         state.portals.pop("", None)
-        self._send(codec.ready_for_query(state.session.tx.value), flush=True)
+        if state.session.tx.value == b"I":
+            # Portals live until the end of their transaction.
+            state.portals.clear()
+        self._ready(state)
 
-    def _fail_extended(self, state: ConnState, exc: BaseException) -> None:
-        self._error(exc)
+    def _fail_extended(self, state: ConnState, exc: BaseException, sql: str | None = None) -> None:
+        self._error(exc, sql)
+        state.session.fail()
         state.skipping = True
+        self.flush()  # as Postgres does: a client waiting on Flush (asyncpg) must see the error now
+
+    @property
+    def _text_options(self) -> types.TextOptions:
+        state = getattr(self, "_state", None)
+        if state is None:
+            return types.DEFAULT
+        try:
+            digits = int(state.session.settings.get("extra_float_digits", "1"))
+        except ValueError:
+            digits = 1
+        return types.TextOptions(extra_float_digits=digits)
 
 
-def _encoder(oid: int, fmt: int) -> Callable[[Any], bytes]:
+def _encoder(oid: int, fmt: int, options: types.TextOptions) -> Callable[[Any], bytes]:
     """How one column's values become bytes on the wire, chosen once per result."""
     if fmt == 1:
         return lambda v: codec.encode_binary(v, oid)
     if oid in (types.INT2, types.INT4, types.INT8):
         return lambda v: str(v).encode("utf-8")
-    return lambda v: v.encode("utf-8") if type(v) is str else types.to_text(v).encode("utf-8")
-
-
-def _check_not_aborted(session: Session, stmt: Statement | None, strict: bool) -> None:
-    """25P02 in an aborted transaction, except for the statements that end it (PostgreSQL's rule)."""
-    if session.tx is not TxState.FAILED:
-        return
-    if stmt is not None and stmt.kind in (Kind.ROLLBACK, Kind.COMMIT) and not strict:
-        return
-    raise errors.InFailedTransaction("current transaction is aborted, commands ignored until end of transaction block")
+    return lambda v: v.encode("utf-8") if type(v) is str else types.to_text(v, oid, options).encode("utf-8")
 
 
 def _analyse(session: Session, prepared: Prepared) -> None:
@@ -621,15 +686,14 @@ def _analyse(session: Session, prepared: Prepared) -> None:
     semantic = dialect.has_semantic_words(stmt.text, registry.infix, registry.by_function.keys())
     if stmt.kind in (Kind.OTHER, Kind.DML) and not semantic:
         session.cursor.extract_statements(stmt.text)  # syntax only; DuckDB's ParserException is 42601
-    _check_not_aborted(session, stmt, False)
     if stmt.kind is Kind.ROWS and not semantic:
         try:
-            prepared.columns = session.describe(stmt, len(prepared.param_oids))
-        except (duckdb.ParserException, duckdb.CatalogException, duckdb.BinderException):
-            raise
-        except duckdb.Error as exc:
-            # Errors that need the parameters' values or types (DuckDB cannot describe `$1` unbound)
-            # surface at Bind or Execute instead.
+            prepared.columns = session.describe(stmt, None, prepared.param_oids)
+        except CannotDescribe as exc:
+            cause = exc.__cause__
+            if isinstance(cause, (duckdb.ParserException, duckdb.CatalogException, duckdb.BinderException)):
+                raise cause from None
+            # Errors that need the parameters' values surface at Bind or Execute instead.
             log.debug("statement not described at Parse: %s", exc)
 
 
