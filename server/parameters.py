@@ -26,7 +26,7 @@ FIXED = frozenset({"server_version", "server_encoding", "integer_datetimes", "is
                    "max_identifier_length"})
 SETTABLE = frozenset({"application_name", "client_encoding", "datestyle", "extra_float_digits", "intervalstyle",
                       "search_path", "standard_conforming_strings", "statement_timeout", "timezone",
-                      "transaction_isolation", "default_transaction_isolation"})
+                      "transaction_isolation", "default_transaction_isolation", "jit"})
 _DISPLAY = {"datestyle": "DateStyle", "timezone": "TimeZone", "intervalstyle": "IntervalStyle"}
 
 DIVISOR_MACRO = "meansql_nonzero"

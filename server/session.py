@@ -68,6 +68,7 @@ CLIENT_PARAMETERS: dict[str, str] = {
     "lc_messages": "C",
     "is_superuser": "on",
     "max_identifier_length": "63",
+    "jit": "off",  # asyncpg reads it before type introspection and turns it off when on
 }
 
 _SET = re.compile(r"^SET\s+(?:SESSION\s+|LOCAL\s+)?([\w.\"]+)\s*(?:=|\s+TO\s+)\s*(.+?)\s*;?\s*$", re.I | re.S)

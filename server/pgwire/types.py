@@ -347,7 +347,7 @@ _TEXT_PARAM: dict[int, Callable[[str], Any]] = {
     INT2: int,
     INT4: int,
     INT8: int,
-    OID: int,
+    OID: lambda s: int(s) if s.strip().isdigit() else s,  # a regclass/regtype parameter may be a name
     FLOAT4: float,
     FLOAT8: float,
     NUMERIC: decimal.Decimal,

@@ -28,16 +28,16 @@ def test_fetch_scalar_types(target: Target) -> None:
     assert row == {"i": 1, "t": "x", "b": True, "j": '{"a": 1}'}
 
 
-@pytest.mark.xfail(reason="binary numeric/date/timestamp results are not encoded yet", run=False)
 def test_fetch_numeric_and_time_types(target: Target) -> None:
     row = asyncio.run(_fetch(target, "SELECT 1.50::numeric(10,2) AS n, DATE '2024-01-02' AS d, "
                                      "TIMESTAMP '2024-01-02 03:04:05' AS ts"))
     assert row == {"n": decimal.Decimal("1.50"), "d": dt.date(2024, 1, 2), "ts": dt.datetime(2024, 1, 2, 3, 4, 5)}
 
 
-@pytest.mark.xfail(reason="binary array results (asyncpg asks binary for int[]/text[]) are not encoded yet",
-                   run=False)
-def test_fetch_array_types(target: Target) -> None:
+def test_fetch_array_types(target: Target, request: pytest.FixtureRequest) -> None:
+    if target.name == "meansql":
+        request.applymarker(pytest.mark.xfail(reason="asyncpg's type introspection of int/float arrays keeps "
+                                                     "re-preparing against meansql's catalog", strict=False))
     row = asyncio.run(_fetch(target, "SELECT ARRAY[1,2]::int[] AS ia, ARRAY['a','b']::text[] AS ta"))
     assert row == {"ia": [1, 2], "ta": ["a", "b"]}
 
