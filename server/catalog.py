@@ -167,6 +167,9 @@ CREATE MACRO {c}.main.has_database_privilege(p_a, p_b) AS true,
     (p_a, p_b, p_c) AS true;
 CREATE MACRO {c}.main.array_upper(p_arr, p_dim) AS len(p_arr);
 CREATE MACRO {c}.main.array_lower(p_arr, p_dim) AS CASE WHEN len(p_arr) > 0 THEN 1 END;
+-- information_schema._pg_expandarray: one row (x = element, n = its position) per element (pgjdbc's getPrimaryKeys).
+CREATE MACRO {c}.main._pg_expandarray(p_arr) AS
+    unnest(list_transform(range(1, len(p_arr) + 1), i -> {{'x': p_arr[i], 'n': i}}));
 CREATE MACRO {c}.main.meansql_regtype(p_name) AS {regtype_map}[p_name];
 
 CREATE VIEW {c}.main.meansql_relations AS
@@ -532,7 +535,7 @@ _MACROS = frozenset({
     "pg_relation_is_publishable", "pg_get_serial_sequence", "pg_get_statisticsobjdef_columns",
     "pg_get_partkeydef", "pg_backend_pid", "pg_is_in_recovery", "txid_current", "pg_postmaster_start_time",
     "has_table_privilege", "has_schema_privilege", "has_database_privilege", "array_upper", "array_lower",
-    "to_regtype", "to_regclass",
+    "to_regtype", "to_regclass", "_pg_expandarray",
 })
 
 # Words that make a statement worth parsing for the catalog.
@@ -660,7 +663,8 @@ class Rewriter:
                 node.set("db", exp.to_identifier("main"))
             return node
         if isinstance(node, exp.Dot) and isinstance(node.this, exp.Identifier) \
-                and node.this.name.lower() == "pg_catalog" and not isinstance(node.expression, exp.Identifier):
+                and node.this.name.lower() in ("pg_catalog", "information_schema") \
+                and not isinstance(node.expression, exp.Identifier):
             return node.expression
         if isinstance(node, exp.Column) and node.db.lower() in ("pg_catalog", "information_schema"):
             node.set("db", None)  # pg_catalog.pg_class.relname: the table keeps its name as alias
