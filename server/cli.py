@@ -96,10 +96,13 @@ def serve(
     operators_dir: Annotated[Optional[Path], typer.Option("--operators-dir", help="Directory of operator YAML files.")] = None,
     log_level: Annotated[Optional[str], typer.Option("--log-level", help="DEBUG, INFO, WARNING or ERROR.")] = None,
     log_format: Annotated[Optional[str], typer.Option("--log-format", help="rich or json.")] = None,
+    http_port: Annotated[Optional[int], typer.Option("--http-port", help="Port of the HTTP API (default 5050; 0: any free port).")] = None,
+    http: Annotated[Optional[bool], typer.Option("--http/--no-http", help="Serve the training store's HTTP API (default on).")] = None,
 ) -> None:
     """Serve the PostgreSQL wire protocol over a DuckDB file."""
     settings = _settings(config, db=db, host=host, port=port, model=model, api_base=api_base,
-                         operators_dir=operators_dir, log_level=log_level, log_format=log_format)
+                         operators_dir=operators_dir, log_level=log_level, log_format=log_format,
+                         http_port=http_port, http=http)
     _setup_logging(settings)
     application = _build(settings)
     server = application.listen()
@@ -110,6 +113,15 @@ def serve(
     out.print(f"meansql listening on {host_}:{port_} (database {settings.db}, model: {application.model_description})",
               highlight=False)
     out.print(f"connect with: psql postgresql://localhost:{port_}/default", highlight=False)
+    try:
+        http_server = application.listen_http()
+    except OSError as exc:  # pg-wire is up; say loudly that HTTP is not, and keep serving SQL
+        http_server = None
+        err.print(f"[yellow]warning[/yellow]: the HTTP API is off: cannot listen on {settings.host}:{settings.http_port}: "
+                  f"{exc.strerror} (choose another --http-port, or --no-http)", highlight=False)
+    if http_server is not None:
+        hh, hp = http_server.address
+        out.print(f"http listening on {hh}:{hp} (training store API, docs at http://{hh}:{hp}/docs)", highlight=False)
     sys.stdout.flush()
 
     stop = threading.Event()

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from enum import StrEnum
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from training.errors import InvalidExample
 
@@ -38,7 +38,7 @@ class _Fields(BaseModel):
     execution_id: str | None = Field(default=None, description="Source execution id.")
     task_id: str | None = Field(default=None, description="Source task id.")
     agent_id: uuid.UUID | None = Field(default=None, description="Agent that produced the example.")
-    source_trace_hash: str | None = Field(default=None, max_length=512, description="Hash for deduplication; unique.")
+    source_trace_hash: str | None = Field(default=None, min_length=1, max_length=512, description="Hash for deduplication; unique.")
     source_trace_id: str | None = Field(default=None, description="unified_logs.trace_id the example was promoted from.")
     input_structured: dict[str, Any] | None = Field(default=None, description="Structured input data.")
     output_text: str | None = Field(default=None, description="Expected output text.")
@@ -53,6 +53,28 @@ class _Fields(BaseModel):
     extracted_by: str | None = Field(default=None, description="Who or what extracted the example.")
     cascade_id: str | None = Field(default=None, description="Operator (cascade) whose prompts this example feeds.")
     cell_name: str | None = Field(default=None, description="Cell of that operator.")
+
+    @field_validator("input_structured", "expected_actions", "metadata", mode="after")
+    @classmethod
+    def _encodable(cls, value: Any) -> Any:
+        _check_text(value)
+        return value
+
+
+def _check_text(value: Any) -> None:
+    """JSON values must be valid Unicode all the way down (a lone surrogate cannot be stored)."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise ValueError("holds text that is not valid Unicode (a lone surrogate)") from exc
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            _check_text(k)
+            _check_text(v)
+    elif isinstance(value, list):
+        for v in value:
+            _check_text(v)
 
 
 class TrainingExampleCreate(_Fields):
