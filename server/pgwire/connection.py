@@ -149,6 +149,8 @@ class MeansqlHandler(BuenaVistaHandler):
             session.settings["application_name"] = params["application_name"]
         state = self.server.register(session)
         session.notice = lambda severity, message: self._send(codec.notice_response(severity, message), flush=True)
+        session.notify = lambda channel, payload: self._send(codec.notification_response(state.pid, channel, payload),
+                                                             flush=True)
         out = bytearray(codec.authentication_ok())
         for name in ("server_version", "server_encoding", "client_encoding", "DateStyle", "TimeZone",
                      "integer_datetimes", "standard_conforming_strings", "application_name", "IntervalStyle",
@@ -226,6 +228,7 @@ class MeansqlHandler(BuenaVistaHandler):
                 except Exception as exc:
                     self._error(exc)
                     break
+        session.deliver_notifications()
         self._send(codec.ready_for_query(session.tx.value), flush=True)
 
     def _send_result(self, result: Result, *, describe: bool, formats: Sequence[int],
@@ -361,6 +364,7 @@ class MeansqlHandler(BuenaVistaHandler):
     def _sync(self, state: ConnState, body: bytes) -> None:
         state.skipping = False
         state.portals.pop("", None)
+        state.session.deliver_notifications()
         self._send(codec.ready_for_query(state.session.tx.value), flush=True)
 
     def _fail_extended(self, state: ConnState, exc: BaseException) -> None:
