@@ -116,6 +116,9 @@ def run(store: Store, args: argparse.Namespace, rng: random.Random, vocab: list[
          lambda: examples.list_examples(store, ExampleFilter(domain="backend", min_quality=80, labels=["label3"]), limit=50),
          raw("SELECT count(*) FROM training_examples WHERE domain = ? AND quality_score >= ? "
              "AND list_has_any(labels, ['label3'])", "backend", 80)),
+        ("filtered list (domain, min_quality; page of 50 + total)",
+         lambda: examples.list_examples(store, ExampleFilter(domain="backend", min_quality=80), limit=50),
+         raw("SELECT count(*) FROM training_examples WHERE domain = ? AND quality_score >= ?", "backend", 80)),
         ("filtered list, newest first, no filter",
          lambda: examples.list_examples(store, limit=50),
          raw("SELECT count(*) FROM training_examples")),

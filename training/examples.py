@@ -305,14 +305,19 @@ def list_examples(store: Store, f: ExampleFilter | None = None, *, limit: int = 
     cur = store.cursor()
     try:
         rel, params = _relation(store, cur, f)
-        total_row = cur.execute(f"SELECT count(*) FROM {rel}", params).fetchone()
+        # One scan: the total rides along as a window count on every row of the page.
         rows = cur.execute(
-            f"SELECT {', '.join(schema.EXAMPLE_FIELDS)} FROM {rel} "
+            f"SELECT {', '.join(schema.EXAMPLE_FIELDS)}, count(*) OVER () FROM {rel} "
             f"ORDER BY {column} {order.upper()} NULLS LAST, id LIMIT ? OFFSET ?", [*params, limit, offset]
         ).fetchall()
+        if rows:
+            total = int(rows[0][-1])
+        else:
+            total_row = cur.execute(f"SELECT count(*) FROM {rel}", params).fetchone() if offset else (0,)
+            total = int(total_row[0]) if total_row else 0
     finally:
         cur.close()
-    return [_from_row(r) for r in rows], int(total_row[0]) if total_row else 0
+    return [_from_row(r[:-1]) for r in rows], total
 
 
 def iter_examples(store: Store, f: ExampleFilter | None = None, *, chunk: int = 5000) -> Iterator[TrainingExample]:
@@ -334,17 +339,26 @@ def stats(store: Store, f: ExampleFilter | None = None) -> dict[str, Any]:
     cur = store.cursor()
     try:
         rel, params = _relation(store, cur, f)
-        row = cur.execute(
-            "SELECT count(*), avg(quality_score), avg(confidence), avg(difficulty), count(DISTINCT domain), "
-            f"count(DISTINCT agent_id) FROM {rel}", params).fetchone()
-        dist = {}
-        for column in ("domain", "source_type", "task_type"):
-            dist[column] = {str(k): int(n) for k, n in cur.execute(
-                f"SELECT {column}, count(*) AS n FROM {rel} AND {column} IS NOT NULL GROUP BY {column} ORDER BY n DESC, {column}",
-                params).fetchall()}
+        # One scan: the totals and the three distributions as grouping sets.
+        result = cur.execute(
+            "SELECT grouping(domain, source_type, task_type) AS g, domain, source_type, task_type, count(*), "
+            "avg(quality_score), avg(confidence), avg(difficulty), count(DISTINCT domain), count(DISTINCT agent_id) "
+            f"FROM {rel} GROUP BY GROUPING SETS ((), (domain), (source_type), (task_type))", params).fetchall()
     finally:
         cur.close()
-    assert row is not None
+    dist: dict[str, dict[str, int]] = {"domain": {}, "source_type": {}, "task_type": {}}
+    row: Any = (0, None, None, None, 0, 0)
+    for g, domain, source_type, task_type, n, *rest in result:
+        if g == 7:
+            row = (n, *rest)
+        elif g == 3 and domain is not None:
+            dist["domain"][str(domain)] = int(n)
+        elif g == 5 and source_type is not None:
+            dist["source_type"][str(source_type)] = int(n)
+        elif g == 6 and task_type is not None:
+            dist["task_type"][str(task_type)] = int(n)
+    for name in dist:
+        dist[name] = dict(sorted(dist[name].items(), key=lambda kv: (-kv[1], kv[0])))
     return {
         "total_examples": int(row[0]),
         "avg_quality_score": row[1], "avg_confidence": row[2], "avg_difficulty": row[3],

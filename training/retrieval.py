@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import random
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -122,8 +123,14 @@ def fetch_curated(
 
     Curated rows were chosen by a person or a pipeline, so they count as verified.
     """
-    sql = schema.SELECT_CURATED_CANDIDATES.format(order=schema.CURATED_ORDER[strategy])
-    rows = cursor.execute(sql, [cascade_id, cell_name, min_quality, min_confidence, criterion, limit]).fetchall()
+    same = schema.SAME_CRITERION if criterion is not None else schema.NO_CRITERION
+    sql = schema.SELECT_CURATED_CANDIDATES.format(order=schema.CURATED_ORDER[strategy], same_criterion=same)
+    params: list[Any] = [cascade_id, cell_name, min_quality, min_confidence]
+    if criterion is not None:
+        # An ASCII word of the criterion appears verbatim however the JSON text escapes the rest.
+        token = max(re.findall(r"[A-Za-z0-9]+", criterion), key=len, default="criterion")
+        params += [token, criterion]
+    rows = cursor.execute(sql, [*params, limit]).fetchall()
     return [
         Example(trace_id=r[0], input=r[1] or "", criterion=r[2], output=r[3] or "", confidence=r[4], verified=True,
                 timestamp=r[5], source="curated")

@@ -236,9 +236,14 @@ FROM training_examples
 WHERE cascade_id = ? AND cell_name = ?
   AND coalesce(quality_score, 100) >= ? AND coalesce(confidence, 1.0) >= ?
   AND coalesce(output_text, final_answer) IS NOT NULL
-ORDER BY (json_extract_string(input_structured, '$.criterion') IS NOT DISTINCT FROM ?) DESC, {order}
+ORDER BY {same_criterion} DESC, {order}
 LIMIT ?
 """
+# "Same criterion as the question": the JSON is parsed only for rows whose text can hold it.
+SAME_CRITERION = """(CASE WHEN contains(CAST(input_structured AS VARCHAR), ?)
+     THEN json_extract_string(input_structured, '$.criterion') IS NOT DISTINCT FROM ? ELSE false END)"""
+NO_CRITERION = """(CASE WHEN contains(CAST(input_structured AS VARCHAR), 'criterion')
+     THEN json_extract_string(input_structured, '$.criterion') IS NULL ELSE true END)"""
 CURATED_ORDER = {
     "recent": "created_at DESC",
     "high_confidence": "coalesce(confidence, 1.0) DESC, created_at DESC",

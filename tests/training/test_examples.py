@@ -224,3 +224,23 @@ def test_every_change_writes_an_outbox_event(store: Store) -> None:
     rows = cur.execute("SELECT event_type, aggregate_id FROM training_events ORDER BY seq").fetchall()
     cur.close()
     assert rows == [(e["event_type"], e["aggregate_id"]) for e in seen]
+
+
+def test_curated_retrieval_puts_the_same_criterion_first(store: Store) -> None:
+    from training.retrieval import select_examples
+
+    def ex(text: str, criterion: str | None, quality: float) -> dict[str, object]:
+        return {"input_text": text, "output_text": "true", "quality_score": quality, "cascade_id": "c", "cell_name": "e",
+                "input_structured": {"criterion": criterion} if criterion else {}}
+    examples.bulk(store, [ex("a", "café crème", 90), ex("b", "luxury", 90), ex("c", None, 90), ex("d", "café crème", 10)])
+    cur = store.cursor()
+    try:
+        pick = select_examples(cur, cascade_id="c", cell_name="e", strategy="recent", limit=2, source="curated",
+                               min_quality=50, criterion="café crème")
+        assert [e.input for e in pick.examples][0] == "a" and (pick.same_criterion, pick.other_criteria) == (1, 1)
+        assert pick.examples[0].criterion == "café crème" and pick.examples[0].source == "curated"
+        none = select_examples(cur, cascade_id="c", cell_name="e", strategy="recent", limit=1, source="curated")
+        assert [e.input for e in none.examples] == ["c"]
+        assert select_examples(cur, cascade_id="c", cell_name="e", strategy="recent", limit=5, source="logs").examples == ()
+    finally:
+        cur.close()
