@@ -305,19 +305,15 @@ def list_examples(store: Store, f: ExampleFilter | None = None, *, limit: int = 
     cur = store.cursor()
     try:
         rel, params = _relation(store, cur, f)
-        # One scan: the total rides along as a window count on every row of the page.
+        total_row = cur.execute(f"SELECT count(*) FROM {rel}", params).fetchone()
+        # A separate top-N query: a window count would make DuckDB sort every matching row.
         rows = cur.execute(
-            f"SELECT {', '.join(schema.EXAMPLE_FIELDS)}, count(*) OVER () FROM {rel} "
+            f"SELECT {', '.join(schema.EXAMPLE_FIELDS)} FROM {rel} "
             f"ORDER BY {column} {order.upper()} NULLS LAST, id LIMIT ? OFFSET ?", [*params, limit, offset]
         ).fetchall()
-        if rows:
-            total = int(rows[0][-1])
-        else:
-            total_row = cur.execute(f"SELECT count(*) FROM {rel}", params).fetchone() if offset else (0,)
-            total = int(total_row[0]) if total_row else 0
     finally:
         cur.close()
-    return [_from_row(r[:-1]) for r in rows], total
+    return [_from_row(r) for r in rows], int(total_row[0]) if total_row else 0
 
 
 def iter_examples(store: Store, f: ExampleFilter | None = None, *, chunk: int = 5000) -> Iterator[TrainingExample]:
