@@ -335,19 +335,19 @@ def stats(store: Store, f: ExampleFilter | None = None) -> dict[str, Any]:
     cur = store.cursor()
     try:
         rel, params = _relation(store, cur, f)
-        # One scan: the totals and the three distributions as grouping sets.
+        row = cur.execute(
+            "SELECT count(*), avg(quality_score), avg(confidence), avg(difficulty), count(DISTINCT domain), "
+            f"count(DISTINCT agent_id) FROM {rel}", params).fetchone()
+        # The three distributions in one scan, as grouping sets (distinct counts stay out: per set they cost a lot).
         result = cur.execute(
-            "SELECT grouping(domain, source_type, task_type) AS g, domain, source_type, task_type, count(*), "
-            "avg(quality_score), avg(confidence), avg(difficulty), count(DISTINCT domain), count(DISTINCT agent_id) "
-            f"FROM {rel} GROUP BY GROUPING SETS ((), (domain), (source_type), (task_type))", params).fetchall()
+            "SELECT grouping(domain, source_type, task_type) AS g, domain, source_type, task_type, count(*) "
+            f"FROM {rel} GROUP BY GROUPING SETS ((domain), (source_type), (task_type))", params).fetchall()
     finally:
         cur.close()
+    assert row is not None
     dist: dict[str, dict[str, int]] = {"domain": {}, "source_type": {}, "task_type": {}}
-    row: Any = (0, None, None, None, 0, 0)
-    for g, domain, source_type, task_type, n, *rest in result:
-        if g == 7:
-            row = (n, *rest)
-        elif g == 3 and domain is not None:
+    for g, domain, source_type, task_type, n in result:
+        if g == 3 and domain is not None:
             dist["domain"][str(domain)] = int(n)
         elif g == 5 and source_type is not None:
             dist["source_type"][str(source_type)] = int(n)
