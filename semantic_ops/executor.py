@@ -358,6 +358,7 @@ class Executor:
                     cur, cascade_id=op.cascade_id, cell_name=cell.name, strategy=cell.training_strategy,
                     limit=cell.training_limit, min_confidence=cell.training_min_confidence,
                     verified_only=cell.training_verified_only, criterion=criterion,
+                    source=cell.training_source, min_quality=cell.training_min_quality,
                 )
             finally:
                 cur.close()

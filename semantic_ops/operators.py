@@ -40,6 +40,9 @@ class Cell(BaseModel):
     training_min_confidence: float = Field(0.0, ge=0.0, le=1.0)
     training_verified_only: bool = False
     training_format: Literal["xml", "markdown", "few_shot"] = "xml"
+    training_source: Literal["logs", "curated", "both"] = Field(
+        "both", description="Annotated log traces, curated training_examples of this cascade and cell, or both.")
+    training_min_quality: float = Field(0.0, ge=0.0, le=100.0, description="Curated examples below this quality_score are skipped.")
     batch_size: int = Field(1, ge=1, le=100, description="Items judged in one prompt (JSON answer); 1: one call per item.")
     batch_instructions: str | None = Field(None, description="Jinja2 template of a batch prompt; sees items and question.")
     temperature: float | None = Field(0.0, ge=0.0, le=2.0)

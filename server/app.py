@@ -10,9 +10,11 @@ from semantic_ops.judges.litellm import LiteLLMJudge
 from semantic_ops.operators import Registry
 from server import catalog
 from server.config import Settings
+from server.http import HttpServer
 from server.pgwire import auth, tls
 from server.pgwire.connection import MeansqlServer
 from server.session import Session
+from training.events import Publisher
 from training.store import Store
 
 log = logging.getLogger(__name__)
@@ -41,10 +43,12 @@ class App:
                 defaults=Options(cache=settings.cache, on_error=settings.on_error, max_calls=settings.max_calls),
             )
             self.executor.register_udfs(self.store.database)
+            self.publisher = Publisher(self.store, settings.redis_url).start()
         except BaseException:
             self.store.close()
             raise
         self.server: MeansqlServer | None = None
+        self.http: HttpServer | None = None
 
     def new_session(self, *, user: str = "", database: str = "") -> Session:
         return Session(self.store, self.executor, user=user, database=database)
@@ -62,6 +66,12 @@ class App:
                              daemon=True).start()
         return self.server
 
+    def listen_http(self) -> HttpServer | None:
+        """Start the HTTP API on its own thread (same process, same Store), unless it is turned off."""
+        if self.settings.http:
+            self.http = HttpServer(self.store, self.settings.host, self.settings.http_port).start()
+        return self.http
+
     @property
     def model_description(self) -> str:
         if self.settings.model:
@@ -73,5 +83,8 @@ class App:
         if self.server is not None:
             self.server.shutdown()
             self.server.server_close()
+        if self.http is not None:
+            self.http.stop()
+        self.publisher.stop()
         self.judge.close()
         self.store.close()

@@ -98,10 +98,13 @@ def serve(
     operators_dir: Annotated[Optional[Path], typer.Option("--operators-dir", help="Directory of operator YAML files.")] = None,
     log_level: Annotated[Optional[str], typer.Option("--log-level", help="DEBUG, INFO, WARNING or ERROR.")] = None,
     log_format: Annotated[Optional[str], typer.Option("--log-format", help="rich or json.")] = None,
+    http_port: Annotated[Optional[int], typer.Option("--http-port", help="Port of the HTTP API (default 5050; 0: any free port).")] = None,
+    http: Annotated[Optional[bool], typer.Option("--http/--no-http", help="Serve the training store's HTTP API (default on).")] = None,
 ) -> None:
     """Serve the PostgreSQL wire protocol over a DuckDB file."""
     settings = _settings(config, db=db, host=host, port=port, model=model, api_base=api_base,
-                         operators_dir=operators_dir, log_level=log_level, log_format=log_format)
+                         operators_dir=operators_dir, log_level=log_level, log_format=log_format,
+                         http_port=http_port, http=http)
     _setup_logging(settings)
     application = _build(settings)
     server = application.listen()
@@ -113,6 +116,15 @@ def serve(
     out.print(f"meansql listening on {host_}:{port_} (database {settings.db}, model: {application.model_description})",
               highlight=False)
     out.print(f"connect with: psql postgresql://localhost:{port_}/default", highlight=False)
+    try:
+        http_server = application.listen_http()
+    except OSError as exc:  # pg-wire is up; say loudly that HTTP is not, and keep serving SQL
+        http_server = None
+        err.print(f"[yellow]warning[/yellow]: the HTTP API is off: cannot listen on {settings.host}:{settings.http_port}: "
+                  f"{exc.strerror} (choose another --http-port, or --no-http)", highlight=False)
+    if http_server is not None:
+        hh, hp = http_server.address
+        out.print(f"http listening on {hh}:{hp} (training store API, docs at http://{hh}:{hp}/docs)", highlight=False)
     sys.stdout.flush()
 
     stop = threading.Event()
@@ -379,6 +391,165 @@ def training_stats(
         _fail(exc)
     columns = ["cascade_id", "cell_name", "example_count", "trainable_count", "verified_count", "avg_confidence"]
     _print_rows(columns, [[r[c] for c in columns] for r in rows], fmt)
+
+
+ApiOpt = Annotated[Optional[str], typer.Option("--api", help="HTTP API of a running server, e.g. http://localhost:5050.")]
+OnConflictOpt = Annotated[str, typer.Option("--on-conflict", help="error, skip or update when source_trace_hash exists.")]
+
+
+def _local_store(settings: Settings) -> Any:
+    from training.store import Store
+
+    try:
+        store = Store(settings.db)
+        store.init()
+    except MeansqlError as exc:
+        _fail(exc)
+    return store
+
+
+def _api_call(method: str, url: str, **kwargs: Any) -> Any:
+    import httpx
+
+    try:
+        r = httpx.request(method, url, timeout=600, **kwargs)
+    except httpx.HTTPError as exc:
+        err.print(f"[red]error[/red]: {url}: {exc}", highlight=False)
+        raise typer.Exit(1) from exc
+    if r.status_code >= 400:
+        err.print(f"[red]error[/red] (HTTP {r.status_code}): {r.text}", highlight=False)
+        raise typer.Exit(1)
+    return r
+
+
+@training_app.command("import")
+def training_import(
+    file: Annotated[Path, typer.Argument(help="JSONL file, one example per line (as `training export` writes it).")],
+    on_conflict: OnConflictOpt = "error",
+    db: DbOpt = None,
+    api: ApiOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Import curated training examples; each line is reported, a bad line costs no other."""
+    if on_conflict not in ("error", "skip", "update"):
+        raise typer.BadParameter("--on-conflict must be error, skip or update")
+    try:
+        text = file.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise typer.BadParameter(f"cannot read {file}: {exc.strerror}") from exc
+    if api:
+        results = _api_call("POST", f"{api.rstrip('/')}/training-examples/bulk", params={"on_conflict": on_conflict},
+                            content=text.encode(), headers={"content-type": "application/x-ndjson"}).json()["results"]
+    else:
+        from training import examples
+
+        items: list[Any] = []
+        for n, line in enumerate(text.splitlines(), 1):
+            if line.strip():
+                try:
+                    items.append(json.loads(line))
+                except json.JSONDecodeError as exc:
+                    items.append(f"line {n} is not JSON: {exc.msg}")
+        store = _local_store(_settings(config, db=db))
+        try:
+            results = examples.bulk(store, items, on_conflict=on_conflict)  # type: ignore[arg-type]
+        finally:
+            store.close()
+    counts: dict[str, int] = {}
+    for r in results:
+        counts[r["status"]] = counts.get(r["status"], 0) + 1
+        if r["status"] in ("invalid", "conflict"):
+            err.print(f"line {r['index'] + 1}: {r['status']}: {r.get('error') or 'source_trace_hash exists: ' + str(r['id'])}",
+                      highlight=False)
+    out.print(", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "nothing to import", highlight=False)
+    if counts.get("invalid") or counts.get("conflict"):
+        raise typer.Exit(1)
+
+
+@training_app.command("export")
+def training_export(
+    fmt: Annotated[str, typer.Option("--format", help="jsonl, openai, csv or parquet.")] = "jsonl",
+    output: Annotated[Path, typer.Option("-o", "--output", help="File to write.")] = Path("training_examples.jsonl"),
+    domain: Annotated[Optional[str], typer.Option("--domain")] = None,
+    cascade: Annotated[Optional[str], typer.Option("--cascade", help="Only this cascade_id.")] = None,
+    min_quality: Annotated[Optional[float], typer.Option("--min-quality", help="0 to 100.")] = None,
+    source_type: Annotated[Optional[str], typer.Option("--source-type")] = None,
+    labels: Annotated[Optional[str], typer.Option("--labels", help="Comma-separated; any of them.")] = None,
+    q: Annotated[Optional[str], typer.Option("--q", help="Full-text search.")] = None,
+    db: DbOpt = None,
+    api: ApiOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Export curated examples (openai: chat fine-tuning JSONL)."""
+    from training.export import FORMATS
+
+    if fmt not in FORMATS:
+        raise typer.BadParameter(f"--format must be one of {', '.join(FORMATS)}")
+    query = {"domain": domain, "cascade_id": cascade, "min_quality": min_quality, "source_type": source_type,
+             "labels": labels.split(",") if labels else None, "q": q}
+    query = {k: v for k, v in query.items() if v is not None}
+    n = 0
+    if api:
+        with output.open("wb") as fh:
+            body = _api_call("GET", f"{api.rstrip('/')}/training-examples/export", params={**query, "format": fmt}).content
+            fh.write(body)
+        n = body.count(b"\n") if fmt in ("jsonl", "openai") else -1
+    else:
+        from pydantic import ValidationError
+
+        from training import examples
+        from training.export import export
+        from training.models import ExampleFilter
+
+        try:
+            f = ExampleFilter.model_validate(query)
+        except ValidationError as exc:
+            raise typer.BadParameter(str(exc.errors()[0]["msg"])) from exc
+        store = _local_store(_settings(config, db=db))
+        try:
+            seen = [0]
+
+            def counted() -> Any:
+                for e in examples.iter_examples(store, f):
+                    seen[0] += 1
+                    yield e
+
+            with output.open("wb") as fh:
+                for chunk in export(counted(), fmt):
+                    fh.write(chunk)
+            n = seen[0]
+        finally:
+            store.close()
+    out.print(f"wrote {output}" + (f" ({n} examples)" if n >= 0 else ""), highlight=False)
+
+
+@training_app.command("promote")
+def training_promote(
+    trace_ids: Annotated[list[str], typer.Argument(help="trace_id values from unified_logs.")],
+    on_conflict: OnConflictOpt = "error",
+    db: DbOpt = None,
+    api: ApiOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Promote logged (annotated) model answers into curated examples that keep the trace link."""
+    if on_conflict not in ("error", "skip", "update"):
+        raise typer.BadParameter("--on-conflict must be error, skip or update")
+    if api:
+        for tid in trace_ids:
+            r = _api_call("POST", f"{api.rstrip('/')}/training-examples/from-trace/{tid}", params={"on_conflict": on_conflict})
+            out.print(f"{tid} -> {r.json()['id']}", highlight=False)
+        return
+    from training import examples
+
+    store = _local_store(_settings(config, db=db))
+    try:
+        for tid in trace_ids:
+            example, status = examples.promote(store, tid, on_conflict=on_conflict)  # type: ignore[arg-type]
+            out.print(f"{tid} -> {example.id} ({status})", highlight=False)
+    except MeansqlError as exc:
+        _fail(exc)
+    finally:
+        store.close()
 
 
 def main() -> None:

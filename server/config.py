@@ -43,6 +43,9 @@ class Settings(BaseModel):
     cache: bool = Field(True, description="Default of SET meansql.cache: reuse answers judged before for the same prompt.")
     on_error: Literal["error", "null"] = Field(
         "error", description="Default of SET meansql.on_error: a value whose call failed fails the query, or is NULL.")
+    http: bool = Field(True, description="Serve the HTTP API of the training store (OpenAPI docs at /docs) beside pg-wire.")
+    http_port: int = Field(5050, ge=0, le=65535, description="Port of the HTTP API (0: any free port).")
+    redis_url: str | None = Field(None, description="Redis to publish training events to (pub/sub channel training_events), e.g. redis://localhost:6379/0.")
     max_message_size: int = Field(256 * 1024 * 1024, ge=1024, le=1 << 30, description="Largest frontend message body accepted, in bytes.")
     users: dict[str, str] = Field(
         default_factory=dict, description="Users who may log in, name: password verifier (SCRAM-SHA-256$... or md5...); "

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import decimal
 import enum
+import json
 import logging
 import re
 import secrets
@@ -27,7 +28,7 @@ from sqlglot.tokens import TokenType
 from semantic_ops import dialect, planner, rewrite
 from semantic_ops.errors import QueryCanceled, SemanticTypeError
 from semantic_ops.executor import Executor, QueryContext
-from server import catalog
+from server import catalog, training_sql
 from server import parameters as pgsettings
 from server.errors import (
     InFailedTransaction,
@@ -40,6 +41,7 @@ from server.errors import (
 from server.pgwire import params as pgparams
 from server.pgwire import types
 from server.statements import Kind, Statement, split, split_tokens
+from training import events
 from training.store import Store
 
 log = logging.getLogger(__name__)
@@ -75,6 +77,7 @@ _SET = re.compile(r"^SET\s+(?:SESSION\s+|LOCAL\s+)?([\w.\"]+)\s*(?:=|\s+TO\s+)\s
 _SHOW = re.compile(r"^SHOW\s+([\w.\"]+)\s*;?\s*$", re.I)
 _SHOW_ISOLATION = re.compile(r"^SHOW\s+TRANSACTION\s+ISOLATION\s+LEVEL\s*;?\s*$", re.I)
 _RESET = re.compile(r"^RESET\s+([\w.\"]+)\s*;?\s*$", re.I)
+_LISTEN = re.compile(r'^(LISTEN|UNLISTEN)\s+(\*|[A-Za-z_][\w$]*|"[^"]+")\s*;?\s*$', re.I)
 _SHOW_LIKE = re.compile(r"^SHOW\s+TABLES\s+LIKE\s+('(?:[^']|'')*')\s*;?\s*$", re.I)
 
 
@@ -133,6 +136,12 @@ class Session:
         self._catalog = catalog.Rewriter(self.settings, lambda: self.user or "postgres",
                                          lambda: self.database or "default")
         pgsettings.prepare_cursor(self.cursor)
+        # LISTEN/NOTIFY: channels listened to, notifications waiting for the session to be idle,
+        # and events of this session's open transaction (handed on at COMMIT).
+        self.notify: Callable[[str, str], None] | None = None
+        self.listening: set[str] = set()
+        self._waiting: list[tuple[str, str]] = []
+        self._tx_events: list[dict[str, Any]] = []
 
     # -- statements -------------------------------------------------------
     def split(self, sql: str) -> list[Statement]:
@@ -191,6 +200,8 @@ class Session:
                 else:
                     return self._execute(stmt, kind, params)
             return Result("RESET")
+        if (m := _LISTEN.match(stmt.text)) is not None:
+            return self._listen(m.group(1).upper(), m.group(2))
         return self._execute(stmt, kind, params)
 
     def _savepoint(self, stmt: Statement) -> Result:
@@ -208,8 +219,10 @@ class Session:
             return Result("COMMIT" if kind is Kind.COMMIT else "ROLLBACK")
         failed = self.tx is TxState.FAILED
         self.tx = TxState.IDLE
+        tx_events, self._tx_events = self._tx_events, []
         if kind is Kind.COMMIT and not failed:
             self.cursor.execute("COMMIT")
+            self.store.committed(tx_events)
             return Result("COMMIT")
         try:
             self.cursor.execute("ROLLBACK")
@@ -363,6 +376,8 @@ class Session:
 
     def _execute(self, stmt: Statement, kind: Kind, params: Sequence[Any] | None) -> Result:
         text, ctx, stages = self._translate(stmt, params)
+        if ctx is None and kind is Kind.DML and "training_" in text.lower() and (door := training_sql.plan(text)):
+            return self._training_dml(door, params)
         # A semantic statement has its parameters bound as literals (its stages run without them).
         args = _positional(text, params) if params and ctx is None else None
         cur = self.cursor
@@ -410,6 +425,74 @@ class Session:
             return Result("SELECT", columns, iter(rows or []), count_rows=True)
         return Result("SELECT", columns, _stream(cur), count_rows=True, source=cur,
                       duck_types=[str(d[1]) for d in description])
+
+    def _training_dml(self, door: training_sql.Plan, params: Sequence[Any] | None) -> Result:
+        """DML on a training table, with its outbox events in the same transaction."""
+        cur = self.cursor
+        own = self.tx is TxState.IDLE
+        if own:
+            cur.execute("BEGIN TRANSACTION")
+        try:
+            rows = cur.execute(door.sql, list(params) if params else None).fetchall()
+            changes = door.events(rows)
+            events.record(cur, changes)
+            if own:
+                cur.execute("COMMIT")
+        except BaseException:
+            if own:
+                try:
+                    cur.execute("ROLLBACK")
+                except duckdb.Error:
+                    pass  # DuckDB ended the failed transaction already
+            raise
+        if own:
+            self.store.committed(changes)
+        else:
+            self._tx_events.extend(changes)
+        return Result(f"INSERT 0 {len(rows)}" if door.verb == "INSERT" else f"{door.verb} {len(rows)}")
+
+    # -- LISTEN / NOTIFY ----------------------------------------------------------
+    def _listen(self, verb: str, name: str) -> Result:
+        channel = name.strip('"') if name.startswith('"') else name.lower()
+        with self._lock:
+            was = bool(self.listening)
+            if verb == "LISTEN":
+                self.listening.add(channel)
+            elif channel == "*":
+                self.listening.clear()
+            else:
+                self.listening.discard(channel)
+            now = bool(self.listening)
+        if now and not was:
+            self.store.event_hooks.append(self._on_events)
+        elif was and not now:
+            self._unhook()
+        return Result(verb)
+
+    def _unhook(self) -> None:
+        try:
+            self.store.event_hooks.remove(self._on_events)
+        except ValueError:
+            pass  # never listened
+
+    def _on_events(self, changes: list[dict[str, Any]]) -> None:
+        """Committed events (any thread): sent at once to an idle session, else before its next ReadyForQuery."""
+        if events.CHANNEL not in self.listening:
+            return
+        with self._lock:
+            self._waiting.extend((events.CHANNEL, json.dumps(e)) for e in changes)
+            idle = not self._running and self.tx is TxState.IDLE
+        if idle:
+            self.deliver_notifications()
+
+    def deliver_notifications(self) -> None:
+        """Send waiting notifications, unless a transaction is open (PostgreSQL delivers them after it ends)."""
+        if self.notify is None or self.tx is not TxState.IDLE:
+            return
+        with self._lock:
+            waiting, self._waiting = self._waiting, []
+        for channel, payload in waiting:
+            self.notify(channel, payload)
 
     def _argument_error(self, exc: duckdb.BinderException) -> Exception:
         """DuckDB's 'no function matches' for an operator, in the operator's own words."""
@@ -487,6 +570,7 @@ class Session:
             self.cursor.interrupt()
 
     def close(self) -> None:
+        self._unhook()
         try:
             if self.tx is not TxState.IDLE:
                 self.cursor.execute("ROLLBACK")

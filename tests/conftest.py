@@ -89,6 +89,7 @@ def server_env(provider: FakeProvider | None, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MEANSQL_")}
     env["PYTHONPATH"] = str(ROOT)
     env["HF_HUB_OFFLINE"] = "1"
+    env["MEANSQL_HTTP_PORT"] = "0"  # servers run side by side; each HTTP API on a free port
     if provider is not None:
         env.update({"MEANSQL_MODEL": "openai/stand-in", "MEANSQL_API_BASE": provider.url,
                     "OPENAI_API_KEY": "sk-test", "MEANSQL_NUM_RETRIES": "2", "MEANSQL_REQUEST_TIMEOUT": "5"})

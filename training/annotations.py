@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from training import schema
+from training import events, schema
 from training.errors import InvalidAnnotation
 
 if TYPE_CHECKING:
@@ -35,11 +35,15 @@ def annotate(
         for tid in trace_ids
     ]
 
+    outbox = [events.annotation_upserted(tid, trainable, verified, confidence) for tid in trace_ids]
+
     def upsert(cur: object) -> None:
         for row in rows:
             cur.execute(schema.UPSERT_ANNOTATION, row)  # type: ignore[attr-defined]
+        events.record(cur, outbox)  # type: ignore[arg-type]
 
     store.write(upsert).result()
+    store.committed(outbox)
     return len(rows)
 
 

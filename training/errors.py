@@ -40,3 +40,23 @@ class DatabaseLocked(StoreError, code="55006"):
 
 class InvalidAnnotation(MeansqlError, code="22023"):
     """An annotation or example value is out of range."""
+
+
+class InvalidExample(MeansqlError, code="22023"):
+    """A training example field is missing, out of range or not one of its allowed values."""
+
+    def __init__(self, message: str, *, field: str | None = None, hint: str | None = None):
+        super().__init__(message, hint=hint)
+        self.field = field
+
+
+class DuplicateExample(MeansqlError, code="23505"):
+    """An example with the same source_trace_hash exists."""
+
+    def __init__(self, message: str, *, existing_id: str, hint: str | None = None):
+        super().__init__(message, hint=hint)
+        self.existing_id = existing_id
+
+
+class ExampleNotFound(MeansqlError, code="P0002"):
+    """No training example, or no logged trace, has the id asked for."""

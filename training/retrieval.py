@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import random
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -27,6 +28,7 @@ class Example:
     confidence: float | None
     verified: bool
     timestamp: dt.datetime | None
+    source: str = "logs"  # or "curated": a training_examples row (trace_id is then its id)
 
 
 @dataclass(frozen=True)
@@ -106,6 +108,36 @@ def fetch_candidates(
     ]
 
 
+def fetch_curated(
+    cursor: Any,
+    *,
+    cascade_id: str,
+    cell_name: str,
+    strategy: str,
+    limit: int,
+    min_quality: float,
+    min_confidence: float,
+    criterion: str | None,
+) -> list[Example]:
+    """Curated examples of one cascade and cell, at most ``limit`` (same criterion first, in strategy order).
+
+    Curated rows were chosen by a person or a pipeline, so they count as verified.
+    """
+    same = schema.SAME_CRITERION if criterion is not None else schema.NO_CRITERION
+    sql = schema.SELECT_CURATED_CANDIDATES.format(order=schema.CURATED_ORDER[strategy], same_criterion=same)
+    params: list[Any] = [cascade_id, cell_name, min_quality, min_confidence]
+    if criterion is not None:
+        # An ASCII word of the criterion appears verbatim however the JSON text escapes the rest.
+        token = max(re.findall(r"[A-Za-z0-9]+", criterion), key=len, default="criterion")
+        params += [token, criterion]
+    rows = cursor.execute(sql, [*params, limit]).fetchall()
+    return [
+        Example(trace_id=r[0], input=r[1] or "", criterion=r[2], output=r[3] or "", confidence=r[4], verified=True,
+                timestamp=r[5], source="curated")
+        for r in rows
+    ]
+
+
 def select_examples(
     cursor: Any,
     *,
@@ -117,12 +149,21 @@ def select_examples(
     verified_only: bool = False,
     criterion: str | None = None,
     rng: random.Random | None = None,
+    source: str = "logs",
+    min_quality: float = 0.0,
 ) -> Selection:
-    """Fetch and rank the examples one operator cell injects."""
-    candidates = fetch_candidates(
-        cursor, cascade_id=cascade_id, cell_name=cell_name,
-        min_confidence=min_confidence, verified_only=verified_only,
-    )
+    """Fetch and rank the examples one operator cell injects, from annotated logs, curated examples or both."""
+    candidates: list[Example] = []
+    if source in ("logs", "both"):
+        candidates += fetch_candidates(
+            cursor, cascade_id=cascade_id, cell_name=cell_name,
+            min_confidence=min_confidence, verified_only=verified_only,
+        )
+    if source in ("curated", "both"):
+        candidates += fetch_curated(
+            cursor, cascade_id=cascade_id, cell_name=cell_name, strategy=strategy, limit=limit,
+            min_quality=min_quality, min_confidence=min_confidence, criterion=criterion,
+        )
     return rank(candidates, strategy=strategy, limit=limit, criterion=criterion, rng=rng)
 
 

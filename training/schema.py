@@ -155,3 +155,125 @@ FROM training_stats_by_cascade
 WHERE ? IS NULL OR cascade_id = ?
 ORDER BY trainable_count DESC, cascade_id, cell_name
 """
+
+SOURCE_TYPES = ("execution_trace", "planning_trace", "quality_feedback", "synthetic", "human_annotated")
+TASK_TYPES = ("single_step", "multi_step", "reasoning", "planning", "code_generation")
+
+
+def _in(values: tuple[str, ...]) -> str:
+    return ", ".join(f"'{v}'" for v in values)
+
+
+# The curated store (issue: TrainingExampleService). CHECK constraints keep the
+# SQL door as strict as the HTTP one; source_trace_hash is unique (NULLs allowed)
+# so dedup holds whichever door a write comes through. source_trace_id links a
+# promoted example to its unified_logs row.
+MIGRATIONS[3] = [
+    f"""
+    CREATE TABLE IF NOT EXISTS training_examples (
+        id UUID PRIMARY KEY DEFAULT uuid(),
+        execution_id VARCHAR,
+        task_id VARCHAR,
+        agent_id UUID,
+        source_type VARCHAR NOT NULL DEFAULT 'execution_trace' CHECK (source_type IN ({_in(SOURCE_TYPES)})),
+        source_trace_hash VARCHAR UNIQUE,
+        source_trace_id VARCHAR,
+        input_text VARCHAR NOT NULL CHECK (length(input_text) > 0),
+        input_structured JSON DEFAULT '{{}}',
+        output_text VARCHAR,
+        expected_actions JSON DEFAULT '[]',
+        final_answer VARCHAR,
+        quality_score DOUBLE CHECK (quality_score BETWEEN 0 AND 100),
+        confidence DOUBLE DEFAULT 1.0 CHECK (confidence BETWEEN 0 AND 1),
+        labels VARCHAR[] DEFAULT [],
+        domain VARCHAR,
+        task_type VARCHAR NOT NULL DEFAULT 'single_step' CHECK (task_type IN ({_in(TASK_TYPES)})),
+        difficulty DOUBLE CHECK (difficulty BETWEEN 0 AND 1),
+        metadata JSON DEFAULT '{{}}',
+        extracted_by VARCHAR,
+        cascade_id VARCHAR,
+        cell_name VARCHAR,
+        created_at TIMESTAMP DEFAULT current_timestamp,
+        updated_at TIMESTAMP DEFAULT current_timestamp
+    )
+    """,
+    "CREATE SEQUENCE IF NOT EXISTS training_events_seq",
+    # The outbox: one row per event, written in the transaction of the change it
+    # reports; the publisher deletes a row once Redis (when configured) has it.
+    """
+    CREATE TABLE IF NOT EXISTS training_events (
+        seq BIGINT DEFAULT nextval('training_events_seq'),
+        event_type VARCHAR,
+        aggregate_type VARCHAR,
+        aggregate_id VARCHAR,
+        payload JSON,
+        created_at TIMESTAMP DEFAULT current_timestamp
+    )
+    """,
+]
+
+EXAMPLE_FIELDS = (
+    "id", "execution_id", "task_id", "agent_id", "source_type", "source_trace_hash", "source_trace_id",
+    "input_text", "input_structured", "output_text", "expected_actions", "final_answer", "quality_score",
+    "confidence", "labels", "domain", "task_type", "difficulty", "metadata", "extracted_by", "cascade_id",
+    "cell_name", "created_at", "updated_at",
+)
+JSON_FIELDS = ("input_structured", "expected_actions", "metadata")
+
+SELECT_EXAMPLES = "SELECT " + ", ".join(EXAMPLE_FIELDS) + " FROM training_examples"
+
+EVENT_FIELDS = ("event_type", "aggregate_type", "aggregate_id", "payload")
+INSERT_EVENT = "INSERT INTO training_events (event_type, aggregate_type, aggregate_id, payload) VALUES (?, ?, ?, ?)"
+PENDING_EVENTS = "SELECT seq, event_type, aggregate_type, aggregate_id, payload FROM training_events ORDER BY seq LIMIT ?"
+DELETE_EVENTS = "DELETE FROM training_events WHERE seq <= ?"
+
+# Curated examples of one cascade and cell for injection; ordered in SQL so
+# only `limit` rows per criterion class leave the database.
+SELECT_CURATED_CANDIDATES = """
+SELECT CAST(id AS VARCHAR), input_text, json_extract_string(input_structured, '$.criterion'),
+       coalesce(output_text, final_answer), confidence, created_at
+FROM training_examples
+WHERE cascade_id = ? AND cell_name = ?
+  AND coalesce(quality_score, 100) >= ? AND coalesce(confidence, 1.0) >= ?
+  AND coalesce(output_text, final_answer) IS NOT NULL
+ORDER BY {same_criterion} DESC, {order}
+LIMIT ?
+"""
+# "Same criterion as the question": the JSON is parsed only for rows whose text can hold it.
+SAME_CRITERION = """(CASE WHEN contains(CAST(input_structured AS VARCHAR), ?)
+     THEN json_extract_string(input_structured, '$.criterion') IS NOT DISTINCT FROM ? ELSE false END)"""
+NO_CRITERION = """(CASE WHEN contains(CAST(input_structured AS VARCHAR), 'criterion')
+     THEN json_extract_string(input_structured, '$.criterion') IS NULL ELSE true END)"""
+CURATED_ORDER = {
+    "recent": "created_at DESC",
+    "high_confidence": "coalesce(confidence, 1.0) DESC, created_at DESC",
+    "random": "random()",
+}
+
+# A logged call with what promotion needs: the trace and its annotation.
+SELECT_TRACE_FOR_PROMOTION = """
+SELECT l.trace_id, l.session_id, l.query_id, l.cascade_id, l.cell_name, l.user_input, l.criterion,
+       CAST(l.input_json AS VARCHAR), l.assistant_output, l.model,
+       coalesce(a.trainable, false), coalesce(a.verified, false), a.confidence, a.notes, a.tags
+FROM unified_logs l LEFT JOIN training_annotations a USING (trace_id)
+WHERE l.trace_id = ? AND l.role = 'assistant' AND l.error IS NULL AND l.assistant_output IS NOT NULL
+"""
+
+SESSION_LOGS = """
+SELECT l.trace_id, l.query_id, l.cascade_id, l.cell_name, l.model, l.user_input, l.criterion,
+       l.assistant_output, l.answer, l.error, l.cache_hit, l."timestamp",
+       coalesce(a.trainable, false) AS trainable, coalesce(a.verified, false) AS verified, a.confidence
+FROM unified_logs l LEFT JOIN training_annotations a USING (trace_id)
+WHERE l.session_id = ? AND l.role = 'assistant'
+ORDER BY l."timestamp"
+LIMIT ?
+"""
+
+SELECT_ANNOTATED_EXAMPLES = """
+SELECT trace_id, session_id, cascade_id, cell_name, user_input, criterion, assistant_output, model,
+       "timestamp", trainable, verified, confidence, notes, tags, annotated_at
+FROM training_examples_with_annotations
+WHERE (? IS NULL OR cascade_id = ?) AND (trainable OR NOT ?)
+ORDER BY "timestamp" DESC
+LIMIT ? OFFSET ?
+"""

@@ -73,6 +73,12 @@ class Store:
         self._writer = threading.Thread(target=self._write_loop, name="meansql-writer", daemon=True)
         self._writer_cursor = self._db.cursor()
         self._closed = False
+        # Called with the events of each committed change (events.py); hooks must not block.
+        self.event_hooks: list[Callable[[list[dict[str, Any]]], None]] = []
+        # Full-text index state (examples.py): when it was built, and a lock so one build runs at a time.
+        self.fts_extension: bool | None = None
+        self.fts_built_at: Any = None
+        self.fts_lock = threading.Lock()
         self._writer.start()
 
     # -- set-up ---------------------------------------------------------
@@ -107,6 +113,16 @@ class Store:
     @property
     def database(self) -> duckdb.DuckDBPyConnection:
         return self._db
+
+    def committed(self, events: list[dict[str, Any]]) -> None:
+        """Hand the events of a committed change to every hook (LISTENing sessions, the publisher)."""
+        if not events:
+            return
+        for hook in list(self.event_hooks):
+            try:
+                hook(events)
+            except Exception as exc:  # a broken listener must not fail the write that already committed
+                log.warning("event hook failed: %s", exc)
 
     # -- the writer -----------------------------------------------------
     def write(self, fn: Callable[[Cursor], T]) -> Future[T]:

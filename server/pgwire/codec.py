@@ -58,6 +58,10 @@ def ready_for_query(status: bytes) -> bytes:
     return _msg(ServerResponse.READY_FOR_QUERY, status)
 
 
+def notification_response(pid: int, channel: str, payload: str) -> bytes:
+    return _msg(b"A", struct.pack("!i", pid) + _cstr(channel) + _cstr(payload))
+
+
 def command_complete(tag: str) -> bytes:
     return _msg(ServerResponse.COMMAND_COMPLETE, _cstr(tag))
 

@@ -254,6 +254,8 @@ class MeansqlHandler(BuenaVistaHandler):
         state = self.server.register(session)
         self._state = state
         session.notice = lambda severity, message: self._send(codec.notice_response(severity, message), flush=True)
+        session.notify = lambda channel, payload: self._send(codec.notification_response(state.pid, channel, payload),
+                                                             flush=True)
         out = bytearray(codec.authentication_ok())
         for name in ("server_version", "server_encoding", "client_encoding", "DateStyle", "TimeZone",
                      "integer_datetimes", "standard_conforming_strings", "application_name", "IntervalStyle",
@@ -349,6 +351,7 @@ class MeansqlHandler(BuenaVistaHandler):
     def _ready(self, state: ConnState) -> None:
         """ParameterStatus for parameters SET since the last one (as Postgres reports them), then ReadyForQuery."""
         session = state.session
+        session.deliver_notifications()
         out = bytearray()
         for name, value in session.take_reports().items():
             out += codec.parameter_status(name, value)

@@ -30,11 +30,11 @@ def env(fresh_provider: FakeProvider) -> dict[str, str]:
 
 def test_db_init_is_idempotent(tmp_path: Path, env: dict[str, str]) -> None:
     db = str(tmp_path / "x.duckdb")
-    assert "schema version 2" in meansql("db", "init", "--db", db, env=env).stdout
-    assert "schema version 2" in meansql("db", "init", "--db", db, env=env).stdout
+    assert "schema version 3" in meansql("db", "init", "--db", db, env=env).stdout
+    assert "schema version 3" in meansql("db", "init", "--db", db, env=env).stdout
     tables = json.loads(meansql("sql", "query", "SHOW TABLES", "--db", db, "--format", "json", env=env).stdout)
     assert {"unified_logs", "training_annotations", "training_examples_mv", "training_examples_with_annotations",
-            "training_stats_by_cascade"} <= {t["name"] for t in tables}
+            "training_stats_by_cascade", "training_examples", "training_events"} <= {t["name"] for t in tables}
 
 
 def test_sql_query_runs_means_on_the_file(tmp_path: Path, env: dict[str, str], fresh_provider: FakeProvider) -> None:

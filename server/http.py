@@ -1,0 +1,45 @@
+"""The HTTP door: a FastAPI app over the same Store as the pg-wire listener, served by uvicorn in a thread."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+
+import uvicorn
+from fastapi import FastAPI
+
+from training.api import router
+from training.store import Store
+
+log = logging.getLogger(__name__)
+
+
+def build_app(store: Store) -> FastAPI:
+    """The FastAPI app: the training-example API and the studio's endpoints; OpenAPI docs at /docs."""
+    app = FastAPI(title="meansql training store", version="1", docs_url="/docs", openapi_url="/openapi.json",
+                  description="Curated training examples (the TrainingExampleService) and annotations of logged calls.")
+    app.state.store = store
+    app.include_router(router)
+    return app
+
+
+class HttpServer:
+    """uvicorn serving build_app(store) on its own thread, in this process."""
+
+    def __init__(self, store: Store, host: str, port: int) -> None:
+        self.sock = socket.create_server((host, port), reuse_port=False)
+        self.address: tuple[str, int] = self.sock.getsockname()[:2]
+        config = uvicorn.Config(build_app(store), log_level="warning", access_log=False, lifespan="off")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, name="meansql-http",
+                                       daemon=True)
+
+    def start(self) -> HttpServer:
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+        self.sock.close()

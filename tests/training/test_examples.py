@@ -1,0 +1,246 @@
+"""The curated example store on a real DuckDB file: validation, dedup, filters, stats, search, export, promotion."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from training import examples, search
+from training.annotations import annotate
+from training.errors import DuplicateExample, ExampleNotFound, InvalidExample
+from training.export import export
+from training.logs import LogRecord
+from training.models import ExampleFilter
+from training.store import Store
+
+AGENT = "550e8400-e29b-41d4-a716-446655440000"
+MODAL = {
+    "execution_id": "exec-12345", "task_id": "task-67890", "agent_id": AGENT, "source_type": "execution_trace",
+    "source_trace_hash": "sha256:abc123", "input_text": "Implement a React component for a modal dialog",
+    "input_structured": {"language": "typescript", "framework": "react"},
+    "output_text": "I will create a modal component with...",
+    "expected_actions": [{"tool": "Read", "params": {"file": "Modal.tsx"}}],
+    "final_answer": "Modal component implemented successfully", "quality_score": 85.5, "confidence": 0.92,
+    "labels": ["react", "component", "modal"], "domain": "frontend", "task_type": "code_generation", "difficulty": 0.6,
+}
+LEAK = {
+    "source_type": "human_annotated", "input_text": "How do I fix a memory leak in my React app?",
+    "output_text": "Memory leaks in React commonly occur from...", "final_answer": "Check for missing cleanup in useEffect hooks",
+    "quality_score": 95.0, "confidence": 1.0, "labels": ["debugging", "react", "memory"], "domain": "troubleshooting",
+    "task_type": "reasoning", "difficulty": 0.7, "extracted_by": "human-curator",
+}
+SORT = {"input_text": "Write a function to sort an array", "output_text": "function sortArray(arr) { return arr.sort(); }",
+        "domain": "coding", "task_type": "code_generation", "quality_score": 60.0}
+
+
+@pytest.fixture()
+def store(tmp_path: Path) -> Iterator[Store]:
+    s = Store(tmp_path / "examples.duckdb")
+    s.init()
+    yield s
+    s.close()
+
+
+def test_create_get_update_delete(store: Store) -> None:
+    created, status = examples.create(store, MODAL)
+    assert status == "created"
+    got = examples.get(store, str(created.id))
+    assert got is not None and got.model_dump() == created.model_dump()
+    assert got.agent_id == uuid.UUID(AGENT) and got.labels == ["react", "component", "modal"]
+    assert got.input_structured == {"language": "typescript", "framework": "react"} and got.quality_score == 85.5
+    changed = examples.update(store, str(created.id), {"quality_score": 92.0, "labels": ["verified"]})
+    assert (changed.quality_score, changed.labels, changed.domain) == (92.0, ["verified"], "frontend")
+    assert changed.updated_at > created.updated_at
+    examples.delete(store, str(created.id))
+    assert examples.get(store, str(created.id)) is None
+    with pytest.raises(ExampleNotFound):
+        examples.delete(store, str(created.id))
+    with pytest.raises(ExampleNotFound):
+        examples.update(store, "not-a-uuid", {"domain": "x"})
+
+
+@pytest.mark.parametrize("bad, field", [
+    ({**SORT, "quality_score": 101}, "quality_score"),
+    ({**SORT, "confidence": -0.1}, "confidence"),
+    ({**SORT, "difficulty": 2}, "difficulty"),
+    ({**SORT, "task_type": "juggling"}, "task_type"),
+    ({**SORT, "source_type": "rumour"}, "source_type"),
+    ({**SORT, "agent_id": "agent-7"}, "agent_id"),
+    ({"output_text": "no input"}, "input_text"),
+    ({**SORT, "colour": "red"}, "colour"),
+])
+def test_validation_names_the_field(store: Store, bad: dict[str, object], field: str) -> None:
+    with pytest.raises(InvalidExample) as info:
+        examples.create(store, bad)
+    assert info.value.field == field and f"'{field}'" in info.value.message
+    with pytest.raises(InvalidExample, match="quality_score"):
+        examples.update(store, str(examples.create(store, SORT)[0].id), {"quality_score": 500})
+
+
+def test_dedup_on_source_trace_hash(store: Store) -> None:
+    first, _ = examples.create(store, MODAL)
+    with pytest.raises(DuplicateExample) as info:
+        examples.create(store, {**MODAL, "quality_score": 10})
+    assert info.value.existing_id == str(first.id)
+    skipped, status = examples.create(store, {**MODAL, "quality_score": 10}, on_conflict="skip")
+    assert (status, skipped.id, skipped.quality_score) == ("skipped", first.id, 85.5)
+    updated, status = examples.create(store, {**MODAL, "quality_score": 10}, on_conflict="update")
+    assert (status, updated.id, updated.quality_score) == ("updated", first.id, 10)
+    assert examples.list_examples(store)[1] == 1
+
+
+def test_bulk_reports_each_row(store: Store) -> None:
+    rows = [MODAL, {**SORT, "quality_score": 500}, LEAK, {**MODAL, "domain": "again"}, "not an object"]
+    results = examples.bulk(store, rows)
+    assert [r["status"] for r in results] == ["created", "invalid", "created", "conflict", "invalid"]
+    assert results[1]["field"] == "quality_score" and results[3]["id"] == results[0]["id"]
+    again = examples.bulk(store, [MODAL, LEAK], on_conflict="skip")
+    assert [r["status"] for r in again] == ["skipped", "created"]  # LEAK has no hash: never a duplicate
+    assert examples.list_examples(store)[1] == 3
+
+
+def test_filters_order_and_total(store: Store) -> None:
+    examples.bulk(store, [MODAL, LEAK, SORT, {**SORT, "source_trace_hash": "h2", "cascade_id": "semantic_matches",
+                                              "labels": ["react", "memory"], "quality_score": 75}])
+    def ids(**kw: object) -> list[str]:
+        order = kw.pop("order_by", "quality_score")
+        items, total = examples.list_examples(store, ExampleFilter.model_validate(kw), order_by=str(order))
+        assert total == len(items)
+        return [e.input_text[:8] for e in items]
+    assert ids() == ["How do I", "Implemen", "Write a ", "Write a "]
+    assert ids(min_quality=70, max_quality=90) == ["Implemen", "Write a "]
+    assert ids(domain="coding") == ["Write a ", "Write a "]
+    assert ids(source_type="human_annotated") == ["How do I"]
+    assert ids(task_type="reasoning") == ["How do I"]
+    assert ids(agent_id=AGENT) == ["Implemen"]
+    assert ids(cascade_id="semantic_matches") == ["Write a "]
+    assert ids(min_confidence=0.95) == ["How do I", "Write a ", "Write a "]  # confidence defaults to 1.0
+    assert ids(labels=["memory", "modal"]) == ["How do I", "Implemen", "Write a "]
+    assert ids(labels=["react", "memory"], labels_mode="all") == ["How do I", "Write a "]
+    page, total = examples.list_examples(store, limit=2, offset=1, order_by="quality_score", order="asc")
+    assert total == 4 and [e.quality_score for e in page] == [75, 85.5]
+    future = ExampleFilter(created_after="2100-01-01T00:00:00")
+    assert examples.list_examples(store, future) == ([], 0)
+    assert examples.list_examples(store, ExampleFilter(created_before="2100-01-01T00:00:00"))[1] == 4
+
+
+def test_stats_and_labels(store: Store) -> None:
+    examples.bulk(store, [MODAL, LEAK, SORT])
+    s = examples.stats(store)
+    assert s["total_examples"] == 3 and s["unique_domains"] == 3 and s["unique_agents"] == 1
+    assert s["avg_quality_score"] == pytest.approx((85.5 + 95 + 60) / 3)
+    assert s["domain_distribution"] == {"coding": 1, "frontend": 1, "troubleshooting": 1}
+    assert s["task_type_distribution"] == {"code_generation": 2, "reasoning": 1}
+    assert s["source_type_distribution"] == {"execution_trace": 2, "human_annotated": 1}
+    assert examples.stats(store, ExampleFilter(domain="coding"))["total_examples"] == 1
+    assert examples.labels(store)[0] == {"label": "react", "count": 2}
+    assert {d["label"] for d in examples.labels(store)} == {"react", "component", "modal", "debugging", "memory"}
+
+
+def test_full_text_search(store: Store) -> None:
+    examples.bulk(store, [MODAL, LEAK, SORT])
+    def found(q: str) -> list[str]:
+        items, total = examples.list_examples(store, ExampleFilter(q=q), order_by="relevance")
+        assert total == len(items)
+        return sorted(e.input_text[:8] for e in items)
+    assert found("memory leak") == ["How do I"]
+    assert found("REACT") == ["How do I", "Implemen"]
+    assert found("sortArray") == ["Write a "]
+    assert found("react sort") == []  # every word must match
+    # A row written after the index was built is found too (and an edited one by its new text).
+    examples.create(store, {**SORT, "input_text": "Explain the memory model of Rust"})
+    leak = examples.list_examples(store, ExampleFilter(q="leak"))[0][0]
+    examples.update(store, str(leak.id), {"input_text": "Garbage collection pauses", "output_text": "tune the GC",
+                                          "final_answer": "ok"})
+    assert found("memory") == ["Explain "]
+    assert found("garbage") == ["Garbage "]
+    assert examples.stats(store, ExampleFilter(q="memory"))["total_examples"] == 1
+
+
+def test_fts_extension_state_is_reported(store: Store) -> None:
+    # BM25 when the duckdb-extension-fts package is installed, ILIKE otherwise; both match the same rows.
+    assert search.available(store) is (search.extension_file() is not None)
+
+
+def test_export_formats_and_reimport(store: Store, tmp_path: Path) -> None:
+    examples.bulk(store, [MODAL, LEAK, SORT])
+    everything = list(examples.iter_examples(store))
+    jsonl = b"".join(export(everything, "jsonl")).decode()
+    other = Store(tmp_path / "other.duckdb")
+    other.init()
+    try:
+        results = examples.bulk(other, [json.loads(line) for line in jsonl.splitlines()])
+        assert {r["status"] for r in results} == {"created"}
+        assert [e.model_dump() for e in examples.iter_examples(other)] == [e.model_dump() for e in everything]
+    finally:
+        other.close()
+    chat = [json.loads(line) for line in b"".join(export(everything, "openai")).decode().splitlines()]
+    assert [m["role"] for m in chat[0]["messages"]] == ["system", "user", "assistant"]
+    assert chat[0]["messages"][1]["content"] == everything[0].input_text
+    rows = list(csv.DictReader(io.StringIO(b"".join(export(everything, "csv")).decode())))
+    assert len(rows) == 3 and json.loads(rows[0]["labels"]) == everything[0].labels
+    table = pq.read_table(io.BytesIO(b"".join(export(everything, "parquet"))))
+    assert table.num_rows == 3 and table.column("labels").to_pylist()[0] == everything[0].labels
+
+
+def test_promote_an_annotated_trace(store: Store) -> None:
+    rec = LogRecord(session_id="sql-calm-fox-1a2b", query_id="q-1", cascade_id="semantic_matches", cell_name="evaluate",
+                    model="m", request={}, user_input="bamboo toothbrush", criterion="eco-friendly",
+                    inputs={"text": "bamboo toothbrush", "criterion": "eco-friendly"}, assistant_output="true", answer=True)
+    store.append_logs([rec.row()]).result()
+    annotate(store, [rec.trace_id], verified=True, confidence=0.9, tags=["eco"])
+    example, status = examples.promote(store, rec.trace_id)
+    assert status == "created"
+    assert (example.source_trace_id, example.cascade_id, example.cell_name) == (rec.trace_id, "semantic_matches", "evaluate")
+    assert (example.input_text, example.output_text, example.confidence) == ("bamboo toothbrush", "true", 0.9)
+    assert example.input_structured["criterion"] == "eco-friendly" and example.source_type == "human_annotated"
+    assert example.labels == ["eco"]
+    with pytest.raises(DuplicateExample):
+        examples.promote(store, rec.trace_id)
+    with pytest.raises(ExampleNotFound):
+        examples.promote(store, "no-such-trace")
+
+
+def test_every_change_writes_an_outbox_event(store: Store) -> None:
+    seen: list[dict[str, object]] = []
+    store.event_hooks.append(seen.extend)
+    created, _ = examples.create(store, MODAL)
+    examples.update(store, str(created.id), {"quality_score": 92.0, "labels": ["verified"]})
+    examples.delete(store, str(created.id))
+    annotate(store, ["trace-1"])
+    assert [e["event_type"] for e in seen] == ["training_example.created", "training_example.updated",
+                                               "training_example.deleted", "training_annotation.upserted"]
+    assert seen[0]["payload"] == {"execution_id": "exec-12345", "agent_id": AGENT, "source_type": "execution_trace",
+                                  "quality_score": 85.5, "domain": "frontend", "cascade_id": None, "cell_name": None}
+    assert seen[1]["payload"] == {"updated_fields": ["labels", "quality_score"]}
+    cur = store.cursor()
+    rows = cur.execute("SELECT event_type, aggregate_id FROM training_events ORDER BY seq").fetchall()
+    cur.close()
+    assert rows == [(e["event_type"], e["aggregate_id"]) for e in seen]
+
+
+def test_curated_retrieval_puts_the_same_criterion_first(store: Store) -> None:
+    from training.retrieval import select_examples
+
+    def ex(text: str, criterion: str | None, quality: float) -> dict[str, object]:
+        return {"input_text": text, "output_text": "true", "quality_score": quality, "cascade_id": "c", "cell_name": "e",
+                "input_structured": {"criterion": criterion} if criterion else {}}
+    examples.bulk(store, [ex("a", "café crème", 90), ex("b", "luxury", 90), ex("c", None, 90), ex("d", "café crème", 10)])
+    cur = store.cursor()
+    try:
+        pick = select_examples(cur, cascade_id="c", cell_name="e", strategy="recent", limit=2, source="curated",
+                               min_quality=50, criterion="café crème")
+        assert [e.input for e in pick.examples][0] == "a" and (pick.same_criterion, pick.other_criteria) == (1, 1)
+        assert pick.examples[0].criterion == "café crème" and pick.examples[0].source == "curated"
+        none = select_examples(cur, cascade_id="c", cell_name="e", strategy="recent", limit=1, source="curated")
+        assert [e.input for e in none.examples] == ["c"]
+        assert select_examples(cur, cascade_id="c", cell_name="e", strategy="recent", limit=5, source="logs").examples == ()
+    finally:
+        cur.close()
