@@ -40,3 +40,7 @@ class DatabaseLocked(StoreError, code="55006"):
 
 class InvalidAnnotation(MeansqlError, code="22023"):
     """An annotation or example value is out of range."""
+
+
+class EmbeddingUnavailable(MeansqlError, code="55000"):
+    """The embedding model could not be loaded or gave no vectors."""
