@@ -5,12 +5,14 @@ from __future__ import annotations
 import logging
 import threading
 
+from semantic_ops import functions
 from semantic_ops.executor import Executor, Options
-from semantic_ops.judges.litellm import LiteLLMJudge
+from semantic_ops.judges.litellm import LiteLLMJudge, embedding_encoder
 from semantic_ops.operators import Registry
 from server.config import Settings
 from server.pgwire.connection import MeansqlServer
 from server.session import Session
+from training.embeddings import LOCAL, Embedder
 from training.store import Store
 
 log = logging.getLogger(__name__)
@@ -25,6 +27,9 @@ class App:
         self.store = Store(settings.db)
         try:
             self.store.init()
+            self.embedder = Embedder(settings.embedding_model, store=self.store, encoder=None if settings.embedding_model == LOCAL
+                                     else embedding_encoder(settings.embedding_model, api_base=settings.api_base,
+                                                            api_key=settings.api_key, timeout=settings.request_timeout))
             self.judge = LiteLLMJudge(
                 api_base=settings.api_base,
                 api_key=settings.api_key,
@@ -37,6 +42,7 @@ class App:
                 defaults=Options(cache=settings.cache, on_error=settings.on_error, max_calls=settings.max_calls),
             )
             self.executor.register_udfs(self.store.database)
+            functions.register(self.store.database, self.embedder)
         except BaseException:
             self.store.close()
             raise
@@ -50,6 +56,7 @@ class App:
         self.server = MeansqlServer(
             (self.settings.host, self.settings.port), self, max_message_size=self.settings.max_message_size
         )
+        self.embedder.start()  # the embedding model loads in the background; the first EMBED waits for it
         if self.settings.model:
             # litellm takes seconds to import; do it before the first query needs it.
             threading.Thread(target=self.judge.warm_up, args=(self.settings.model,), name="meansql-warmup",

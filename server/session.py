@@ -22,7 +22,7 @@ import duckdb
 import sqlglot
 from sqlglot import exp
 
-from semantic_ops import dialect, planner, rewrite
+from semantic_ops import dialect, functions, planner, rewrite
 from semantic_ops.errors import QueryCanceled, SemanticTypeError
 from semantic_ops.executor import Executor, QueryContext
 from server.errors import InFailedTransaction, MultipleCommands, UndefinedParameter, UndefinedParameterNumber
@@ -198,7 +198,7 @@ class Session:
         text = stmt.text
         if m := _SHOW_LIKE.match(text):
             return f"SELECT name FROM (SHOW TABLES) WHERE name LIKE {m.group(1)}", None, []
-        if not dialect.has_semantic_words(text, registry.infix, registry.by_function.keys()):
+        if not dialect.has_semantic_words(text, registry.infix, [*registry.by_function.keys(), functions.VECTOR_SEARCH]):
             if stmt.kind is Kind.DML and stmt.words[:2] == ("INSERT", "INTO"):
                 text = _annotation_upsert(text)
             return text, None, []

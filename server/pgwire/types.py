@@ -70,6 +70,8 @@ TYPE_SIZES = {BOOL: 1, INT2: 2, INT4: 4, INT8: 8, FLOAT4: 4, FLOAT8: 8, DATE: 4,
 def oid_of(duck_type: str) -> int:
     """The PostgreSQL OID a DuckDB type name is sent as."""
     name = duck_type.upper()
+    if name.endswith("]") and name[name.rfind("[") + 1:-1].isdigit():
+        name = name[:name.rfind("[")] + "[]"  # a fixed-size ARRAY such as FLOAT[384] goes out as a PostgreSQL array
     if name.endswith("[]"):
         return _ARRAY_OIDS.get(oid_of(name[:-2]), TEXT)
     if name.startswith("DECIMAL"):
