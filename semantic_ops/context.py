@@ -50,6 +50,7 @@ class OpStats:
     cache_hits: int = 0
     failed: int = 0
     unparseable: int = 0
+    local: int = 0  # answered by the local judge
 
 
 @dataclass

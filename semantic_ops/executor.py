@@ -28,6 +28,7 @@ from semantic_ops.answers import parse_boolean
 from semantic_ops.context import Notice, Options, QueryContext
 from semantic_ops.errors import BudgetExceeded, ModelCallFailed, ModelNotConfigured, SemanticError
 from semantic_ops.judges.base import Attempt, Judge, JudgeRequest, Outcome
+from semantic_ops.judges.local import LocalJudge, is_local
 from semantic_ops.operators import Operator, Registry
 from semantic_ops.planner import Stage
 from semantic_ops.prompts import render
@@ -52,10 +53,11 @@ class Executor:
     """Judges the inputs of semantic operators for the queries that need them."""
 
     def __init__(self, store: Store, registry: Registry, judge: Judge | None, *, default_model: str | None,
-                 defaults: Options | None = None) -> None:
+                 defaults: Options | None = None, local: LocalJudge | None = None) -> None:
         self.store = store
         self.registry = registry
         self.judge_backend = judge
+        self.local = local  # answers when no model is configured, `model: local`, and a cascade's confident rows
         self.default_model = default_model
         self.defaults = defaults or Options()
         self._contexts: dict[str, QueryContext] = {}
@@ -76,6 +78,9 @@ class Executor:
             self._contexts.pop(ctx.query_id, None)
         records = []
         for cascade_id, st in ctx.stats.items():
+            if st.local:
+                model = self.local.model if self.local is not None else "local"
+                ctx.notice("NOTICE", f"{cascade_id}: {st.local} value(s) answered by the local judge ({model}, no LLM call)")
             if st.cache_hits:
                 ctx.notice("NOTICE", f"{cascade_id}: {st.cache_hits} answer(s) from cache, {st.judged} judged by the model")
                 records.append(LogRecord(
@@ -149,6 +154,14 @@ class Executor:
     # -- judging ------------------------------------------------------------
     def model_for(self, op: Operator) -> str:
         model = op.cell.model or self.default_model
+        if (model is None or is_local(model)) and self.local is not None:
+            if op.returns != "BOOLEAN":
+                raise ModelNotConfigured(
+                    f"no model is configured for {op.cascade_id}, and the local judge answers only true/false operators",
+                    hint="set MEANSQL_MODEL (e.g. openai/gpt-4o-mini, with OPENAI_API_KEY) and, for a "
+                    "self-hosted server, MEANSQL_API_BASE; or put `model:` in meansql.yaml",
+                )
+            return self.local.model
         if not model or self.judge_backend is None:
             raise ModelNotConfigured(
                 f"no model is configured for {op.cascade_id}",
@@ -163,7 +176,8 @@ class Executor:
         inputs = dict(zip(op.arg_names, args))
         selection = self._examples(ctx, op, _criterion(inputs))
         request = JudgeRequest(model=self.model_for(op), messages=tuple(render(op.cell, inputs, selection.examples)),
-                               temperature=op.cell.temperature, max_tokens=op.cell.max_tokens)
+                               temperature=op.cell.temperature, max_tokens=op.cell.max_tokens, inputs=inputs,
+                               criterion=_criterion(inputs), cascade_id=op.cascade_id, cell_name=op.cell.name)
         body = json.dumps([op.cascade_id, request.as_json()], sort_keys=True)
         return _Item(hashlib.sha256(body.encode()).hexdigest(), inputs, request)
 
@@ -201,6 +215,12 @@ class Executor:
 
     def _ensure(self, ctx: QueryContext, op: Operator, items: Sequence[_Item]) -> None:
         """Make sure every item has an answer in the memo (cache, then the model)."""
+        local = [i for i in items if i.key not in ctx.memo and is_local(i.request.model)]
+        if local:
+            # The local judge costs nothing and its answers follow the annotations, so they are not cached.
+            if ctx.cancel.is_set():
+                raise ctx.canceled()
+            self._judge(ctx, op, local)
         pending = self._from_cache(ctx, op, [i for i in items if i.key not in ctx.memo])
         if not pending:
             return
@@ -237,10 +257,15 @@ class Executor:
         return report
 
     def _call(self, ctx: QueryContext, op: Operator, requests: list[JudgeRequest]) -> list[Outcome]:
-        assert self.judge_backend is not None
-        ctx.calls += len(requests)
+        backend: Judge | None
+        if requests and is_local(requests[0].model):
+            backend = self.local
+        else:
+            backend = self.judge_backend
+            ctx.calls += len(requests)
+        assert backend is not None
         try:
-            return self.judge_backend.judge(requests, ctx.cancel, progress=self._progress(ctx, op, len(requests)))
+            return backend.judge(requests, ctx.cancel, progress=self._progress(ctx, op, len(requests)))
         except (TimeoutError, InterruptedError) as exc:
             raise ctx.canceled() from exc
 
@@ -266,6 +291,9 @@ class Executor:
             elif parse_error is not None:
                 st.unparseable += 1
                 ctx.memo[item.key] = None
+            elif is_local(item.request.model):
+                st.local += 1
+                ctx.memo[item.key] = answer
             else:
                 st.judged += 1
                 ctx.memo[item.key] = answer

@@ -8,6 +8,7 @@ import threading
 from semantic_ops import functions
 from semantic_ops.executor import Executor, Options
 from semantic_ops.judges.litellm import LiteLLMJudge, embedding_encoder
+from semantic_ops.judges.local import LocalJudge, store_examples
 from semantic_ops.operators import Registry
 from server.config import Settings
 from server.pgwire.connection import MeansqlServer
@@ -37,9 +38,11 @@ class App:
                 timeout=settings.request_timeout,
                 num_retries=settings.num_retries,
             )
+            self.local_judge = LocalJudge(self.embedder, store_examples(self.store))
             self.executor = Executor(
                 self.store, self.registry, self.judge, default_model=settings.model,
                 defaults=Options(cache=settings.cache, on_error=settings.on_error, max_calls=settings.max_calls),
+                local=self.local_judge,
             )
             self.executor.register_udfs(self.store.database)
             functions.register(self.store.database, self.embedder)
@@ -68,7 +71,8 @@ class App:
         if self.settings.model:
             where = f" at {self.settings.api_base}" if self.settings.api_base else ""
             return f"{self.settings.model}{where}"
-        return "none configured (set MEANSQL_MODEL or model: in meansql.yaml)"
+        return (f"the local judge ({self.local_judge.model}, offline); set MEANSQL_MODEL or model: in meansql.yaml "
+                "for an LLM")
 
     def close(self) -> None:
         if self.server is not None:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
-from tests.conftest import ServerProcess
+from tests.conftest import ServerProcess, collect_notices, create_products
 
 DOCS = [
     (1, "The cat sat on the warm windowsill"),
@@ -47,3 +48,36 @@ def test_embed_similar_to_and_vector_search(start_server: Callable[..., ServerPr
             "SELECT v.id FROM VECTOR_SEARCH('finance and the economy', 'docs', 'body', 2) AS v ORDER BY v.id").fetchall()
         assert money == [(2,), (4,)]
         assert conn.execute("SELECT count(*) FROM embedding_cache").fetchone()[0] >= 4
+
+
+def test_a_fresh_install_answers_means_with_the_local_judge(start_server: Callable[..., ServerProcess]) -> None:
+    server = start_server(provider=False)  # no model, no key, no provider, HF_HUB_OFFLINE=1
+    assert "the local judge (local/all-MiniLM-L6-v2" in "".join(server.output)
+    with server.connect() as conn:
+        notices = collect_notices(conn)
+        create_products(conn)
+        rows = conn.execute("SELECT id, description MEANS 'eco-friendly' FROM products ORDER BY id").fetchall()
+        assert rows == [(1, True), (2, True), (3, False), (4, False), (5, False)]
+        assert "semantic_matches: 5 value(s) answered by the local judge (local/all-MiniLM-L6-v2, no LLM call)" in notices
+        logs = conn.execute("SELECT DISTINCT model, cost, latency_ms >= 0, error IS NULL FROM unified_logs").fetchall()
+        assert logs == [("local/all-MiniLM-L6-v2", 0.0, True, True)]
+        # its answers follow the annotations, so they are never cached
+        assert conn.execute("SELECT count(*) FROM semantic_cache").fetchone() == (0,)
+
+
+def test_annotations_change_the_local_judges_answer(start_server: Callable[..., ServerProcess], tmp_path: Path) -> None:
+    db = tmp_path / "shared.duckdb"
+    query = "SELECT id, description MEANS 'eco-friendly' FROM products ORDER BY id"
+    llm = start_server(db=db)  # the stand-in provider says "Reusable steel water bottle" is eco-friendly
+    with llm.connect() as conn:
+        create_products(conn)
+        assert conn.execute(query).fetchall()[3] == (4, True)
+        conn.execute("INSERT INTO training_annotations (trace_id, trainable, verified, confidence) "
+                     "SELECT trace_id, true, true, 1.0 FROM unified_logs WHERE user_input = 'Reusable steel water bottle'")
+    llm.stop()
+    local = start_server(db=db, provider=False)
+    with local.connect() as conn:
+        rows = conn.execute(query).fetchall()
+        assert rows == [(1, True), (2, True), (3, False), (4, True), (5, False)]  # alone it said false for 4
+        assert conn.execute("SELECT model FROM unified_logs WHERE user_input = 'Reusable steel water bottle' "
+                            "ORDER BY timestamp DESC LIMIT 1").fetchone() == ("local/all-MiniLM-L6-v2",)
