@@ -33,8 +33,9 @@ from semantic_ops.operators import Operator, Registry
 from semantic_ops.planner import Stage
 from semantic_ops.prompts import render
 from training import cache, retrieval, schema
+from training.embeddings import Embedder
 from training.logs import LogRecord
-from training.retrieval import Selection
+from training.retrieval import Example, Selection
 from training.store import Store, insert_rows
 
 log = logging.getLogger(__name__)
@@ -53,11 +54,13 @@ class Executor:
     """Judges the inputs of semantic operators for the queries that need them."""
 
     def __init__(self, store: Store, registry: Registry, judge: Judge | None, *, default_model: str | None,
-                 defaults: Options | None = None, local: LocalJudge | None = None) -> None:
+                 defaults: Options | None = None, local: LocalJudge | None = None,
+                 embedder: Embedder | None = None) -> None:
         self.store = store
         self.registry = registry
         self.judge_backend = judge
         self.local = local  # answers when no model is configured, `model: local`, and a cascade's confident rows
+        self.embedder = embedder or (local.embedder if local is not None else None)  # the semantic strategy's
         self.default_model = default_model
         self.defaults = defaults or Options()
         self._contexts: dict[str, QueryContext] = {}
@@ -127,6 +130,7 @@ class Executor:
         for stage in stages:
             op = self._by_udf[stage.udf_name]
             rows = run_sql(stage.sql)
+            self._warm(op, [row[:stage.n_args] for row in rows])
             counts: dict[str, int] = {}
             items: dict[str, _Item] = {}
             for row in rows:
@@ -174,7 +178,7 @@ class Executor:
         if any(v is None for v in args):
             return None
         inputs = dict(zip(op.arg_names, args))
-        selection = self._examples(ctx, op, _criterion(inputs))
+        selection = self._examples(ctx, op, _criterion(inputs), _text(inputs))
         request = JudgeRequest(model=self.model_for(op), messages=tuple(render(op.cell, inputs, selection.examples)),
                                temperature=op.cell.temperature, max_tokens=op.cell.max_tokens, inputs=inputs,
                                criterion=_criterion(inputs), cascade_id=op.cascade_id, cell_name=op.cell.name)
@@ -185,6 +189,7 @@ class Executor:
         """Answers for rows of operator arguments; NULL arguments give NULL without a call."""
         keys = ctx.arg_keys.setdefault(op.cascade_id, {})
         todo: dict[str, _Item] = {}
+        self._warm(op, [r for r in dict.fromkeys(rows) if r not in keys])
         for row in dict.fromkeys(rows):  # each distinct argument tuple is rendered once per query
             if row not in keys:
                 item = self._item(ctx, op, row)
@@ -372,7 +377,44 @@ class Executor:
             return
         raise _failure(op, len(failed), failed[0])
 
-    def _examples(self, ctx: QueryContext, op: Operator, criterion: str | None) -> Selection:
+    def _warm(self, op: Operator, rows: Sequence[Sequence[Any]]) -> None:
+        """Embed a batch of inputs at once before the semantic strategy asks for them one by one."""
+        if op.cell.training_strategy == "semantic" and op.cell.use_training and self.embedder is not None:
+            texts = [_text(dict(zip(op.arg_names, r))) for r in rows]
+            self.embedder.encode([t for t in dict.fromkeys(texts) if t is not None])
+
+    def _semantic_examples(self, ctx: QueryContext, op: Operator, criterion: str | None, text: str | None) -> Selection:
+        """The examples nearest to this input (balanced true/false for a boolean operator)."""
+        cell = op.cell
+        if self.embedder is None:
+            raise SemanticError(f"{op.cascade_id}: training_strategy semantic needs an embedding model")
+        pool = ctx.example_pools.get((op.cascade_id, criterion))
+        first = pool is None
+        if pool is None:
+            cur = self.store.cursor()
+            try:
+                candidates = retrieval.fetch_candidates(
+                    cur, cascade_id=op.cascade_id, cell_name=cell.name,
+                    min_confidence=cell.training_min_confidence, verified_only=cell.training_verified_only)
+            finally:
+                cur.close()
+            pool = (candidates, self.embedder.encode([e.input for e in candidates]))
+            ctx.example_pools[(op.cascade_id, criterion)] = pool
+        candidates, vectors = pool
+        sims = (vectors @ self.embedder.encode_one(text or "")).tolist() if candidates else []
+
+        def label(e: Example) -> bool | None:
+            return parse_boolean(e.output)
+
+        selection = retrieval.nearest(candidates, sims, limit=cell.training_limit, criterion=criterion,
+                                      label=label if op.returns == "BOOLEAN" else None)
+        if first:
+            ctx.notice("NOTICE", _injection_notice(cell.name, selection, criterion))
+        return selection
+
+    def _examples(self, ctx: QueryContext, op: Operator, criterion: str | None, text: str | None = None) -> Selection:
+        if op.cell.training_strategy == "semantic" and op.cell.use_training and op.cell.training_limit:
+            return self._semantic_examples(ctx, op, criterion, text)
         cached = ctx.selections.get((op.cascade_id, criterion))
         if cached is not None:
             return cached

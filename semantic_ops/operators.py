@@ -36,7 +36,7 @@ class Cell(BaseModel):
     system: str | None = Field(None, description="Optional system message (Jinja2).")
     use_training: bool = False
     training_limit: int = Field(5, ge=0, le=100)
-    training_strategy: Literal["recent", "high_confidence", "random"] = "recent"
+    training_strategy: Literal["recent", "high_confidence", "random", "semantic"] = "recent"
     training_min_confidence: float = Field(0.0, ge=0.0, le=1.0)
     training_verified_only: bool = False
     training_format: Literal["xml", "markdown", "few_shot"] = "xml"

@@ -42,7 +42,7 @@ class App:
             self.executor = Executor(
                 self.store, self.registry, self.judge, default_model=settings.model,
                 defaults=Options(cache=settings.cache, on_error=settings.on_error, max_calls=settings.max_calls),
-                local=self.local_judge,
+                local=self.local_judge, embedder=self.embedder,
             )
             self.executor.register_udfs(self.store.database)
             functions.register(self.store.database, self.embedder)

@@ -81,3 +81,41 @@ def test_annotations_change_the_local_judges_answer(start_server: Callable[..., 
         assert rows == [(1, True), (2, True), (3, False), (4, True), (5, False)]  # alone it said false for 4
         assert conn.execute("SELECT model FROM unified_logs WHERE user_input = 'Reusable steel water bottle' "
                             "ORDER BY timestamp DESC LIMIT 1").fetchone() == ("local/all-MiniLM-L6-v2",)
+
+
+def _operator(tmp_path: Path, **cell: str) -> Path:
+    """The built-in MEANS operator with some cell fields changed, in an operators directory."""
+    import yaml
+
+    from semantic_ops.operators import BUILTIN_DIR
+
+    data = yaml.safe_load((BUILTIN_DIR / "semantic_matches.yaml").read_text())
+    data["cells"][0].update({k: yaml.safe_load(v) for k, v in cell.items()})
+    ops = tmp_path / "ops"
+    ops.mkdir(exist_ok=True)
+    (ops / "semantic_matches.yaml").write_text(yaml.safe_dump(data))
+    return ops
+
+
+def test_semantic_strategy_injects_the_nearest_examples(start_server: Callable[..., ServerProcess], tmp_path: Path,
+                                                        fresh_provider: Any) -> None:
+    ops = _operator(tmp_path, training_strategy="semantic", training_limit="2")
+    server = start_server("--operators-dir", str(ops))
+    known = ["Recycled paper notebook", "Organic cotton tote bag", "Plastic wrap roll", "Styrofoam cup",
+             "Diesel generator", "Compostable plates"]
+    with server.connect() as conn:
+        notices = collect_notices(conn)
+        conn.execute("CREATE TABLE things (t VARCHAR)")
+        with conn.cursor() as cur:
+            cur.executemany("INSERT INTO things VALUES (%s)", [(t,) for t in known])
+        conn.execute("SELECT t MEANS 'eco-friendly' FROM things").fetchall()
+        conn.execute("INSERT INTO training_annotations (trace_id, trainable) SELECT trace_id, true FROM unified_logs")
+        fresh_provider.reset()
+        assert conn.execute("SELECT 'Recycled cardboard notebook' MEANS 'eco-friendly'").fetchone() == (True,)
+        assert "Injected 2 training examples (semantic strategy)" in notices
+    prompt = fresh_provider.requests[-1]["body"]["messages"][0]["content"]
+    # the nearest true example and the nearest false one (the stand-in said false for plastic, styrofoam, diesel)
+    assert "<input>Recycled paper notebook</input>" in prompt
+    assert prompt.count("<input>") == 2
+    falses = [t for t in ("Plastic wrap roll", "Styrofoam cup", "Diesel generator") if f"<input>{t}</input>" in prompt]
+    assert len(falses) == 1, prompt

@@ -11,6 +11,7 @@ import pytest
 from tests.conftest import wait_for
 from training.embeddings import LOCAL_DIM, Embedder, cosine
 from training.errors import EmbeddingUnavailable
+from training.retrieval import Example, nearest
 from training.store import Store
 
 
@@ -92,3 +93,48 @@ def test_start_returns_at_once_and_loads_in_the_background() -> None:
 def test_an_encoder_is_required_for_other_models() -> None:
     with pytest.raises(EmbeddingUnavailable):
         Embedder("openai/text-embedding-3-small")
+
+
+def _example(text: str, answer: str, criterion: str = "about animals") -> Example:
+    return Example(trace_id=text, input=text, criterion=criterion, output=answer, confidence=1.0, verified=True, timestamp=None)
+
+
+KNOWN = [
+    _example("A puppy chewing a slipper", "true"),
+    _example("Interest rates rise again", "false"),
+    _example("A kitten asleep in a basket", "true"),
+    _example("The recipe needs two eggs", "false"),
+    _example("Quarterly earnings beat forecasts", "false"),
+    _example("A tabby cat naps in the sun", "true", criterion="about pets"),
+]
+
+
+def test_semantic_strategy_picks_the_nearest_examples(local: Embedder) -> None:
+    query = local.encode_one("a sleepy cat curled up")
+    sims = (local.encode([e.input for e in KNOWN]) @ query).tolist()
+    chosen = nearest(KNOWN, sims, limit=2, criterion="about animals")
+    assert [e.input for e in chosen.examples] == ["A kitten asleep in a basket", "A puppy chewing a slipper"]
+    assert (chosen.strategy, chosen.same_criterion, chosen.other_criteria) == ("semantic", 2, 0)
+    # other criteria only fill up
+    more = nearest(KNOWN, sims, limit=6, criterion="about animals")
+    assert more.examples[-1].input == "A tabby cat naps in the sun" and more.other_criteria == 1
+    money = nearest(KNOWN, (local.encode([e.input for e in KNOWN]) @ local.encode_one("stock market news")).tolist(),
+                    limit=2, criterion="about animals")
+    assert {e.input for e in money.examples} == {"Interest rates rise again", "Quarterly earnings beat forecasts"}
+
+
+def test_semantic_strategy_balances_true_and_false(local: Embedder) -> None:
+    query = local.encode_one("a sleepy cat curled up")
+    sims = (local.encode([e.input for e in KNOWN]) @ query).tolist()
+
+    def label(e: Example) -> bool | None:
+        return {"true": True, "false": False}.get(e.output)
+
+    chosen = nearest(KNOWN, sims, limit=2, criterion="about animals", label=label)
+    # the nearest true one and the nearest false one (the puppy is nearer than any false example)
+    assert [(e.input, e.output) for e in chosen.examples] == [("A kitten asleep in a basket", "true"),
+                                                              ("Interest rates rise again", "false")]
+    four = nearest(KNOWN, sims, limit=4, criterion="about animals", label=label)
+    assert sorted(e.output for e in four.examples) == ["false", "false", "true", "true"]
+    only_true = nearest(KNOWN[:1] + KNOWN[2:3], sims[:1] + sims[2:3], limit=2, criterion="about animals", label=label)
+    assert len(only_true.examples) == 2  # one side only: no balancing to do
