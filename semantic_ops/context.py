@@ -51,6 +51,7 @@ class OpStats:
     failed: int = 0
     unparseable: int = 0
     local: int = 0  # answered by the local judge
+    proxy: int = 0  # answered by the local judge as a cascade's proxy
 
 
 @dataclass

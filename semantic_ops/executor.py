@@ -18,7 +18,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import pyarrow as pa
@@ -84,6 +84,9 @@ class Executor:
             if st.local:
                 model = self.local.model if self.local is not None else "local"
                 ctx.notice("NOTICE", f"{cascade_id}: {st.local} value(s) answered by the local judge ({model}, no LLM call)")
+            if st.proxy:
+                ctx.notice("NOTICE", f"{cascade_id}: cascade: {st.proxy} value(s) answered by the local judge, "
+                                     f"{st.judged} by the model")
             if st.cache_hits:
                 ctx.notice("NOTICE", f"{cascade_id}: {st.cache_hits} answer(s) from cache, {st.judged} judged by the model")
                 records.append(LogRecord(
@@ -235,6 +238,10 @@ class Executor:
             return
         if ctx.cancel.is_set():
             raise ctx.canceled()
+        if op.cell.cascade is not None and self.local is not None and op.returns == "BOOLEAN":
+            pending = self._cascade(ctx, op, pending)
+            if not pending:
+                return
         batch = max(1, op.cell.batch_size)
         needed = ctx.calls + -(-len(pending) // batch)
         if ctx.options.max_calls and needed > ctx.options.max_calls:
@@ -305,6 +312,41 @@ class Executor:
                 cached.append((item.key, op.cascade_id, item.request.model, answer, trace))
         self._commit(records, cached)
         self._settle(ctx, op, [i for i, o in zip(items, outcomes) if o.error is not None], failed)
+
+    def min_confidence(self, op: Operator, criterion: str | None) -> float:
+        """The cascade's threshold: calibrated for the operator (and criterion) if it was, else the YAML's."""
+        assert op.cell.cascade is not None
+        cur = self.store.cursor()
+        try:
+            row = cur.execute(schema.CALIBRATION_LOOKUP, [op.cascade_id, criterion]).fetchone()
+        finally:
+            cur.close()
+        return float(row[0]) if row else op.cell.cascade.min_confidence
+
+    def _cascade(self, ctx: QueryContext, op: Operator, items: Sequence[_Item]) -> list[_Item]:
+        """The local judge answers the items it is confident about; returns the rest, for the model."""
+        assert self.local is not None
+        requests = [replace(i.request, model=self.local.model) for i in items]
+        outcomes = self._call(ctx, op, requests)
+        thresholds: dict[str | None, float] = {}
+        records: list[LogRecord] = []
+        rest: list[_Item] = []
+        st = ctx.op_stats(op)
+        for item, request, outcome in zip(items, requests, outcomes):
+            answer, _ = _answer(op, outcome)
+            confidence = outcome.attempts[-1].confidence if outcome.attempts else None
+            criterion = request.criterion
+            if criterion not in thresholds:
+                thresholds[criterion] = self.min_confidence(op, criterion)
+            if outcome.error is not None or not isinstance(answer, bool) or confidence is None \
+                    or confidence < thresholds[criterion]:
+                rest.append(item)
+                continue
+            records.append(_record(ctx, op, request, item.inputs, outcome.attempts[-1], answer=answer))
+            ctx.memo[item.key] = answer
+            st.proxy += 1
+        self._commit(records, [])
+        return rest
 
     def _judge_batched(self, ctx: QueryContext, op: Operator, items: Sequence[_Item], size: int) -> list[_Item]:
         """Judge items N to a prompt; returns the items whose batch answer did not fit (judged singly next)."""

@@ -26,7 +26,7 @@ import numpy.typing as npt
 
 from semantic_ops.answers import parse_boolean
 from semantic_ops.judges.base import Attempt, JudgeRequest, Outcome
-from training import retrieval
+from training import retrieval, schema
 from training.embeddings import Embedder
 from training.store import Store
 
@@ -49,6 +49,7 @@ class Params:
     same_text: float = 0.95  # an annotated text at least this similar is the same text: its answer wins
     neighbour_weight: float = 0.5  # with examples of one answer only: pull of a near example on the margin
     neighbour_width: float = 0.05
+    zero_shot_confidence: float = 0.5  # the most sure it is with no example of the criterion (similarity alone is a weak signal)
 
 
 @dataclass(frozen=True)
@@ -98,6 +99,7 @@ def decide(texts: Vectors, criterion: npt.NDArray[np.float32], examples: Example
     else:
         margin = zero_shot
         how = "zero-shot"
+    cap = params.zero_shot_confidence if how == "zero-shot" else 1.0
     out = []
     for i, m in enumerate(margin):
         if sims.shape[1]:
@@ -105,7 +107,7 @@ def decide(texts: Vectors, criterion: npt.NDArray[np.float32], examples: Example
             if sims[i, j] >= params.same_text:
                 out.append(Decision(bool(examples.labels[j]), 1.0, "same text"))
                 continue
-        out.append(Decision(bool(m >= 0), float(min(1.0, abs(m) / params.margin_scale)), how))
+        out.append(Decision(bool(m >= 0), float(cap * min(1.0, abs(m) / params.margin_scale)), how))
     return out
 
 
@@ -208,3 +210,55 @@ class LocalJudge:
 def _text(inputs: Any) -> str:
     value = inputs.get("text", next(iter(inputs.values()), None))
     return "" if value is None else str(value)
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """A cascade threshold measured on annotated examples (criterion None: all of the operator's)."""
+
+    criterion: str | None
+    min_confidence: float
+    precision: float
+    share: float  # of the examples, those the proxy would answer
+    examples: int
+
+
+PER_CRITERION = 20  # a criterion with at least this many annotated examples gets its own threshold
+
+
+def calibrate(store: Store, embedder: Embedder, cascade_id: str, cell_name: str, target: float,
+              params: Params = Params()) -> list[Calibration]:
+    """Thresholds at which the local judge reaches ``target`` precision, each example judged by the others; stored."""
+    cur = store.cursor()
+    try:
+        candidates = retrieval.fetch_candidates(cur, cascade_id=cascade_id, cell_name=cell_name,
+                                                min_confidence=0.0, verified_only=False)
+    finally:
+        cur.close()
+    by_criterion: dict[str | None, dict[str, bool]] = {}
+    for e in candidates:
+        answer = parse_boolean(e.output)
+        if answer is not None and e.input:
+            by_criterion.setdefault(e.criterion, {})[e.input] = answer  # one vote per distinct text
+    decisions: list[Decision] = []
+    truth: list[bool] = []
+    results: list[Calibration] = []
+    for criterion, answers in by_criterion.items():
+        texts = list(answers)
+        vectors = embedder.encode([*texts, criterion or ""])
+        labels = np.array([answers[t] for t in texts], dtype=bool)
+        found = leave_one_out(vectors[:-1], labels, vectors[-1], params)
+        decisions += found
+        truth += labels.tolist()
+        if len(texts) >= PER_CRITERION:
+            results.append(Calibration(criterion, *threshold_for(found, labels.tolist(), target), len(texts)))
+    overall = Calibration(None, *threshold_for(decisions, truth, target), len(truth))
+    results.insert(0, overall)
+    rows = [[cascade_id, c.criterion, c.min_confidence, target, c.examples, c.share] for c in results]
+
+    def write(cur: Any) -> None:
+        for row in rows:
+            cur.execute(schema.CALIBRATION_INSERT, row)
+
+    store.write(write).result()
+    return results

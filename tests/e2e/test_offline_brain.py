@@ -119,3 +119,48 @@ def test_semantic_strategy_injects_the_nearest_examples(start_server: Callable[.
     assert prompt.count("<input>") == 2
     falses = [t for t in ("Plastic wrap roll", "Styrofoam cup", "Diesel generator") if f"<input>{t}</input>" in prompt]
     assert len(falses) == 1, prompt
+
+
+def test_cascade_sends_only_unsure_rows_to_the_llm(start_server: Callable[..., ServerProcess], tmp_path: Path,
+                                                   fresh_provider: Any) -> None:
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT, server_env
+
+    ops = _operator(tmp_path, cascade="{proxy: local, min_confidence: 0.8}")
+    db = tmp_path / "cascade.duckdb"
+    server = start_server("--operators-dir", str(ops), db=db)
+    with server.connect() as conn:
+        notices = collect_notices(conn)
+        create_products(conn)
+        # with no annotated example the local judge is never sure enough: the LLM answers every row
+        rows = conn.execute("SELECT id, description MEANS 'eco-friendly' FROM products ORDER BY id").fetchall()
+        assert rows == [(1, True), (2, True), (3, False), (4, True), (5, False)]
+        assert fresh_provider.attempts == 5
+        conn.execute("INSERT INTO training_annotations (trace_id, trainable, verified) "
+                     "SELECT trace_id, true, true FROM unified_logs WHERE role = 'assistant'")
+        fresh_provider.reset()
+        conn.execute("CREATE TABLE more (id INT, description VARCHAR)")
+        conn.execute("INSERT INTO more VALUES (1, 'Bamboo cutting board'), (2, 'Plastic shopping bag'), "
+                     "(3, 'Organic cotton socks'), (4, 'Solar powered lamp'), (5, 'Leather office chair')")
+        rows = conn.execute("SELECT id, description MEANS 'eco-friendly' FROM more ORDER BY id").fetchall()
+        assert rows == [(1, True), (2, False), (3, True), (4, False), (5, False)]
+        # near the annotated examples, the local judge is sure; the other two went to the LLM
+        assert fresh_provider.attempts == 2
+        by = dict(conn.execute("SELECT user_input, model FROM unified_logs WHERE role = 'assistant' "
+                               "AND user_input IN (SELECT description FROM more)").fetchall())
+        assert by == {"Bamboo cutting board": "local/all-MiniLM-L6-v2", "Plastic shopping bag": "local/all-MiniLM-L6-v2",
+                      "Organic cotton socks": "local/all-MiniLM-L6-v2", "Solar powered lamp": "openai/stand-in",
+                      "Leather office chair": "openai/stand-in"}
+        assert "semantic_matches: cascade: 3 value(s) answered by the local judge, 2 by the model" in notices
+    server.stop()
+    out = subprocess.run([sys.executable, "-m", "server.cli", "training", "calibrate", "semantic_matches", "--db", str(db),
+                          "--precision", "0.95"],
+                         cwd=ROOT, env=server_env(None), capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "(all)" in out.stdout and "min_confidence" in out.stdout
+    again = start_server("--operators-dir", str(ops), db=db)
+    with again.connect() as conn:
+        row = conn.execute("SELECT criterion, target_precision, examples FROM judge_calibration").fetchall()
+        assert row == [(None, 0.95, 5)]

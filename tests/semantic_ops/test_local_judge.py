@@ -28,7 +28,8 @@ def test_zero_shot_is_similarity_against_the_threshold() -> None:
     got = decide(texts, criterion, Examples.empty(3), Params(threshold=0.25))
     assert [d.answer for d in got] == [True, False, True]
     assert [d.how for d in got] == ["zero-shot"] * 3
-    assert got[0].confidence == 1.0 and got[1].confidence == 1.0 and 0 < got[2].confidence < 1
+    # similarity alone is a weak signal: zero-shot, the judge is at most half sure
+    assert got[0].confidence == 0.5 and got[1].confidence == 0.5 and 0 < got[2].confidence < 0.5
 
 
 def test_examples_of_both_answers_vote_as_prototypes() -> None:
