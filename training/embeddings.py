@@ -135,6 +135,10 @@ class Embedder:
             )
         return self._encoder
 
+    def model_encoder(self) -> Encoder:
+        """The loaded model's encode function itself, with no cache in front (for benchmarks)."""
+        return self._encoder_now()
+
     # -- encoding -----------------------------------------------------------------
     def encode(self, texts: Sequence[str]) -> Vectors:
         """L2-normalised vectors, one row per text (memory, then the database, then the model)."""

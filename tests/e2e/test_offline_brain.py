@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable
 from pathlib import Path
@@ -164,3 +165,26 @@ def test_cascade_sends_only_unsure_rows_to_the_llm(start_server: Callable[..., S
     with again.connect() as conn:
         row = conn.execute("SELECT criterion, target_precision, examples FROM judge_calibration").fetchall()
         assert row == [(None, 0.95, 5)]
+
+
+def test_works_with_networking_off(tmp_path: Path) -> None:
+    """In a network namespace of its own (no interface up, not even loopback), MEANS and the SQL functions still answer."""
+    import shutil
+    import subprocess
+    import sys
+
+    import pytest
+
+    from tests.conftest import ROOT, server_env
+
+    if shutil.which("unshare") is None or subprocess.run(["unshare", "-rn", "true"], capture_output=True).returncode != 0:
+        pytest.skip("unshare -rn (a network namespace) is not available here")
+    sql = ("SELECT 'Eco-friendly bamboo toothbrush' MEANS 'eco-friendly' AS eco, 'Disposable plastic fork' MEANS 'eco-friendly' AS fork, "
+           "round(SIMILAR_TO('a kitten', 'a kitten'), 3) AS same, len(EMBED('x')) AS dims")
+    env = server_env(None)
+    env.pop("HF_HUB_OFFLINE")  # the server sets it itself
+    out = subprocess.run(["unshare", "-rn", sys.executable, "-m", "server.cli", "sql", "query", sql, "--db", str(tmp_path / "off.duckdb"),
+                          "--format", "json"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout) == [{"eco": True, "fork": False, "same": 1.0, "dims": 384}]
+    assert "answered by the local judge" in out.stderr
