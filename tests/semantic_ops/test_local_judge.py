@@ -128,3 +128,23 @@ def test_requests_without_inputs_fail_plainly(embedder: Embedder, store: Store) 
     judge = LocalJudge(embedder, store_examples(store))
     outcome = judge.judge([JudgeRequest(model=judge.model, messages=())], threading.Event())[0]
     assert outcome.error == "the local judge needs the operator's inputs"
+
+
+def test_calibrate_stores_the_threshold_a_cascade_then_uses(embedder: Embedder, store: Store) -> None:
+    from semantic_ops.executor import Executor
+    from semantic_ops.judges.local import calibrate
+    from semantic_ops.operators import Cascade, Registry
+
+    registry = Registry.load()
+    op = registry.by_cascade["semantic_matches"].model_copy(deep=True)
+    op.cells[0].cascade = Cascade(proxy="local", min_confidence=0.8)
+    executor = Executor(store, registry, None, default_model=None)
+    assert executor.min_confidence(op, "eco-friendly") == 0.8  # not calibrated: the YAML's
+    texts = {"Bamboo toothbrush": True, "Organic cotton bag": True, "Recycled paper": True, "Compostable cup": True,
+             "Plastic fork": False, "Styrofoam box": False, "Diesel engine": False, "Plastic wrap": False}
+    annotate(store, [_log(store, t, "eco-friendly", a) for t, a in texts.items()])
+    results = calibrate(store, embedder, "semantic_matches", "evaluate", 0.95)
+    overall = results[0]
+    assert overall.criterion is None and overall.examples == 8 and 0 <= overall.share <= 1
+    assert overall.precision >= 0.95 or overall.share == 0
+    assert executor.min_confidence(op, "eco-friendly") == overall.min_confidence
