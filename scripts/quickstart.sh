@@ -1,24 +1,18 @@
 #!/usr/bin/env bash
 # The main job, end to end on a fresh machine: install, serve an embedded DuckDB
 # file, ask a MEANS query over psql, annotate three answers, ask again and see
-# them injected. The model is the loopback stand-in provider the tests use
-# (tests/fake_provider.py); point MEANSQL_MODEL / MEANSQL_API_BASE at a real one
-# to get real judgement.
+# them injected. With MEANSQL_MODEL unset the local judge answers (the packaged
+# all-MiniLM-L6-v2 embedding model: offline, no key); set MEANSQL_MODEL (and
+# MEANSQL_API_BASE, a key) to have an LLM judge instead.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh
 
 work=$(mktemp -d)
 port=${MEANSQL_PORT:-15432}
-provider_port=${PROVIDER_PORT:-18089}
-cleanup() { kill "${server_pid:-}" "${provider_pid:-}" 2>/dev/null || true; wait 2>/dev/null || true; }
+cleanup() { kill "${server_pid:-}" 2>/dev/null || true; wait 2>/dev/null || true; }
 trap cleanup EXIT
-
-if [ -z "${MEANSQL_MODEL:-}" ]; then
-  .venv/bin/python -m tests.fake_provider --port "$provider_port" >"$work/provider.log" 2>&1 &
-  provider_pid=$!
-  export MEANSQL_MODEL=openai/stand-in MEANSQL_API_BASE="http://127.0.0.1:$provider_port/v1" OPENAI_API_KEY=sk-stand-in
-fi
+export HF_HUB_OFFLINE=1  # the embedding model ships in a package; nothing is downloaded
 
 .venv/bin/meansql serve --db "$work/meansql.duckdb" --port "$port" >"$work/serve.log" 2>&1 &
 server_pid=$!
@@ -48,6 +42,6 @@ echo "== 3. mark three answers as training examples"
   SELECT trace_id, true, true, 1.0 FROM unified_logs
   WHERE user_input IN ('Eco-friendly bamboo toothbrush', 'Plastic water bottle', 'Reusable steel water bottle');"
 
-echo "== 4. the same query again: the prompt now carries the examples"
+echo "== 4. the same query again: the examples now count (an LLM's prompt carries them, the local judge votes with them)"
 "${PSQL[@]}" -c "$QUERY" 2>&1
 "${PSQL[@]}" -c "SELECT * FROM training_stats_by_cascade;"

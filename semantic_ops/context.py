@@ -50,6 +50,8 @@ class OpStats:
     cache_hits: int = 0
     failed: int = 0
     unparseable: int = 0
+    local: int = 0  # answered by the local judge
+    proxy: int = 0  # answered by the local judge as a cascade's proxy
 
 
 @dataclass
@@ -64,6 +66,7 @@ class QueryContext:
     cancel_reason: str = "user request"
     memo: dict[str, Any] = field(default_factory=dict)
     selections: dict[tuple[str, str | None], Selection] = field(default_factory=dict)
+    example_pools: dict[tuple[str, str | None], tuple[list[Any], Any]] = field(default_factory=dict)  # semantic strategy
     error: BaseException | None = None
     calls: int = 0  # model requests asked for (distinct prompts, batches count once)
     lookup_only: bool = False  # after a LIMIT's waves: values not judged yet are not needed

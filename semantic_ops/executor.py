@@ -18,7 +18,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import pyarrow as pa
@@ -28,12 +28,14 @@ from semantic_ops.answers import parse_boolean
 from semantic_ops.context import Notice, Options, QueryContext
 from semantic_ops.errors import BudgetExceeded, ModelCallFailed, ModelNotConfigured, SemanticError
 from semantic_ops.judges.base import Attempt, Judge, JudgeRequest, Outcome
+from semantic_ops.judges.local import LocalJudge, is_local
 from semantic_ops.operators import Operator, Registry
 from semantic_ops.planner import Stage
 from semantic_ops.prompts import render
 from training import cache, retrieval, schema
+from training.embeddings import Embedder
 from training.logs import LogRecord
-from training.retrieval import Selection
+from training.retrieval import Example, Selection
 from training.store import Store, insert_rows
 
 log = logging.getLogger(__name__)
@@ -52,10 +54,13 @@ class Executor:
     """Judges the inputs of semantic operators for the queries that need them."""
 
     def __init__(self, store: Store, registry: Registry, judge: Judge | None, *, default_model: str | None,
-                 defaults: Options | None = None) -> None:
+                 defaults: Options | None = None, local: LocalJudge | None = None,
+                 embedder: Embedder | None = None) -> None:
         self.store = store
         self.registry = registry
         self.judge_backend = judge
+        self.local = local  # answers when no model is configured, `model: local`, and a cascade's confident rows
+        self.embedder = embedder or (local.embedder if local is not None else None)  # the semantic strategy's
         self.default_model = default_model
         self.defaults = defaults or Options()
         self._contexts: dict[str, QueryContext] = {}
@@ -76,6 +81,12 @@ class Executor:
             self._contexts.pop(ctx.query_id, None)
         records = []
         for cascade_id, st in ctx.stats.items():
+            if st.local:
+                model = self.local.model if self.local is not None else "local"
+                ctx.notice("NOTICE", f"{cascade_id}: {st.local} value(s) answered by the local judge ({model}, no LLM call)")
+            if st.proxy:
+                ctx.notice("NOTICE", f"{cascade_id}: cascade: {st.proxy} value(s) answered by the local judge, "
+                                     f"{st.judged} by the model")
             if st.cache_hits:
                 ctx.notice("NOTICE", f"{cascade_id}: {st.cache_hits} answer(s) from cache, {st.judged} judged by the model")
                 records.append(LogRecord(
@@ -122,6 +133,7 @@ class Executor:
         for stage in stages:
             op = self._by_udf[stage.udf_name]
             rows = run_sql(stage.sql)
+            self._warm(op, [row[:stage.n_args] for row in rows])
             counts: dict[str, int] = {}
             items: dict[str, _Item] = {}
             for row in rows:
@@ -149,6 +161,14 @@ class Executor:
     # -- judging ------------------------------------------------------------
     def model_for(self, op: Operator) -> str:
         model = op.cell.model or self.default_model
+        if (model is None or is_local(model)) and self.local is not None:
+            if op.returns != "BOOLEAN":
+                raise ModelNotConfigured(
+                    f"no model is configured for {op.cascade_id}, and the local judge answers only true/false operators",
+                    hint="set MEANSQL_MODEL (e.g. openai/gpt-4o-mini, with OPENAI_API_KEY) and, for a "
+                    "self-hosted server, MEANSQL_API_BASE; or put `model:` in meansql.yaml",
+                )
+            return self.local.model
         if not model or self.judge_backend is None:
             raise ModelNotConfigured(
                 f"no model is configured for {op.cascade_id}",
@@ -161,9 +181,10 @@ class Executor:
         if any(v is None for v in args):
             return None
         inputs = dict(zip(op.arg_names, args))
-        selection = self._examples(ctx, op, _criterion(inputs))
+        selection = self._examples(ctx, op, _criterion(inputs), _text(inputs))
         request = JudgeRequest(model=self.model_for(op), messages=tuple(render(op.cell, inputs, selection.examples)),
-                               temperature=op.cell.temperature, max_tokens=op.cell.max_tokens)
+                               temperature=op.cell.temperature, max_tokens=op.cell.max_tokens, inputs=inputs,
+                               criterion=_criterion(inputs), cascade_id=op.cascade_id, cell_name=op.cell.name)
         body = json.dumps([op.cascade_id, request.as_json()], sort_keys=True)
         return _Item(hashlib.sha256(body.encode()).hexdigest(), inputs, request)
 
@@ -171,6 +192,7 @@ class Executor:
         """Answers for rows of operator arguments; NULL arguments give NULL without a call."""
         keys = ctx.arg_keys.setdefault(op.cascade_id, {})
         todo: dict[str, _Item] = {}
+        self._warm(op, [r for r in dict.fromkeys(rows) if r not in keys])
         for row in dict.fromkeys(rows):  # each distinct argument tuple is rendered once per query
             if row not in keys:
                 item = self._item(ctx, op, row)
@@ -201,6 +223,12 @@ class Executor:
 
     def _ensure(self, ctx: QueryContext, op: Operator, items: Sequence[_Item]) -> None:
         """Make sure every item has an answer in the memo (cache, then the model)."""
+        local = [i for i in items if i.key not in ctx.memo and is_local(i.request.model)]
+        if local:
+            # The local judge costs nothing and its answers follow the annotations, so they are not cached.
+            if ctx.cancel.is_set():
+                raise ctx.canceled()
+            self._judge(ctx, op, local)
         pending = self._from_cache(ctx, op, [i for i in items if i.key not in ctx.memo])
         if not pending:
             return
@@ -210,6 +238,10 @@ class Executor:
             return
         if ctx.cancel.is_set():
             raise ctx.canceled()
+        if op.cell.cascade is not None and self.local is not None and op.returns == "BOOLEAN":
+            pending = self._cascade(ctx, op, pending)
+            if not pending:
+                return
         batch = max(1, op.cell.batch_size)
         needed = ctx.calls + -(-len(pending) // batch)
         if ctx.options.max_calls and needed > ctx.options.max_calls:
@@ -237,10 +269,15 @@ class Executor:
         return report
 
     def _call(self, ctx: QueryContext, op: Operator, requests: list[JudgeRequest]) -> list[Outcome]:
-        assert self.judge_backend is not None
-        ctx.calls += len(requests)
+        backend: Judge | None
+        if requests and is_local(requests[0].model):
+            backend = self.local
+        else:
+            backend = self.judge_backend
+            ctx.calls += len(requests)
+        assert backend is not None
         try:
-            return self.judge_backend.judge(requests, ctx.cancel, progress=self._progress(ctx, op, len(requests)))
+            return backend.judge(requests, ctx.cancel, progress=self._progress(ctx, op, len(requests)))
         except (TimeoutError, InterruptedError) as exc:
             raise ctx.canceled() from exc
 
@@ -266,12 +303,50 @@ class Executor:
             elif parse_error is not None:
                 st.unparseable += 1
                 ctx.memo[item.key] = None
+            elif is_local(item.request.model):
+                st.local += 1
+                ctx.memo[item.key] = answer
             else:
                 st.judged += 1
                 ctx.memo[item.key] = answer
                 cached.append((item.key, op.cascade_id, item.request.model, answer, trace))
         self._commit(records, cached)
         self._settle(ctx, op, [i for i, o in zip(items, outcomes) if o.error is not None], failed)
+
+    def min_confidence(self, op: Operator, criterion: str | None) -> float:
+        """The cascade's threshold: calibrated for the operator (and criterion) if it was, else the YAML's."""
+        assert op.cell.cascade is not None
+        cur = self.store.cursor()
+        try:
+            row = cur.execute(schema.CALIBRATION_LOOKUP, [op.cascade_id, criterion]).fetchone()
+        finally:
+            cur.close()
+        return float(row[0]) if row else op.cell.cascade.min_confidence
+
+    def _cascade(self, ctx: QueryContext, op: Operator, items: Sequence[_Item]) -> list[_Item]:
+        """The local judge answers the items it is confident about; returns the rest, for the model."""
+        assert self.local is not None
+        requests = [replace(i.request, model=self.local.model) for i in items]
+        outcomes = self._call(ctx, op, requests)
+        thresholds: dict[str | None, float] = {}
+        records: list[LogRecord] = []
+        rest: list[_Item] = []
+        st = ctx.op_stats(op)
+        for item, request, outcome in zip(items, requests, outcomes):
+            answer, _ = _answer(op, outcome)
+            confidence = outcome.attempts[-1].confidence if outcome.attempts else None
+            criterion = request.criterion
+            if criterion not in thresholds:
+                thresholds[criterion] = self.min_confidence(op, criterion)
+            if outcome.error is not None or not isinstance(answer, bool) or confidence is None \
+                    or confidence < thresholds[criterion]:
+                rest.append(item)
+                continue
+            records.append(_record(ctx, op, request, item.inputs, outcome.attempts[-1], answer=answer))
+            ctx.memo[item.key] = answer
+            st.proxy += 1
+        self._commit(records, [])
+        return rest
 
     def _judge_batched(self, ctx: QueryContext, op: Operator, items: Sequence[_Item], size: int) -> list[_Item]:
         """Judge items N to a prompt; returns the items whose batch answer did not fit (judged singly next)."""
@@ -344,7 +419,44 @@ class Executor:
             return
         raise _failure(op, len(failed), failed[0])
 
-    def _examples(self, ctx: QueryContext, op: Operator, criterion: str | None) -> Selection:
+    def _warm(self, op: Operator, rows: Sequence[Sequence[Any]]) -> None:
+        """Embed a batch of inputs at once before the semantic strategy asks for them one by one."""
+        if op.cell.training_strategy == "semantic" and op.cell.use_training and self.embedder is not None:
+            texts = [_text(dict(zip(op.arg_names, r))) for r in rows]
+            self.embedder.encode([t for t in dict.fromkeys(texts) if t is not None])
+
+    def _semantic_examples(self, ctx: QueryContext, op: Operator, criterion: str | None, text: str | None) -> Selection:
+        """The examples nearest to this input (balanced true/false for a boolean operator)."""
+        cell = op.cell
+        if self.embedder is None:
+            raise SemanticError(f"{op.cascade_id}: training_strategy semantic needs an embedding model")
+        pool = ctx.example_pools.get((op.cascade_id, criterion))
+        first = pool is None
+        if pool is None:
+            cur = self.store.cursor()
+            try:
+                candidates = retrieval.fetch_candidates(
+                    cur, cascade_id=op.cascade_id, cell_name=cell.name,
+                    min_confidence=cell.training_min_confidence, verified_only=cell.training_verified_only)
+            finally:
+                cur.close()
+            pool = (candidates, self.embedder.encode([e.input for e in candidates]))
+            ctx.example_pools[(op.cascade_id, criterion)] = pool
+        candidates, vectors = pool
+        sims = (vectors @ self.embedder.encode_one(text or "")).tolist() if candidates else []
+
+        def label(e: Example) -> bool | None:
+            return parse_boolean(e.output)
+
+        selection = retrieval.nearest(candidates, sims, limit=cell.training_limit, criterion=criterion,
+                                      label=label if op.returns == "BOOLEAN" else None)
+        if first:
+            ctx.notice("NOTICE", _injection_notice(cell.name, selection, criterion))
+        return selection
+
+    def _examples(self, ctx: QueryContext, op: Operator, criterion: str | None, text: str | None = None) -> Selection:
+        if op.cell.training_strategy == "semantic" and op.cell.use_training and op.cell.training_limit:
+            return self._semantic_examples(ctx, op, criterion, text)
         cached = ctx.selections.get((op.cascade_id, criterion))
         if cached is not None:
             return cached

@@ -26,6 +26,15 @@ class Rules(BaseModel):
     max_turns: int = Field(1, ge=1, description="Model turns per call; only 1 is used today.")
 
 
+class Cascade(BaseModel):
+    """A cheap proxy answers the rows it is confident about; the cell's model answers the rest."""
+
+    model_config = ConfigDict(extra="forbid")
+    proxy: Literal["local"] = Field("local", description="The proxy judge; only the local judge today.")
+    min_confidence: float = Field(0.8, ge=0.0, le=1.0, description="Proxy answers at or above this confidence are kept; "
+                                  "`meansql training calibrate` can set it from annotated examples.")
+
+
 class Cell(BaseModel):
     """One step of an operator: a prompt, a model and how training examples are injected."""
 
@@ -36,7 +45,7 @@ class Cell(BaseModel):
     system: str | None = Field(None, description="Optional system message (Jinja2).")
     use_training: bool = False
     training_limit: int = Field(5, ge=0, le=100)
-    training_strategy: Literal["recent", "high_confidence", "random"] = "recent"
+    training_strategy: Literal["recent", "high_confidence", "random", "semantic"] = "recent"
     training_min_confidence: float = Field(0.0, ge=0.0, le=1.0)
     training_verified_only: bool = False
     training_format: Literal["xml", "markdown", "few_shot"] = "xml"
@@ -48,6 +57,7 @@ class Cell(BaseModel):
     temperature: float | None = Field(0.0, ge=0.0, le=2.0)
     max_tokens: int | None = Field(16, ge=1)
     rules: Rules = Field(default_factory=lambda: Rules(max_turns=1))
+    cascade: Cascade | None = Field(None, description="Let the local judge answer confident rows before the model.")
 
 
 class SqlArg(BaseModel):

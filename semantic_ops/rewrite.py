@@ -18,6 +18,7 @@ from semantic_ops.errors import (
     SemanticTypeError,
     UndefinedOperator,
 )
+from semantic_ops.functions import rewrite_vector_search
 
 __all__ = ["OperatorSignature", "Plan", "rewrite"]
 
@@ -161,7 +162,7 @@ def rewrite(
     Each call becomes ``udf_name('<token>', arg1, arg2, ...)``.
     """
     by_name = {signature.name.lower(): signature for signature in operators.values()}
-    tree = statement.copy()
+    tree = rewrite_vector_search(statement.copy())
 
     # Every call is checked before any is replaced, so arguments are reported
     # as the user wrote them.

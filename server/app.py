@@ -5,8 +5,10 @@ from __future__ import annotations
 import logging
 import threading
 
+from semantic_ops import functions
 from semantic_ops.executor import Executor, Options
-from semantic_ops.judges.litellm import LiteLLMJudge
+from semantic_ops.judges.litellm import LiteLLMJudge, embedding_encoder
+from semantic_ops.judges.local import LocalJudge, store_examples
 from semantic_ops.operators import Registry
 from server import catalog
 from server.config import Settings
@@ -14,6 +16,7 @@ from server.http import HttpServer
 from server.pgwire import auth, tls
 from server.pgwire.connection import MeansqlServer
 from server.session import Session
+from training.embeddings import LOCAL, Embedder
 from training.events import Publisher
 from training.store import Store
 
@@ -31,6 +34,9 @@ class App:
         try:
             self.store.init()
             catalog.install(self.store.database)
+            self.embedder = Embedder(settings.embedding_model, store=self.store, encoder=None if settings.embedding_model == LOCAL
+                                     else embedding_encoder(settings.embedding_model, api_base=settings.api_base,
+                                                            api_key=settings.api_key, timeout=settings.request_timeout))
             self.judge = LiteLLMJudge(
                 api_base=settings.api_base,
                 api_key=settings.api_key,
@@ -38,12 +44,15 @@ class App:
                 timeout=settings.request_timeout,
                 num_retries=settings.num_retries,
             )
+            self.local_judge = LocalJudge(self.embedder, store_examples(self.store))
             self.executor = Executor(
                 self.store, self.registry, self.judge, default_model=settings.model,
                 defaults=Options(cache=settings.cache, on_error=settings.on_error, max_calls=settings.max_calls),
+                local=self.local_judge, embedder=self.embedder,
             )
             self.executor.register_udfs(self.store.database)
             self.publisher = Publisher(self.store, settings.redis_url).start()
+            functions.register(self.store.database, self.embedder)
         except BaseException:
             self.store.close()
             raise
@@ -60,6 +69,7 @@ class App:
             (s.host, s.port), self, max_message_size=s.max_message_size, users=auth.verifiers(s.users),
             ssl_context=self.tls, max_connections=s.max_connections, login_timeout=s.login_timeout,
         )
+        self.embedder.start()  # the embedding model loads in the background; the first EMBED waits for it
         if self.settings.model:
             # litellm takes seconds to import; do it before the first query needs it.
             threading.Thread(target=self.judge.warm_up, args=(self.settings.model,), name="meansql-warmup",
@@ -77,7 +87,8 @@ class App:
         if self.settings.model:
             where = f" at {self.settings.api_base}" if self.settings.api_base else ""
             return f"{self.settings.model}{where}"
-        return "none configured (set MEANSQL_MODEL or model: in meansql.yaml)"
+        return (f"the local judge ({self.local_judge.model}, offline); set MEANSQL_MODEL or model: in meansql.yaml "
+                "for an LLM")
 
     def close(self) -> None:
         if self.server is not None:

@@ -552,6 +552,33 @@ def training_promote(
         store.close()
 
 
+@training_app.command("calibrate")
+def training_calibrate(
+    operator: Annotated[str, typer.Argument(help="cascade_id of the operator, e.g. semantic_matches.")],
+    precision: Annotated[float, typer.Option("--precision", min=0.5, max=1.0, help="Target precision of the proxy's answers.")] = 0.95,
+    db: DbOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Set a cascade's min_confidence from annotated examples so that the local judge reaches a precision."""
+    from semantic_ops.judges.local import calibrate
+
+    application = _build(_settings(config, db=db))
+    try:
+        op = application.registry.by_cascade.get(operator)
+        if op is None:
+            raise typer.BadParameter(f"no operator {operator!r}; known: {', '.join(sorted(application.registry.by_cascade))}")
+        results = calibrate(application.store, application.embedder, op.cascade_id, op.cell.name, precision)
+    except MeansqlError as exc:
+        _fail(exc)
+    finally:
+        application.close()
+    rows = [["(all)" if c.criterion is None else c.criterion, c.examples, f"{c.min_confidence:.3f}",
+             f"{c.precision:.3f}", f"{c.share:.1%}"] for c in results]
+    _print_rows(["criterion", "examples", "min_confidence", "precision", "answered by the local judge"], rows, "table")
+    if results[0].examples == 0:
+        err.print(f"no annotated examples of {operator} yet: mark some answers as trainable first", highlight=False)
+
+
 def main() -> None:
     app()
 

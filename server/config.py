@@ -32,7 +32,10 @@ class Settings(BaseModel):
     db: Path = Field(Path("meansql.duckdb"), description="DuckDB database file holding tables, logs and training data.")
     host: str = Field("127.0.0.1", description="Address the pg-wire server listens on.")
     port: int = Field(15432, ge=0, le=65535, description="Port of the pg-wire server (0: any free port).")
-    model: str | None = Field(None, description="litellm model name used by operators that name none, e.g. openai/gpt-4o-mini.")
+    model: str | None = Field(None, description="litellm model name used by operators that name none, e.g. openai/gpt-4o-mini; "
+                                               "none: the local judge answers true/false operators.")
+    embedding_model: str = Field(
+        "local", description="Embedding model: local (the packaged all-MiniLM-L6-v2, offline) or a litellm embedding model.")
     api_base: str | None = Field(None, description="Base URL of an OpenAI-compatible or self-hosted model server.")
     api_key: str | None = Field(None, description="API key passed to litellm; default: the provider's usual variable (OPENAI_API_KEY, ...).")
     operators_dir: Path | None = Field(None, description="Directory of operator YAML files that add to or override the built-ins.")

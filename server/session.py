@@ -25,7 +25,7 @@ import sqlglot
 from sqlglot import exp
 from sqlglot.tokens import TokenType
 
-from semantic_ops import dialect, planner, rewrite
+from semantic_ops import dialect, functions, planner, rewrite
 from semantic_ops.errors import QueryCanceled, SemanticTypeError
 from semantic_ops.executor import Executor, QueryContext
 from server import catalog, training_sql
@@ -283,7 +283,7 @@ class Session:
         if m := _SHOW_LIKE.match(text):
             return f"SELECT name FROM (SHOW TABLES) WHERE name LIKE {m.group(1)}", None, []
         if not self._maybe_semantic(text) or \
-                not dialect.has_semantic_words(text, registry.infix, registry.by_function.keys()):
+                not dialect.has_semantic_words(text, registry.infix, [*registry.by_function.keys(), functions.VECTOR_SEARCH]):
             if stmt.kind is Kind.DML and stmt.words[:2] == ("INSERT", "INTO"):
                 text = _annotation_upsert(text)
             elif catalog.mentions_catalog(text):
@@ -363,7 +363,8 @@ class Session:
         """A cheap first look before tokenizing: text without any operator word has no semantic operator."""
         registry = self.executor.registry
         lower = text.lower()
-        return any(w.lower() in lower for w in registry.infix) or any(f.lower() in lower for f in registry.by_function)
+        return (any(w.lower() in lower for w in registry.infix) or any(f.lower() in lower for f in registry.by_function)
+                or functions.VECTOR_SEARCH.lower() in lower)
 
     def _catalog_text(self, text: str) -> str:
         """A statement reading pg_catalog or session values, rewritten for meansql's catalog."""

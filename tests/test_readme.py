@@ -55,11 +55,14 @@ def _free_port() -> int:
 
 def test_quickstart_runs_the_main_job() -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MEANSQL_")}
-    env.update(MEANSQL_PORT=str(_free_port()), PROVIDER_PORT=str(_free_port()))
+    env.update(MEANSQL_PORT=str(_free_port()))
     out = subprocess.run(["bash", "scripts/quickstart.sh"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stdout + out.stderr
     text = out.stdout
+    assert "model: the local judge (local/all-MiniLM-L6-v2, offline)" in text
     assert "NOTICE:  No training examples available yet for evaluate" in text
+    assert "NOTICE:  semantic_matches: 5 value(s) answered by the local judge (local/all-MiniLM-L6-v2, no LLM call)" in text
     assert "NOTICE:  Injected 3 training examples (recent strategy)" in text
+    assert re.search(r"1 \| Eco-friendly bamboo toothbrush\s+\| t", text)
     assert re.search(r"3 \| Plastic water bottle\s+\| f", text)
     assert re.search(r"semantic_matches \| evaluate\s+\|\s+10 \|\s+3 \|\s+3", text)

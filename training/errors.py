@@ -60,3 +60,7 @@ class DuplicateExample(MeansqlError, code="23505"):
 
 class ExampleNotFound(MeansqlError, code="P0002"):
     """No training example, or no logged trace, has the id asked for."""
+
+
+class EmbeddingUnavailable(MeansqlError, code="55000"):
+    """The embedding model could not be loaded or gave no vectors."""

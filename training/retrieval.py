@@ -172,3 +172,31 @@ def stats(cursor: Any, cascade_id: str | None = None) -> list[dict[str, Any]]:
     cur = cursor.execute(schema.STATS, [cascade_id, cascade_id])
     names = [d[0] for d in cur.description]
     return [dict(zip(names, row)) for row in cur.fetchall()]
+
+
+def nearest(
+    candidates: Sequence[Example],
+    similarities: Sequence[float],
+    *,
+    limit: int,
+    criterion: str | None,
+    label: Callable[[Example], bool | None] | None = None,
+) -> Selection:
+    """The ``semantic`` strategy: the examples most similar to the input, same criterion first.
+
+    With ``label`` (a boolean operator), the choice is balanced between true and false
+    examples when both exist, each side taken nearest first.
+    """
+    order = sorted(range(len(candidates)), key=lambda i: -similarities[i])
+    pool = [candidates[i] for i in order if candidates[i].criterion == criterion]
+    pool += [candidates[i] for i in order if candidates[i].criterion != criterion]
+    chosen = pool[:limit]
+    if label is not None:
+        yes = [e for e in pool if label(e) is True]
+        no = [e for e in pool if label(e) is False]
+        if yes and no:
+            take_yes = min(len(yes), max(limit - len(no), (limit + 1) // 2))
+            keep = {e.trace_id for e in yes[:take_yes] + no[: limit - take_yes]}
+            chosen = [e for e in pool if e.trace_id in keep]
+    same = sum(1 for e in chosen if e.criterion == criterion)
+    return Selection(tuple(chosen), "semantic", same, len(chosen) - same)

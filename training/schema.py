@@ -212,6 +212,29 @@ MIGRATIONS[3] = [
     """,
 ]
 
+MIGRATIONS[4] = [
+    # Embeddings of texts, per model; FLOAT[384] is all-MiniLM-L6-v2's width (other widths: embedding_cache_<dim>).
+    """
+    CREATE TABLE IF NOT EXISTS embedding_cache (
+        model VARCHAR,
+        text_hash VARCHAR,
+        vector FLOAT[384]
+    )
+    """,
+    # Thresholds of the local judge set by `meansql training calibrate`; the newest row of a cascade wins.
+    """
+    CREATE TABLE IF NOT EXISTS judge_calibration (
+        cascade_id VARCHAR,
+        criterion VARCHAR,
+        min_confidence DOUBLE,
+        target_precision DOUBLE,
+        examples INTEGER,
+        proxy_share DOUBLE,
+        created_at TIMESTAMP DEFAULT current_timestamp
+    )
+    """,
+]
+
 EXAMPLE_FIELDS = (
     "id", "execution_id", "task_id", "agent_id", "source_type", "source_trace_hash", "source_trace_id",
     "input_text", "input_structured", "output_text", "expected_actions", "final_answer", "quality_score",
@@ -276,4 +299,35 @@ FROM training_examples_with_annotations
 WHERE (? IS NULL OR cascade_id = ?) AND (trainable OR NOT ?)
 ORDER BY "timestamp" DESC
 LIMIT ? OFFSET ?
+"""
+
+
+def embedding_table(dim: int) -> str:
+    return "embedding_cache" if dim == 384 else f"embedding_cache_{int(dim)}"
+
+
+def create_embedding_table(dim: int) -> str:
+    return f"CREATE TABLE IF NOT EXISTS {embedding_table(dim)} (model VARCHAR, text_hash VARCHAR, vector FLOAT[{int(dim)}])"
+
+
+def embedding_lookup(table: str) -> str:
+    """Cached vectors of one model for the hashes in the registered Arrow table _meansql_hashes."""
+    return f"""
+    SELECT e.text_hash, any_value(e.vector) FROM {table} e
+    JOIN _meansql_hashes h ON e.text_hash = h.text_hash
+    WHERE e.model = ?
+    GROUP BY e.text_hash
+    """
+
+
+CALIBRATION_INSERT = """
+INSERT INTO judge_calibration (cascade_id, criterion, min_confidence, target_precision, examples, proxy_share)
+VALUES (?, ?, ?, ?, ?, ?)
+"""
+
+CALIBRATION_LOOKUP = """
+SELECT min_confidence FROM judge_calibration
+WHERE cascade_id = ? AND (criterion IS NULL OR criterion = ?)
+ORDER BY (criterion IS NULL), created_at DESC
+LIMIT 1
 """

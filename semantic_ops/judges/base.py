@@ -3,19 +3,28 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 
 @dataclass(frozen=True)
 class JudgeRequest:
-    """One model call to make: the model and the rendered messages."""
+    """One model call to make: the model and the rendered messages.
+
+    The executor also sets what the call is about (operator, cell, inputs, criterion) for
+    judges that decide from the values rather than from a prompt, such as the local judge;
+    these are not part of the request body (nor of the cache key).
+    """
 
     model: str
     messages: tuple[dict[str, str], ...]
     temperature: float | None = 0.0
     max_tokens: int | None = None
+    inputs: Mapping[str, Any] | None = field(default=None, compare=False)
+    criterion: str | None = field(default=None, compare=False)
+    cascade_id: str | None = field(default=None, compare=False)
+    cell_name: str | None = field(default=None, compare=False)
 
     def as_json(self) -> dict[str, Any]:
         body: dict[str, Any] = {"model": self.model, "messages": list(self.messages)}
@@ -39,6 +48,7 @@ class Attempt:
     latency_ms: float = 0.0
     status: int | None = None  # HTTP status when known (200 for an answer)
     throttled: bool = False    # the provider said slow down (429 or Retry-After)
+    confidence: float | None = None  # how sure the judge is, 0 to 1, when it can say (the local judge)
 
 
 @dataclass

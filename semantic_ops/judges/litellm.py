@@ -465,3 +465,16 @@ def _prices(lib: Any, model: str) -> tuple[float, float] | None:
     except Exception:  # unknown models have no price; cost stays NULL
         log.debug("no price for %s; costs stay NULL", model, exc_info=True)
         return None
+
+
+def embedding_encoder(model: str, *, api_base: str | None = None, api_key: str | None = None,
+                      timeout: float = 30.0) -> Callable[[list[str]], list[list[float]]]:
+    """An encoder for training.embeddings.Embedder that calls a litellm embedding model."""
+
+    def encode(texts: list[str]) -> list[list[float]]:
+        lib = _import_litellm()
+        response = lib.embedding(model=model, input=texts, api_base=api_base, api_key=api_key, timeout=timeout)
+        rows = sorted(response.data, key=lambda d: d["index"] if isinstance(d, dict) else d.index)
+        return [list(d["embedding"] if isinstance(d, dict) else d.embedding) for d in rows]
+
+    return encode

@@ -89,6 +89,8 @@ _PG_NAMES = {"INT": INT4, "INT4": INT4, "INT2": INT2, "INT8": INT8, "FLOAT8": FL
 def oid_of(duck_type: str) -> int:
     """The PostgreSQL OID a DuckDB type name is sent as."""
     name = duck_type.upper().strip()
+    if name.endswith("]") and name[name.rfind("[") + 1:-1].isdigit():
+        name = name[:name.rfind("[")] + "[]"  # a fixed-size ARRAY such as FLOAT[384] goes out as a PostgreSQL array
     if name.endswith("[]"):
         return ARRAY_OIDS.get(oid_of(name[:-2]), TEXT)
     if name.startswith(("DECIMAL", "NUMERIC")):

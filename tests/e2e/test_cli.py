@@ -13,6 +13,7 @@ import pytest
 import training
 from tests.conftest import ROOT, ServerProcess, create_products, server_env
 from tests.fake_provider import FakeProvider
+from training import schema
 
 
 def meansql(*args: str, env: dict[str, str], check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -30,8 +31,8 @@ def env(fresh_provider: FakeProvider) -> dict[str, str]:
 
 def test_db_init_is_idempotent(tmp_path: Path, env: dict[str, str]) -> None:
     db = str(tmp_path / "x.duckdb")
-    assert "schema version 3" in meansql("db", "init", "--db", db, env=env).stdout
-    assert "schema version 3" in meansql("db", "init", "--db", db, env=env).stdout
+    assert f"schema version {max(schema.MIGRATIONS)}" in meansql("db", "init", "--db", db, env=env).stdout
+    assert f"schema version {max(schema.MIGRATIONS)}" in meansql("db", "init", "--db", db, env=env).stdout
     tables = json.loads(meansql("sql", "query", "SHOW TABLES", "--db", db, "--format", "json", env=env).stdout)
     assert {"unified_logs", "training_annotations", "training_examples_mv", "training_examples_with_annotations",
             "training_stats_by_cascade", "training_examples", "training_events"} <= {t["name"] for t in tables}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -57,12 +58,20 @@ def test_begin_inside_a_string_is_not_a_transaction(server: ServerProcess) -> No
         assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
 
 
-def test_no_model_configured_says_how(start_server: Callable[..., ServerProcess]) -> None:
-    server = start_server(provider=False)
+def test_no_model_configured_says_how(start_server: Callable[..., ServerProcess], tmp_path: Path) -> None:
+    # With no model, MEANS is answered by the local judge; an operator that returns text needs an LLM.
+    ops = tmp_path / "ops"
+    ops.mkdir()
+    (ops / "summary.yaml").write_text(
+        "cascade_id: summary\n"
+        "sql_function: {name: summarize, args: [{name: text, type: VARCHAR}], returns: VARCHAR}\n"
+        "cells: [{name: write, instructions: 'Summarize {{ input.text }}'}]\n"
+    )
+    server = start_server("--operators-dir", str(ops), provider=False)
     with server.connect() as conn:
         create_products(conn)
         with pytest.raises(psycopg.Error) as info:
-            conn.execute("SELECT description MEANS 'eco-friendly' FROM products")
+            conn.execute("SELECT summarize(description) FROM products")
         assert info.value.diag.sqlstate == "22023"
         assert "no model is configured" in info.value.diag.message_primary
         assert "MEANSQL_MODEL" in (info.value.diag.message_hint or "")
