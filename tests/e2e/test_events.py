@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import socket
 import subprocess
+import tempfile
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -35,12 +36,23 @@ class RedisProcess:
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
-    def start(self) -> RedisProcess:
-        self.proc = subprocess.Popen([REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-                                      "--appendonly", "no"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        client = redis.Redis.from_url(self.url)
+    def start(self, *, listening: bool = True) -> RedisProcess:
+        """Start redis-server; with listening=False only its unix socket answers until listen() (Redis 7)."""
+        self.socket = tempfile.mktemp(prefix="meansql-redis-", suffix=".sock")
+        port = self.port if listening else 0
+        self.proc = subprocess.Popen([REDIS_SERVER, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                                      "--appendonly", "no", "--unixsocket", self.socket],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        client = redis.Redis(unix_socket_path=self.socket)
         wait_for(lambda: _pings(client), what="redis-server to answer PING")
         return self
+
+    @property
+    def unix_url(self) -> str:
+        return f"unix://{self.socket}"
+
+    def listen(self) -> None:
+        redis.Redis(unix_socket_path=self.socket).config_set("port", self.port)
 
     def stop(self) -> None:
         if self.proc is not None:
@@ -114,8 +126,10 @@ def test_redis_outage_never_fails_or_loses_a_write(start_server: Callable[..., S
         conn.execute("UPDATE training_examples SET quality_score = 50")
         assert conn.execute("SELECT count(*) FROM training_events").fetchone() == (2,)  # waiting in the outbox
     assert "unreachable" in _read_until(server, "will be retried")  # the gap is logged
-    redis_server.start()
-    sub = Subscriber(redis_server.url)
+    # Back, but reachable only over its unix socket until our subscriber listens: pub/sub keeps nothing.
+    redis_server.start(listening=False)
+    sub = Subscriber(redis_server.unix_url)
+    redis_server.listen()
     events = wait_for(lambda: len(sub.poll()) >= 2 and sub.received, what="the events that waited")
     assert [e["event_type"] for e in events] == ["training_example.created", "training_example.updated"]
     assert events[0]["aggregate_id"] == r.json()["id"]
