@@ -69,12 +69,24 @@ class App:
             (s.host, s.port), self, max_message_size=s.max_message_size, users=auth.verifiers(s.users),
             ssl_context=self.tls, max_connections=s.max_connections, login_timeout=s.login_timeout,
         )
-        self.embedder.start()  # the embedding model loads in the background; the first EMBED waits for it
+        if self._needs_embeddings():
+            self.embedder.start()  # the model loads in the background; the first use waits for it
         if self.settings.model:
             # litellm takes seconds to import; do it before the first query needs it.
             threading.Thread(target=self.judge.warm_up, args=(self.settings.model,), name="meansql-warmup",
                              daemon=True).start()
         return self.server
+
+    def _needs_embeddings(self) -> bool:
+        """Whether start-up should load the embedding model: the local judge answers, or an operator uses it.
+
+        Otherwise it loads on first use (EMBED, SIMILAR_TO, VECTOR_SEARCH), so a server on an LLM spends no
+        CPU on torch while its first queries run.
+        """
+        if not self.settings.model or self.settings.model == "local":
+            return True
+        return any(op.cell.cascade is not None or op.cell.training_strategy == "semantic"
+                   for op in self.registry.by_cascade.values())
 
     def listen_http(self) -> HttpServer | None:
         """Start the HTTP API on its own thread (same process, same Store), unless it is turned off."""
