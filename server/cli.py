@@ -394,7 +394,14 @@ def training_stats(
 
 
 ApiOpt = Annotated[Optional[str], typer.Option("--api", help="HTTP API of a running server, e.g. http://localhost:5050.")]
-OnConflictOpt = Annotated[str, typer.Option("--on-conflict", help="error, skip or update when source_trace_hash exists.")]
+def _on_conflict(value: str) -> str:
+    if value not in ("error", "skip", "update"):
+        raise typer.BadParameter("--on-conflict must be error, skip or update")
+    return value
+
+
+OnConflictOpt = Annotated[str, typer.Option("--on-conflict", callback=_on_conflict,
+                                            help="error, skip or update when source_trace_hash exists.")]
 
 
 def _local_store(settings: Settings) -> Any:
@@ -431,8 +438,6 @@ def training_import(
     config: ConfigOpt = None,
 ) -> None:
     """Import curated training examples; each line is reported, a bad line costs no other."""
-    if on_conflict not in ("error", "skip", "update"):
-        raise typer.BadParameter("--on-conflict must be error, skip or update")
     try:
         text = file.read_text(encoding="utf-8")
     except OSError as exc:
@@ -532,8 +537,6 @@ def training_promote(
     config: ConfigOpt = None,
 ) -> None:
     """Promote logged (annotated) model answers into curated examples that keep the trace link."""
-    if on_conflict not in ("error", "skip", "update"):
-        raise typer.BadParameter("--on-conflict must be error, skip or update")
     if api:
         for tid in trace_ids:
             r = _api_call("POST", f"{api.rstrip('/')}/training-examples/from-trace/{tid}", params={"on_conflict": on_conflict})

@@ -266,6 +266,26 @@ class MeansqlHandler(BuenaVistaHandler):
         self._send(bytes(out), flush=True)
         return state
 
+    def _next_message(self) -> tuple[int, bytes] | None:
+        """The next frontend message (type byte, body), its type and length checked before the body is read.
+
+        None when the peer closed the connection between messages.
+        """
+        head = self.rfile.read(5)
+        if not head:
+            return None
+        if len(head) < 5:
+            raise _Closed("truncated message header")
+        kind = head[0]
+        (length,) = struct.unpack("!i", head[1:5])
+        if kind not in codec.KNOWN_TYPES:
+            self._fatal("08P01", f"invalid frontend message type {kind}")
+        cap = codec.SMALL_MESSAGE_LIMIT if kind in codec.SMALL_TYPES else self.server.max_message_size
+        if length < 4 or length > cap:
+            # PostgreSQL logs this and closes without a word: the stream is no longer framed.
+            raise _Closed(f"invalid message length {length} for message type {chr(kind)!r}")
+        return kind, self._read(length - 4)
+
     def _loop(self, state: ConnState) -> None:
         handlers: dict[int, Callable[[ConnState, bytes], None]] = {
             ord("Q"): self._query,
@@ -281,22 +301,11 @@ class MeansqlHandler(BuenaVistaHandler):
             ord("c"): lambda s, b: None,
             ord("f"): lambda s, b: None,
         }
-        limit = self.server.max_message_size
         while True:
-            head = self.rfile.read(5)
-            if not head:
+            message = self._next_message()
+            if message is None:
                 return
-            if len(head) < 5:
-                raise _Closed("truncated message header")
-            kind = head[0]
-            (length,) = struct.unpack("!i", head[1:5])
-            if kind not in codec.KNOWN_TYPES:
-                self._fatal("08P01", f"invalid frontend message type {kind}")
-            cap = codec.SMALL_MESSAGE_LIMIT if kind in codec.SMALL_TYPES else limit
-            if length < 4 or length > cap:
-                # PostgreSQL logs this and closes without a word: the stream is no longer framed.
-                raise _Closed(f"invalid message length {length} for message type {chr(kind)!r}")
-            body = self._read(length - 4)
+            kind, body = message
             if kind == ord("X"):
                 return
             handler = handlers.get(kind)
@@ -407,17 +416,11 @@ class MeansqlHandler(BuenaVistaHandler):
 
     def _receive_copy(self, sink: copy.CopyIn) -> str | None:
         """CopyData into the sink until CopyDone (None) or CopyFail (its message)."""
-        limit = self.server.max_message_size
         while True:
-            head = self._read(5)
-            kind = head[0]
-            (length,) = struct.unpack("!i", head[1:5])
-            if kind not in codec.KNOWN_TYPES:
-                self._fatal("08P01", f"invalid frontend message type {kind}")
-            cap = codec.SMALL_MESSAGE_LIMIT if kind in codec.SMALL_TYPES else limit
-            if length < 4 or length > cap:
-                raise _Closed(f"invalid message length {length} for message type {chr(kind)!r}")
-            body = self._read(length - 4)
+            message = self._next_message()
+            if message is None:
+                raise _Closed("connection closed during COPY")
+            kind, body = message
             if kind == ord("d"):
                 sink.write(body)
             elif kind == ord("c"):
