@@ -16,8 +16,8 @@ from server.http import HttpServer
 from server.pgwire import auth, tls
 from server.pgwire.connection import MeansqlServer
 from server.session import Session
-from training.embeddings import LOCAL, Embedder
 from training import search
+from training.embeddings import LOCAL, Embedder
 from training.events import Publisher
 from training.store import Store
 

@@ -26,12 +26,10 @@ from server.statements import Statement, split_tokens
 
 # DuckDB settings a client may still SET once the configuration is locked: per-session
 # preferences that reach no file, no extension and no other session's resources.
-ALLOWED_CONFIGS = ("TimeZone", "Calendar", "integer_division", "search_path", "schema", "default_null_order",
-                   "default_order", "null_order")
+ALLOWED_CONFIGS = ("TimeZone", "Calendar", "integer_division", "search_path", "schema", "default_null_order", "default_order", "null_order")
 
 _HINT = "clients cannot read or write files on the meansql server"
-_COPY_HINT = ("Anyone can COPY to stdout or from stdin: COPY ... FROM STDIN, COPY (query) TO STDOUT, "
-              "or psql's \\copy.")
+_COPY_HINT = "Anyone can COPY to stdout or from stdin: COPY ... FROM STDIN, COPY (query) TO STDOUT, or psql's \\copy."
 
 
 @dataclass
@@ -78,19 +76,21 @@ def check(stmt: Statement) -> None:
     if first == "COPY":
         raise _copy_refusal(stmt)
     if first in ("ATTACH", "DETACH"):
-        raise InsufficientPrivilege(f"permission denied to {first}: {_HINT}, nor attach or detach databases",
-                                    hint="create tables in the server's database instead")
+        raise InsufficientPrivilege(
+            f"permission denied to {first}: {_HINT}, nor attach or detach databases", hint="create tables in the server's database instead"
+        )
     if first in ("INSTALL", "LOAD") or words[:2] in (["FORCE", "INSTALL"], ["UPDATE", "EXTENSIONS"]):
         verb = " ".join(words[:2]) if first in ("FORCE", "UPDATE") else first
-        raise InsufficientPrivilege(f"permission denied to {verb}: clients cannot install or load DuckDB extensions "
-                                    "on the meansql server",
-                                    hint="the server's operator loads extensions at start-up")
+        raise InsufficientPrivilege(
+            f"permission denied to {verb}: clients cannot install or load DuckDB extensions on the meansql server",
+            hint="the server's operator loads extensions at start-up",
+        )
     if first in ("EXPORT", "IMPORT") and words[1:2] == ["DATABASE"]:
-        raise InsufficientPrivilege(f"permission denied to {first} DATABASE: {_HINT}",
-                                    hint="read tables with COPY (query) TO STDOUT")
+        raise InsufficientPrivilege(f"permission denied to {first} DATABASE: {_HINT}", hint="read tables with COPY (query) TO STDOUT")
     if first in ("CREATE", "DROP") and _SECRET.match(" ".join(words)):
-        raise InsufficientPrivilege(f"permission denied to {first} SECRET: clients cannot keep credentials for "
-                                    "files or URLs on the meansql server")
+        raise InsufficientPrivilege(
+            f"permission denied to {first} SECRET: clients cannot keep credentials for files or URLs on the meansql server"
+        )
 
 
 def _copy_refusal(stmt: Statement) -> InsufficientPrivilege:
