@@ -26,6 +26,9 @@ from server.statements import Statement, split_tokens
 
 # DuckDB settings a client may still SET once the configuration is locked: per-session
 # preferences that reach no file, no extension and no other session's resources.
+# Changed by the server's own statements (the fts extension's create_fts_index sets the first inside a
+# transaction); allowed by DuckDB, refused to clients by `check`.
+SERVER_CONFIGS = ("current_transaction_invalidation_policy",)
 ALLOWED_CONFIGS = ("TimeZone", "Calendar", "integer_division", "search_path", "schema", "default_null_order", "default_order", "null_order")
 
 _HINT = "clients cannot read or write files on the meansql server"
@@ -54,7 +57,7 @@ def lock(con: duckdb.DuckDBPyConnection) -> Lock:
         con.execute("SET autoinstall_known_extensions = false")
         con.execute("SET autoload_known_extensions = false")
         con.execute("SET enable_external_access = false")
-        con.execute("SET allowed_configs = ?", [list(ALLOWED_CONFIGS)])
+        con.execute("SET allowed_configs = ?", [[*ALLOWED_CONFIGS, *SERVER_CONFIGS]])
         con.execute("SET lock_configuration = true")
     except BaseException:
         shutil.rmtree(spool, ignore_errors=True)
@@ -73,6 +76,9 @@ def check(stmt: Statement) -> None:
     """Raise 42501 for a statement that would touch the server's files or undo the lock."""
     words = _words(stmt)
     first = words[0] if words else ""
+    if first in ("SET", "RESET", "PRAGMA") and any(w.lower() in SERVER_CONFIGS for w in words):
+        name = next(w.lower() for w in words if w.lower() in SERVER_CONFIGS)
+        raise InsufficientPrivilege(f'permission denied to set parameter "{name}"')
     if first == "COPY":
         raise _copy_refusal(stmt)
     if first in ("ATTACH", "DETACH"):

@@ -115,6 +115,7 @@ def test_statements_reading_server_files_are_refused(conn: psycopg.Connection[An
         "SET autoload_known_extensions = true",
         "PRAGMA threads = 1",
         "DETACH meansql_catalog",
+        "SET current_transaction_invalidation_policy = 'all_errors'",
     ],
 )
 def test_the_lock_cannot_be_undone(conn: psycopg.Connection[Any], place: Path, sql: str) -> None:
@@ -233,3 +234,25 @@ def test_copy_refusal_names_its_direction(sql: str, direction: str) -> None:
     (stmt,) = split(sql)
     with pytest.raises(InsufficientPrivilege, match=f"COPY {direction} a file"):
         file_access.check(stmt)
+
+
+def test_the_servers_own_search_index_and_parquet_export_work_behind_the_lock(place: Path) -> None:
+    import httpx
+
+    from tests.e2e.test_store_api import LEAK, MODAL, http_url
+
+    env = {k: v for k, v in server_env(None).items() if k != "MEANSQL_HTTP_PORT"}
+    server = ServerProcess(place / "store.duckdb", {**env, "MEANSQL_HTTP_PORT": "0"}, []).start()
+    try:
+        http = httpx.Client(base_url=http_url(server), timeout=30)
+        for example in (MODAL, LEAK):
+            assert http.post("/training-examples/", json=example).status_code == 201
+        found = http.get("/training-examples/", params={"q": "memory leak"}).json()
+        assert [e["domain"] for e in found["items"]] == ["troubleshooting"]
+        with server.connect() as c:  # the BM25 index was built after the lock, with the extension loaded before it
+            row = c.execute("SELECT count(*) FROM duckdb_schemas() WHERE schema_name = 'fts_main_training_examples'")
+            assert row.fetchone() == (1,)
+        assert http.get("/training-examples/export", params={"format": "parquet"}).content[:4] == b"PAR1"
+    finally:
+        output = server.stop()
+    assert "uses ILIKE" not in output
