@@ -24,11 +24,11 @@ import duckdb
 from server.errors import InsufficientPrivilege
 from server.statements import Statement, split_tokens
 
+# Changed by the server's own statements (the fts extension's create_fts_index sets it inside a
+# transaction): allowed by DuckDB, refused to clients by `check`.
+SERVER_CONFIGS = ("current_transaction_invalidation_policy",)
 # DuckDB settings a client may still SET once the configuration is locked: per-session
 # preferences that reach no file, no extension and no other session's resources.
-# Changed by the server's own statements (the fts extension's create_fts_index sets the first inside a
-# transaction); allowed by DuckDB, refused to clients by `check`.
-SERVER_CONFIGS = ("current_transaction_invalidation_policy",)
 ALLOWED_CONFIGS = ("TimeZone", "Calendar", "integer_division", "search_path", "schema", "default_null_order", "default_order", "null_order")
 
 _HINT = "clients cannot read or write files on the meansql server"
