@@ -10,12 +10,13 @@ from semantic_ops.executor import Executor, Options
 from semantic_ops.judges.litellm import LiteLLMJudge, embedding_encoder
 from semantic_ops.judges.local import LocalJudge, store_examples
 from semantic_ops.operators import Registry
-from server import catalog
+from server import catalog, file_access
 from server.config import Settings
 from server.http import HttpServer
 from server.pgwire import auth, tls
 from server.pgwire.connection import MeansqlServer
 from server.session import Session
+from training import search
 from training.embeddings import LOCAL, Embedder
 from training.events import Publisher
 from training.store import Store
@@ -58,13 +59,25 @@ class App:
             raise
         self.server: MeansqlServer | None = None
         self.http: HttpServer | None = None
+        self.files: file_access.Lock | None = None  # set once clients may connect; None: the owner's full access
+
+    def lock_files(self) -> None:
+        """Close DuckDB's access to server files before the first client connects.
+
+        What the server itself needs from the file system is done first: the fts extension is loaded
+        now rather than on the first search.
+        """
+        if self.files is None:
+            search.available(self.store)
+            self.files = file_access.lock(self.store.database)
 
     def new_session(self, *, user: str = "", database: str = "") -> Session:
-        return Session(self.store, self.executor, user=user, database=database)
+        return Session(self.store, self.executor, user=user, database=database, files=self.files)
 
     def listen(self) -> MeansqlServer:
         """Bind the pg-wire listener (port 0 picks a free one)."""
         s = self.settings
+        self.lock_files()
         self.server = MeansqlServer(
             (s.host, s.port), self, max_message_size=s.max_message_size, users=auth.verifiers(s.users),
             ssl_context=self.tls, max_connections=s.max_connections, login_timeout=s.login_timeout,
@@ -111,3 +124,5 @@ class App:
         self.publisher.stop()
         self.judge.close()
         self.store.close()
+        if self.files is not None:
+            self.files.close()

@@ -100,6 +100,10 @@ class FeatureNotSupported(MeansqlError, code="0A000"):
     """Something Postgres does that meansql does not."""
 
 
+class InsufficientPrivilege(MeansqlError, code="42501"):
+    """A statement that would touch the server's files, extensions or locked configuration."""
+
+
 class ProtocolError(MeansqlError, code="08P01"):
     """A frontend message that breaks the extended protocol's rules (the session survives)."""
 
@@ -142,6 +146,8 @@ _DUCKDB_TABLE: list[tuple[type[BaseException], str | None, str]] = [
     (duckdb.OutOfMemoryException, None, "53200"),
     (duckdb.NotImplementedException, None, "0A000"),
     (duckdb.InvalidInputException, r"division by zero", "22012"),
+    (duckdb.InvalidInputException, r"configuration has been locked|Cannot enable external access|"
+                                   r"when enable_external_access is disabled", "42501"),
     (duckdb.InvalidInputException, None, "22023"),
 ]
 
@@ -167,6 +173,9 @@ def _position(text: str, sql: str | None) -> int | None:
 _INT_NAMES = {"INT16": "smallint", "INT32": "integer", "INT64": "bigint", "DOUBLE": "double precision",
               "FLOAT": "real", "BOOL": "boolean", "DATE": "date", "TIMESTAMP": "timestamp", "UUID": "uuid"}
 
+_FILE_HINT = ("send data with COPY ... FROM STDIN and read it with COPY (query) TO STDOUT (psql's \\copy); "
+              "the server's own files are for the server's owner")
+
 # DuckDB's wording → Postgres' (message, hint-or-detail); what DuckDB adds ("Did you mean", candidates) is the hint.
 _WORDING: list[tuple[re.Pattern[str], Callable[[re.Match[str]], tuple[str, str | None, str | None]]]] = [
     (re.compile(r'^Table with name (\S+) does not exist!\s*(.*)$', re.S),
@@ -176,6 +185,18 @@ _WORDING: list[tuple[re.Pattern[str], Callable[[re.Match[str]], tuple[str, str |
     (re.compile(r"^Could not convert string '(.*)' to (\w+)$", re.S),
      lambda m: (f'invalid input syntax for type {_INT_NAMES.get(m.group(2), m.group(2).lower())}: "{m.group(1)}"',
                 None, None)),
+    (re.compile(r'^Cannot access (?:file|directory) "(.*)" - file system operations are disabled by configuration',
+                re.S),
+     lambda m: (f'permission denied for "{m.group(1)}": clients cannot read or write files or URLs through the '
+                "meansql server", _FILE_HINT, None)),
+    (re.compile(r"^Loading external extensions is disabled"),
+     lambda m: ("permission denied to load extensions: clients cannot install or load DuckDB extensions on the "
+                "meansql server", None, None)),
+    (re.compile(r'^Cannot change configuration option "(\w+)" - the configuration has been locked'),
+     lambda m: (f'permission denied to set parameter "{m.group(1)}"', None, None)),
+    (re.compile(r"^(Cannot enable external access|Cannot change allowed_\w+ when enable_external_access)"),
+     lambda m: ("permission denied to change file access: clients cannot read or write files on the meansql "
+                "server", None, None)),
     (re.compile(r'^Duplicate key "(\w+): (.*)" violates (?:primary key|unique) constraint\.?', re.S),
      lambda m: ("duplicate key value violates unique constraint", None,
                 f"Key ({m.group(1)})=({m.group(2)}) already exists.")),

@@ -28,7 +28,7 @@ from sqlglot.tokens import TokenType
 from semantic_ops import dialect, functions, planner, rewrite
 from semantic_ops.errors import QueryCanceled, SemanticTypeError
 from semantic_ops.executor import Executor, QueryContext
-from server import catalog, training_sql
+from server import catalog, file_access, training_sql
 from server import parameters as pgsettings
 from server.errors import (
     InFailedTransaction,
@@ -118,8 +118,10 @@ def _setting_value(raw: str) -> str:
 class Session:
     """One client connection's view of meansql."""
 
-    def __init__(self, store: Store, executor: Executor, *, user: str = "", database: str = "") -> None:
+    def __init__(self, store: Store, executor: Executor, *, user: str = "", database: str = "",
+                 files: file_access.Lock | None = None) -> None:
         self.id = session_name()
+        self.files = files  # the server's lock on its files; None for the owner's local CLI (full access)
         self.store = store
         self.executor = executor
         self.cursor = store.cursor()
@@ -164,6 +166,8 @@ class Session:
         kind = stmt.kind
         self.check_not_failed(stmt)
         try:
+            if self.files is not None:
+                file_access.check(stmt)
             return self._run(stmt, kind, params)
         except BaseException:
             if self.tx is TxState.IN_TRANSACTION:

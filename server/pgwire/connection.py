@@ -403,7 +403,8 @@ class MeansqlHandler(BuenaVistaHandler):
         self._send(codec.command_complete(f"COPY {count}"))
 
     def _copy_in(self, session: Session, spec: copy.CopySpec) -> None:
-        sink = copy.CopyIn(spec, copy.target_columns(session, spec))
+        sink = copy.CopyIn(spec, copy.target_columns(session, spec),
+                           spool_dir=session.files.spool_dir if session.files is not None else None)
         try:
             self._send(codec.copy_in_response(len(sink.names)), flush=True)
             failure = self._receive_copy(sink)

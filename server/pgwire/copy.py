@@ -394,11 +394,13 @@ class CopyIn:
 
     spec: CopySpec
     names: list[str]  # target column names
+    spool_dir: str | None = None  # the server's private directory DuckDB may still read (file_access)
     size: int = 0
     _file: Any = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
-        self._file = tempfile.NamedTemporaryFile(prefix="meansql-copy-", suffix=".csv", delete=False)
+        self._file = tempfile.NamedTemporaryFile(prefix="meansql-copy-", suffix=".csv", delete=False,
+                                                 dir=self.spool_dir)
 
     def write(self, data: bytes) -> None:
         self._file.write(data)
