@@ -13,8 +13,9 @@ from semantic_ops.operators import Registry
 from server import catalog
 from server.config import Settings
 from server.http import HttpServer
-from server.pgwire import auth, tls
+from server.pgwire import auth, tls, upstream
 from server.pgwire.connection import MeansqlServer
+from server.proxy import Proxy
 from server.session import Session
 from training.embeddings import LOCAL, Embedder
 from training.events import Publisher
@@ -68,6 +69,8 @@ class App:
         self.server = MeansqlServer(
             (s.host, s.port), self, max_message_size=s.max_message_size, users=auth.verifiers(s.users),
             ssl_context=self.tls, max_connections=s.max_connections, login_timeout=s.login_timeout,
+            proxy=Proxy(upstream.Target.parse(s.upstream), self.registry, passthrough=s.upstream_auth == "passthrough")
+            if s.upstream else None,
         )
         if self._needs_embeddings():
             self.embedder.start()  # the model loads in the background; the first use waits for it
