@@ -26,6 +26,8 @@ import threading
 from collections.abc import Collection
 from typing import TYPE_CHECKING
 
+from sqlglot import exp
+
 from semantic_ops import dialect, functions
 from semantic_ops.operators import Registry
 from server.pgwire import codec, upstream
@@ -56,11 +58,31 @@ class Proxy:
 
     # -- semantic statements ------------------------------------------------------------
     def is_semantic(self, sql: str) -> bool:
-        """The cheap look session.py takes: a word check first, then the tokenizer."""
+        """Whether sql calls a semantic operator: the cheap looks session.py takes, then the parse tree.
+
+        The tree decides because a column named like an operator is plain SQL; text the dialect cannot parse
+        goes to PostgreSQL, which reports its own error.
+        """
         lower = sql.lower()
         if not any(w in lower for w in self._words):
             return False
-        return dialect.has_semantic_words(sql, self.infix, self.functions)
+        if not dialect.has_semantic_words(sql, self.infix, self.functions):
+            return False
+        try:
+            trees = dialect.parse(sql, self.infix)
+        except Exception as exc:  # any parse failure: PostgreSQL has the last word on its own syntax
+            log.debug("proxy: relaying text the semantic dialect cannot parse: %s", exc)
+            return False
+        names = {f.lower() for f in self.functions}
+        for tree in trees:
+            for node in tree.walk():
+                if isinstance(node, dialect.SemanticCall):
+                    return True
+                if isinstance(node, exp.Func):
+                    name = node.name if isinstance(node, exp.Anonymous) else node.sql_name()
+                    if name.lower() in names:
+                        return True
+        return False
 
     def rewrite(self, kind: int, body: bytes) -> bytes:
         """The message body to send upstream: unchanged, or the failing stand-in of a semantic statement."""
@@ -71,8 +93,8 @@ class Proxy:
             name_end = body.find(b"\x00")
             text_end = body.find(b"\x00", name_end + 1)
             if name_end >= 0 and text_end > name_end:
-                if self.is_semantic(body[name_end + 1:text_end].decode("utf-8", "replace")):
-                    return body[:name_end + 1] + self._poison + b"\x00" + b"\x00\x00"
+                if self.is_semantic(body[name_end + 1 : text_end].decode("utf-8", "replace")):
+                    return body[: name_end + 1] + self._poison + b"\x00" + b"\x00\x00"
         return body
 
     # -- cancel ---------------------------------------------------------------------
@@ -105,8 +127,7 @@ class Proxy:
             up = upstream.connect(self.target, params, **login)
         except upstream.UpstreamError as exc:
             log.info("upstream login failed: %s %s", exc.sqlstate, exc.message)
-            handler._send(exc.raw or codec.error_response("FATAL", exc.sqlstate, exc.message, detail=exc.detail),
-                          flush=True)
+            handler._send(exc.raw or codec.error_response("FATAL", exc.sqlstate, exc.message, detail=exc.detail), flush=True)
             return
         handler.server.login_clock.done(handler)
         pid, secret = self._register(up)

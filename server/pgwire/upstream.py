@@ -156,8 +156,7 @@ def startup_message(params: dict[str, str]) -> bytes:
     return struct.pack("!i", len(body) + 4) + body
 
 
-def connect(target: Target, params: dict[str, str], *, user: str | None = None,
-            password: str | None = None) -> Upstream:
+def connect(target: Target, params: dict[str, str], *, user: str | None = None, password: str | None = None) -> Upstream:
     """Connect and log in as `user` (default: the URL's), sending the client's other start-up parameters.
 
     Returns once the upstream is ready for queries; UpstreamError otherwise.
@@ -167,8 +166,7 @@ def connect(target: Target, params: dict[str, str], *, user: str | None = None,
     try:
         sock = target.open_socket()
     except OSError as exc:
-        raise UpstreamError("08006", f"could not connect to the upstream server {target.describe()}: "
-                                     f"{exc.strerror or exc}") from exc
+        raise UpstreamError("08006", f"could not connect to the upstream server {target.describe()}: {exc.strerror or exc}") from exc
     try:
         if target.sslmode != "disable" and not target.host.startswith("/"):
             sock = _tls(sock, target)
@@ -193,15 +191,15 @@ def _login(up: Upstream, user: str, password: str | None) -> None:
         kind, body = read_message(up.sock)
         if kind == b"E":
             f = _error_fields(body)
-            raise UpstreamError(f.get("C", "08006"), f.get("M", "upstream error"), f.get("D"),
-                                raw=_message(kind, body))
+            raise UpstreamError(f.get("C", "08006"), f.get("M", "upstream error"), f.get("D"), raw=_message(kind, body))
         if kind == b"R":
             (code,) = struct.unpack_from("!i", body)
             if code == AUTH_OK:
                 continue
             if password is None:
-                raise UpstreamError("28P01", f'the upstream server asks for a password for user "{user}" and none '
-                                             "is configured (put it in the upstream URL)")
+                raise UpstreamError(
+                    "28P01", f'the upstream server asks for a password for user "{user}" and none is configured (put it in the upstream URL)'
+                )
             if code == AUTH_CLEARTEXT:
                 up.sock.sendall(_message(b"p", password.encode() + b"\x00"))
             elif code == auth.AUTH_MD5:
@@ -214,15 +212,13 @@ def _login(up: Upstream, user: str, password: str | None) -> None:
                     raise UpstreamError("08P01", "the upstream server offers no SASL mechanism meansql supports")
                 scram = ScramClient(password)
                 first = scram.first()
-                up.sock.sendall(_message(b"p", auth.MECHANISM.encode() + b"\x00" + struct.pack("!i", len(first))
-                                         + first))
+                up.sock.sendall(_message(b"p", auth.MECHANISM.encode() + b"\x00" + struct.pack("!i", len(first)) + first))
             elif code == auth.AUTH_SASL_CONTINUE and scram is not None:
                 up.sock.sendall(_message(b"p", scram.final(body[4:])))
             elif code == auth.AUTH_SASL_FINAL and scram is not None:
                 scram.verify(body[4:])
             else:
-                raise UpstreamError("08P01", f"the upstream server asks for an authentication method meansql does "
-                                             f"not support (code {code})")
+                raise UpstreamError("08P01", f"the upstream server asks for an authentication method meansql does not support (code {code})")
         elif kind == b"K":
             up.pid, up.secret = struct.unpack("!II", body[:8])
         elif kind in (b"S", b"N"):
@@ -267,8 +263,7 @@ class ScramClient:
     def verify(self, server_final: bytes) -> None:
         fields = dict(part.split("=", 1) for part in server_final.decode().split(","))
         if not hmac.compare_digest(base64.b64decode(fields.get("v", "")), self._server_signature):
-            raise UpstreamError("08P01", "the upstream server's SCRAM signature does not match: it does not know "
-                                         "the password")
+            raise UpstreamError("08P01", "the upstream server's SCRAM signature does not match: it does not know the password")
 
 
 def cancel(target: Target, pid: int, secret: int) -> None:

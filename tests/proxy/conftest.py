@@ -33,8 +33,7 @@ def upstream_pg() -> Iterator[PostgresServer]:
     hba = pg.data / "pg_hba.conf"
     lines = "".join(f"host all {user} 127.0.0.1/32 {method}\n" for user, _, method, _ in PG_USERS)
     hba.write_text(lines + hba.read_text())
-    pg._run(shutil.which("pg_ctl") or str(Path(next(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl")))),
-            "-D", str(pg.data), "reload")
+    pg._run(shutil.which("pg_ctl") or str(Path(next(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl")))), "-D", str(pg.data), "reload")
     yield pg
     pg.stop()
 
@@ -56,8 +55,7 @@ def proxy_provider() -> Iterator[FakeProvider]:
 def proxy_server(upstream_pg: PostgresServer, proxy_provider: FakeProvider) -> Iterator[ServerProcess]:
     """meansql in proxy mode, logging in to PostgreSQL with SCRAM as scram_user; clients are trusted."""
     tmp = Path(tempfile.mkdtemp(prefix="meansql-proxy-"))
-    server = ServerProcess(tmp / "proxy.duckdb", server_env(proxy_provider),
-                           ["--upstream", pg_url(upstream_pg)]).start()
+    server = ServerProcess(tmp / "proxy.duckdb", server_env(proxy_provider), ["--upstream", pg_url(upstream_pg)]).start()
     yield server
     server.stop()
     shutil.rmtree(tmp, ignore_errors=True)
