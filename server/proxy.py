@@ -139,9 +139,14 @@ class Proxy:
             handler._send(bytes(out), flush=True)
             pump = threading.Thread(target=self._pump, args=(handler, up), name="meansql-proxy-pump", daemon=True)
             pump.start()
+            terminated = False
             try:
-                self._relay(handler, up)
+                terminated = self._relay(handler, up)
             finally:
+                if not terminated:
+                    # The client went away without Terminate, perhaps mid-query: PostgreSQL would notice only
+                    # when it next writes, so stop what runs there now.
+                    upstream.cancel(self.target, up.pid, up.secret)
                 try:
                     up.sock.shutdown(socket.SHUT_RDWR)  # ends the pump's read
                 except OSError:
@@ -157,20 +162,20 @@ class Proxy:
         handler._send(b"R" + struct.pack("!ii", 8, upstream.AUTH_CLEARTEXT), flush=True)
         return handler._auth_response("password").rstrip(b"\x00").decode("utf-8")
 
-    def _relay(self, handler: MeansqlHandler, up: upstream.Upstream) -> None:
-        """Client → upstream, on the connection thread, one framed message at a time."""
+    def _relay(self, handler: MeansqlHandler, up: upstream.Upstream) -> bool:
+        """Client → upstream, on the connection thread, one framed message at a time; True after Terminate."""
         while True:
             message = handler._next_message()
             if message is None:
-                return
+                return False
             kind, body = message
             body = self.rewrite(kind, body)
             try:
                 up.sock.sendall(bytes((kind,)) + struct.pack("!i", len(body) + 4) + body)
             except OSError:
-                return  # the pump tells the client, or the client is gone
+                return True  # the upstream is gone: nothing left to cancel; the pump tells the client
             if kind == ord("X"):
-                return
+                return True
 
     def _pump(self, handler: MeansqlHandler, up: upstream.Upstream) -> None:
         """Upstream → client: whole messages only, so our own messages never split one; the refusal swapped in."""

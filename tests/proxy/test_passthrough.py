@@ -23,8 +23,9 @@ import psycopg
 import pytest
 
 from server.pgwire import auth, upstream
+from tests import fix_wire as wire
 from tests.clients.conftest import PostgresServer
-from tests.conftest import ServerProcess, server_env
+from tests.conftest import ServerProcess, server_env, wait_for
 from tests.fake_provider import FakeProvider
 from tests.proxy.conftest import PG_USERS, pg_url
 
@@ -286,3 +287,39 @@ def test_upstream_down_is_a_clear_fatal(proxy_provider: FakeProvider, tmp_path: 
             psycopg.connect(_url(server))
     finally:
         server.stop()
+
+
+def test_a_client_that_vanishes_mid_query_stops_it_upstream(proxy_server: ServerProcess, upstream_pg: PostgresServer) -> None:
+    query = "SELECT pg_sleep(30) AS vanishing_client"
+    raw = wire.RawConnection("127.0.0.1", proxy_server.port)
+    raw.login()
+    raw.send(wire.query(query))
+    with psycopg.connect(f"postgresql://postgres@127.0.0.1:{upstream_pg.port}/postgres", autocommit=True) as pg:
+        running = "SELECT count(*) FROM pg_stat_activity WHERE query = %s AND state = 'active'"
+        wait_for(lambda: pg.execute(running, [query]).fetchone() == (1,), 10, "the query to run upstream")
+        raw.close()  # no Terminate: the socket just closes
+        wait_for(lambda: pg.execute(running, [query]).fetchone() == (0,), 3, "the upstream query to stop")
+
+
+def test_refused_parse_in_a_raw_pipeline_keeps_postgres_order(proxy_server: ServerProcess) -> None:
+    raw = wire.RawConnection("127.0.0.1", proxy_server.port)
+    try:
+        raw.login()
+        raw.send(
+            wire.parse("SELECT 1"),
+            wire.bind(),
+            wire.execute(),
+            wire.parse(MEANS),
+            wire.bind(),
+            wire.describe(b"P"),
+            wire.execute(),
+            wire.sync(),
+            wire.parse("SELECT 2"),
+            wire.bind(),
+            wire.execute(),
+            wire.sync(),
+        )
+        got = [(m.kind, m.fields().get("C", "")) if m.kind == "E" else (m.kind,) for m in raw.until_ready(2)]
+    finally:
+        raw.close()
+    assert got == [("1",), ("2",), ("D",), ("C",), ("E", "0A000"), ("Z",), ("1",), ("2",), ("D",), ("C",), ("Z",)]
