@@ -72,7 +72,7 @@ class App:
             proxy=Proxy(upstream.Target.parse(s.upstream), self.registry, passthrough=s.upstream_auth == "passthrough")
             if s.upstream else None,
         )
-        if self._needs_embeddings():
+        if self._needs_embeddings() and not s.upstream:  # proxy mode runs no semantic statement yet
             self.embedder.start()  # the model loads in the background; the first use waits for it
         if self.settings.model:
             # litellm takes seconds to import; do it before the first query needs it.
