@@ -110,7 +110,7 @@ def serve(
     application = _build(settings)
     server = application.listen()
     host_, port_ = server.server_address[:2]
-    if not _is_loopback(host_) and not settings.users:
+    if not _is_loopback(host_) and not settings.users and settings.upstream_auth != "passthrough":
         err.print(f"[bold red]WARNING[/bold red]: listening on {host_} with no users configured: every login is "
                   "trusted, so anyone who can reach this address can read and change the database. Add a user "
                   "with `meansql user add NAME`.", highlight=False)

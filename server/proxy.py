@@ -127,7 +127,12 @@ class Proxy:
             up = upstream.connect(self.target, params, **login)
         except upstream.UpstreamError as exc:
             log.info("upstream login failed: %s %s", exc.sqlstate, exc.message)
-            handler._send(exc.raw or codec.error_response("FATAL", exc.sqlstate, exc.message, detail=exc.detail), flush=True)
+            if self.passthrough and exc.raw:  # the client's own login: PostgreSQL's answer as it is
+                handler._send(exc.raw, flush=True)
+                return
+            # meansql's login: say so, or the client would take the upstream's 28P01 for its own password.
+            message = exc.message if exc.raw is None else f"the upstream server refused meansql's login: {exc.message}"
+            handler._send(codec.error_response("FATAL", exc.sqlstate, message, detail=exc.detail), flush=True)
             return
         handler.server.login_clock.done(handler)
         pid, secret = self._register(up)

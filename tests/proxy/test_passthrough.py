@@ -323,3 +323,15 @@ def test_refused_parse_in_a_raw_pipeline_keeps_postgres_order(proxy_server: Serv
     finally:
         raw.close()
     assert got == [("1",), ("2",), ("D",), ("C",), ("E", "0A000"), ("Z",), ("1",), ("2",), ("D",), ("C",), ("Z",)]
+
+
+def test_a_refused_upstream_login_says_it_was_meansqls(upstream_pg: PostgresServer, proxy_provider: FakeProvider, tmp_path: Path) -> None:
+    url = f"postgresql://scram_user:wrong@127.0.0.1:{upstream_pg.port}/postgres"
+    server = ServerProcess(tmp_path / "m.duckdb", server_env(proxy_provider), ["--upstream", url]).start()
+    try:
+        with pytest.raises(
+            psycopg.OperationalError, match='the upstream server refused meansql\'s login: password authentication failed for user "scram_user"'
+        ):
+            psycopg.connect(_url(server))
+    finally:
+        server.stop()
