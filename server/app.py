@@ -13,8 +13,9 @@ from semantic_ops.operators import Registry
 from server import catalog, file_access
 from server.config import Settings
 from server.http import HttpServer
-from server.pgwire import auth, tls
+from server.pgwire import auth, tls, upstream
 from server.pgwire.connection import MeansqlServer
+from server.proxy import Proxy
 from server.session import Session
 from training import search
 from training.embeddings import LOCAL, Embedder
@@ -81,8 +82,10 @@ class App:
         self.server = MeansqlServer(
             (s.host, s.port), self, max_message_size=s.max_message_size, users=auth.verifiers(s.users),
             ssl_context=self.tls, max_connections=s.max_connections, login_timeout=s.login_timeout,
+            proxy=Proxy(upstream.Target.parse(s.upstream), self.registry, passthrough=s.upstream_auth == "passthrough")
+            if s.upstream else None,
         )
-        if self._needs_embeddings():
+        if self._needs_embeddings() and not s.upstream:  # proxy mode runs no semantic statement yet
             self.embedder.start()  # the model loads in the background; the first use waits for it
         if self.settings.model:
             # litellm takes seconds to import; do it before the first query needs it.

@@ -100,21 +100,24 @@ def serve(
     log_format: Annotated[Optional[str], typer.Option("--log-format", help="rich or json.")] = None,
     http_port: Annotated[Optional[int], typer.Option("--http-port", help="Port of the HTTP API (default 5050; 0: any free port).")] = None,
     http: Annotated[Optional[bool], typer.Option("--http/--no-http", help="Serve the training store's HTTP API (default on).")] = None,
+    upstream: Annotated[Optional[str], typer.Option("--upstream", help="Proxy mode: relay plain SQL to this PostgreSQL URL.")] = None,
 ) -> None:
     """Serve the PostgreSQL wire protocol over a DuckDB file."""
     settings = _settings(config, db=db, host=host, port=port, model=model, api_base=api_base,
                          operators_dir=operators_dir, log_level=log_level, log_format=log_format,
-                         http_port=http_port, http=http)
+                         http_port=http_port, http=http, upstream=upstream)
     _setup_logging(settings)
     application = _build(settings)
     server = application.listen()
     host_, port_ = server.server_address[:2]
-    if not _is_loopback(host_) and not settings.users:
+    if not _is_loopback(host_) and not settings.users and settings.upstream_auth != "passthrough":
         err.print(f"[bold red]WARNING[/bold red]: listening on {host_} with no users configured: every login is "
                   "trusted, so anyone who can reach this address can read and change the database. Add a user "
                   "with `meansql user add NAME`.", highlight=False)
     out.print(f"meansql listening on {host_}:{port_} (database {settings.db}, model: {application.model_description})",
               highlight=False)
+    if application.server.proxy is not None:
+        out.print(f"proxy mode: plain SQL goes to {application.server.proxy.target.describe()}", highlight=False)
     out.print(f"connect with: psql postgresql://localhost:{port_}/default", highlight=False)
     try:
         http_server = application.listen_http()

@@ -16,7 +16,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
-from server.pgwire import auth
+from server.pgwire import auth, upstream
 from training.errors import MeansqlError
 
 
@@ -57,6 +57,12 @@ class Settings(BaseModel):
     ssl_key: Path | None = Field(None, validate_default=True, description="TLS private key file (PEM) of ssl_cert.")
     max_connections: int = Field(100, ge=1, le=10_000, description="Most client sessions at once; one more gets FATAL 53300.")
     login_timeout: float = Field(60.0, gt=0, le=600, description="Seconds a connection may take to finish start-up and authentication.")
+    upstream: str | None = Field(
+        None, description="Proxy mode: the PostgreSQL to relay plain SQL to, postgresql://user:password@host:5432/db "
+        "(sslmode= disable, prefer, require, verify-ca or verify-full; sslrootcert=).")
+    upstream_auth: Literal["url", "passthrough"] = Field(
+        "url", description="How meansql logs in to the upstream: as the URL's user (url), or as the client with "
+        "the client's password, which meansql then asks for in clear (passthrough).")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Server log level.")
     log_format: Literal["rich", "json"] = Field("rich", description="Server log format: rich for people, json lines for machines.")
 
@@ -75,6 +81,13 @@ class Settings(BaseModel):
                 except ValueError as exc:
                     raise ValueError(f"user {name}: {exc}") from exc
         return value
+
+    @field_validator("upstream")
+    @classmethod
+    def _upstream(cls, value: str | None) -> str | None:
+        if value:
+            upstream.Target.parse(value)
+        return value or None
 
     @field_validator("ssl_key")
     @classmethod

@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
 from buenavista.postgres import BuenaVistaHandler, BuenaVistaServer
@@ -29,6 +29,9 @@ from server import parameters as pgparameters
 from server.pgwire import auth, codec, copy, tls, types
 from server.session import CannotDescribe, Result, Session, TxState
 from server.statements import Kind, Statement, split
+
+if TYPE_CHECKING:
+    from server.proxy import Proxy
 
 log = logging.getLogger(__name__)
 
@@ -235,10 +238,13 @@ class MeansqlHandler(BuenaVistaHandler):
             raise auth.ProtocolViolation(f"invalid {what} response length {length}")
         return self._read(length - 4)
 
-    def _login(self, params: dict[str, str]) -> ConnState:
+    def _login(self, params: dict[str, str]) -> ConnState | None:
         if not self.server.take_slot():
             self._fatal("53300", "sorry, too many clients already")
         self._slot = True
+        if self.server.proxy is not None:  # proxy mode: the whole session is relayed to the upstream
+            self.server.proxy.serve(self, params)
+            return None
         self._authenticate(params.get("user", ""))
         self.server.login_clock.done(self)
         app = self.server.app
@@ -715,8 +721,9 @@ class MeansqlServer(BuenaVistaServer):
 
     def __init__(self, address: tuple[str, int], app: Any, *, max_message_size: int = 1 << 30,
                  users: dict[str, auth.Verifier] | None = None, ssl_context: ssl.SSLContext | None = None,
-                 max_connections: int = 100, login_timeout: float = 60.0) -> None:
+                 max_connections: int = 100, login_timeout: float = 60.0, proxy: Proxy | None = None) -> None:
         super().__init__(address, conn=None)  # type: ignore[arg-type]
+        self.proxy = proxy
         self.RequestHandlerClass = MeansqlHandler
         self.app = app
         self.max_message_size = max_message_size
@@ -784,6 +791,9 @@ class MeansqlServer(BuenaVistaServer):
             self._states.pop(state.pid, None)
 
     def cancel(self, pid: int, secret: int) -> None:
+        if self.proxy is not None:
+            self.proxy.cancel(pid, secret)
+            return
         with self._lock:
             state = self._states.get(pid)
         if state is not None and secrets.compare_digest(state.secret.to_bytes(4, "big"), secret.to_bytes(4, "big")):

@@ -45,7 +45,7 @@ def _free_port() -> int:
 class Target:
     """A server the client checks connect to."""
 
-    name: str  # "meansql" or "postgres"
+    name: str  # "meansql", "postgres" or "proxy" (meansql relaying to PostgreSQL: PostgreSQL's behaviour)
     host: str
     port: int
     dbname: str
@@ -123,12 +123,26 @@ def meansql_server(client_provider: FakeProvider) -> Iterator[ServerProcess]:
     shutil.rmtree(tmp, ignore_errors=True)
 
 
-@pytest.fixture(params=["meansql", "postgres"])
+@pytest.fixture(scope="session")
+def proxy_in_front(postgres: PostgresServer, client_provider: FakeProvider) -> Iterator[ServerProcess]:
+    """meansql in proxy mode in front of the same PostgreSQL (plain SQL relayed; tests use their own tables)."""
+    tmp = Path(tempfile.mkdtemp(prefix="meansql-clients-proxy-"))
+    server = ServerProcess(tmp / "proxy.duckdb", server_env(client_provider),
+                           ["--upstream", f"postgresql://postgres@127.0.0.1:{postgres.port}/postgres"]).start()
+    yield server
+    server.stop()
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+@pytest.fixture(params=["meansql", "postgres", "proxy"])
 def target(request: pytest.FixtureRequest) -> Target:
-    """Each check runs twice: against meansql, then against PostgreSQL."""
+    """Each check runs three times: against meansql, PostgreSQL, and meansql's proxy mode in front of PostgreSQL."""
     if request.param == "postgres":
         pg: PostgresServer = request.getfixturevalue("postgres")
         return Target("postgres", "127.0.0.1", pg.port, "postgres", "postgres")
+    if request.param == "proxy":
+        px: ServerProcess = request.getfixturevalue("proxy_in_front")
+        return Target("proxy", "127.0.0.1", px.port, "postgres", "postgres")
     ms: ServerProcess = request.getfixturevalue("meansql_server")
     return Target("meansql", "127.0.0.1", ms.port, "default", "postgres")
 

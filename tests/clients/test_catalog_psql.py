@@ -63,14 +63,14 @@ def test_functions_and_expanded_display(target: Target, typed_table: str) -> Non
 
 @pytest.mark.parametrize("table", ["unified_logs", "training_annotations"])
 def test_our_tables_are_listed(target: Target, table: str) -> None:
-    if target.name == "postgres":
+    if target.name != "meansql":
         pytest.skip("meansql's own tables")
     assert f" {table} " in _run(target, r"\dt")
     assert f'Table "public.{table}"' in _run(target, rf"\d {table}")
 
 
 def test_our_views_are_listed(target: Target) -> None:
-    if target.name == "postgres":
+    if target.name != "meansql":
         pytest.skip("meansql's own views")
     assert " training_examples_mv " in _run(target, r"\dv")
 

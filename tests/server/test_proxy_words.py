@@ -1,0 +1,50 @@
+"""Which statements proxy mode takes for semantic: decided by the parse tree, literals and comments aside."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from semantic_ops.operators import Registry
+from server.pgwire.upstream import Target
+from server.proxy import Proxy
+
+
+@pytest.fixture(scope="module")
+def proxy() -> Proxy:
+    return Proxy(Target.parse("postgresql://u@localhost/db"), Registry.load(None))
+
+
+@pytest.mark.parametrize(
+    ("sql", "semantic"),
+    [
+        ("SELECT id FROM t WHERE d MEANS 'eco-friendly'", True),
+        ("SELECT 1; SELECT id FROM t WHERE NOT d MEANS 'x'", True),
+        ("SELECT semantic_matches(d, 'x') FROM t", True),
+        ("SELECT * FROM t /* note */ WHERE d MEANS 'it''s'", True),
+        ("SELECT means FROM t", False),  # a column named means
+        ("SELECT 'x MEANS y' AS means", False),
+        ("SELECT $$ a MEANS b $$", False),
+        ("SELECT 1 -- WHERE d MEANS 'x'", False),
+        ("SELECT * FROM t WHERE a = $1 AND b = $2", False),
+    ],
+)
+def test_semantic_or_plain(proxy: Proxy, sql: str, semantic: bool) -> None:
+    assert proxy.is_semantic(sql) is semantic
+
+
+def test_a_bulk_insert_mentioning_the_word_is_looked_at_quickly(proxy: Proxy) -> None:
+    sql = "INSERT INTO t VALUES " + ",".join(f"({i}, 'this means nothing')" for i in range(20_000))
+    started = time.perf_counter()
+    assert not proxy.is_semantic(sql)
+    assert time.perf_counter() - started < 1.0  # the tokenizer would take seconds on these 600 kB
+
+
+def test_refused_statements_become_stand_ins_that_fail_upstream(proxy: Proxy) -> None:
+    q = proxy.rewrite(ord("Q"), b"SELECT 1 FROM t WHERE d MEANS 'x'\x00")
+    assert q == f"SELECT {proxy.marker}()".encode() + b"\x00"
+    p = proxy.rewrite(ord("P"), b"s1\x00SELECT 1 FROM t WHERE d MEANS $1\x00\x00\x01\x00\x00\x00\x19")
+    assert p == b"s1\x00" + f"SELECT {proxy.marker}()".encode() + b"\x00\x00\x00"
+    plain = b"s1\x00SELECT $1\x00\x00\x00"
+    assert proxy.rewrite(ord("P"), plain) is plain
