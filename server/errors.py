@@ -100,6 +100,14 @@ class FeatureNotSupported(MeansqlError, code="0A000"):
     """Something Postgres does that meansql does not."""
 
 
+class SqlSyntaxError(MeansqlError, code="42601"):
+    """A statement meansql reads itself (DECLARE, FETCH, ...) that does not follow its grammar."""
+
+
+class ObjectNotInPrerequisiteState(MeansqlError, code="55000"):
+    """An object that cannot do what was asked in its state (a forward-only cursor asked to go back)."""
+
+
 class ProtocolError(MeansqlError, code="08P01"):
     """A frontend message that breaks the extended protocol's rules (the session survives)."""
 

@@ -28,13 +28,15 @@ from sqlglot.tokens import TokenType
 from semantic_ops import dialect, functions, planner, rewrite
 from semantic_ops.errors import QueryCanceled, SemanticTypeError
 from semantic_ops.executor import Executor, QueryContext
-from server import catalog, training_sql
+from server import catalog, cursors, training_sql
 from server import parameters as pgsettings
 from server.errors import (
+    DuplicateCursor,
     InFailedTransaction,
     MultipleCommands,
     NoActiveTransaction,
     SavepointsNotSupported,
+    UndefinedCursor,
     UndefinedParameter,
     UndefinedParameterNumber,
 )
@@ -42,6 +44,7 @@ from server.pgwire import params as pgparams
 from server.pgwire import types
 from server.statements import Kind, Statement, split, split_tokens
 from training import events
+from training.errors import MeansqlError
 from training.store import Store
 
 log = logging.getLogger(__name__)
@@ -102,6 +105,7 @@ class Result:
     count_rows: bool = False  # the tag takes the number of rows sent
     source: Any = None  # the DuckDB cursor `rows` streams from, untouched: the wire may read it as Arrow
     duck_types: list[str] | None = None  # DuckDB type names of the columns, when `source` is set
+    binary: bool = False  # rows go out in binary format whatever the client asked (a BINARY cursor's FETCH)
 
 
 def _unquote(name: str) -> str:
@@ -133,6 +137,12 @@ class Session:
         self._running = False
         self._cancel_reason = "user request"
         self._lock = threading.Lock()
+        self._active = self.cursor  # the DuckDB connection running the current statement (a cancel interrupts it)
+        # SQL cursors by name; protocol portals (kept by the connection) are looked up through find_portal.
+        self.cursors: dict[str, cursors.Cursor] = {}
+        self.find_portal: Callable[[str], cursors.Cursor | None] = lambda name: None
+        self._tx_wrote = False  # the open transaction changed something only its own connection sees
+        self._has_temp = False  # temporary objects exist, visible on the session's connection only
         self._catalog = catalog.Rewriter(self.settings, lambda: self.user or "postgres",
                                          lambda: self.database or "default")
         pgsettings.prepare_cursor(self.cursor)
@@ -163,6 +173,7 @@ class Session:
         """Run one statement; errors propagate (and mark a transaction failed)."""
         kind = stmt.kind
         self.check_not_failed(stmt)
+        self._note_private(stmt, kind)
         try:
             return self._run(stmt, kind, params)
         except BaseException:
@@ -170,11 +181,28 @@ class Session:
                 self.tx = TxState.FAILED
             raise
 
+    def _note_private(self, stmt: Statement, kind: Kind) -> None:
+        """Remember what another DuckDB connection could not see: writes of the open transaction, temp objects."""
+        if stmt.words[:1] and stmt.words[0] in cursors.WORDS | {"SAVEPOINT", "RELEASE"}:
+            return
+        if kind in (Kind.DML, Kind.OTHER, Kind.COPY):
+            self.mark_written()
+            if stmt.words[:1] == ("CREATE",) and {"TEMP", "TEMPORARY"} & set(stmt.words):
+                self._has_temp = True
+
+    def mark_written(self) -> None:
+        """The open transaction changed data (COPY FROM STDIN tells it here too)."""
+        if self.tx is not TxState.IDLE:
+            self._tx_wrote = True
+
     def _run(self, stmt: Statement, kind: Kind, params: Sequence[Any] | None) -> Result:
+        if stmt.words[:1] and stmt.words[0] in cursors.WORDS:
+            return self._cursor_statement(stmt, params)
         if kind is Kind.BEGIN:
             if self.tx is TxState.IDLE:
                 self.cursor.execute("BEGIN TRANSACTION")
                 self.tx = TxState.IN_TRANSACTION
+                self._tx_wrote = False
             else:
                 self.notice("WARNING", "there is already a transaction in progress")
             return Result("BEGIN")
@@ -213,12 +241,92 @@ class Session:
             raise NoActiveTransaction(f"{stmt.words[0]} can only be used in transaction blocks")
         return Result(stmt.words[0])
 
+    # -- cursors ------------------------------------------------------------------
+    def _cursor_statement(self, stmt: Statement, params: Sequence[Any] | None) -> Result:
+        verb = stmt.words[0]
+        if verb == "DECLARE":
+            return self._declare(cursors.parse_declare(stmt.text), params)
+        if verb == "CLOSE":
+            name = cursors.parse_close(stmt.text)
+            if name is None:
+                for cur in self.cursors.values():
+                    cur.close()
+                self.cursors.clear()
+                return Result("CLOSE CURSOR ALL")
+            self._cursor(name).close()
+            self.cursors.pop(name, None)
+            return Result("CLOSE CURSOR")
+        fetch = cursors.parse_fetch(stmt.text)
+        cur = self._cursor(fetch.name)
+        if fetch.verb == "MOVE":
+            return Result(f"MOVE {cur.skip(fetch.count)}")
+        return Result("FETCH", cur.columns, cur.take(fetch.count), count_rows=True, binary=cur.binary)
+
+    def _cursor(self, name: str) -> cursors.Cursor:
+        cur = self.cursors.get(name) or self.find_portal(name)
+        if cur is None:
+            raise UndefinedCursor(f'cursor "{name}" does not exist')
+        return cur
+
+    def _declare(self, spec: cursors.Declare, params: Sequence[Any] | None) -> Result:
+        if self.tx is TxState.IDLE and not spec.hold:
+            raise NoActiveTransaction("DECLARE CURSOR can only be used in transaction blocks")
+        if spec.name in self.cursors or self.find_portal(spec.name) is not None:
+            raise DuplicateCursor(f'cursor "{spec.name}" already exists')
+        stmts = split(spec.query)
+        if len(stmts) != 1 or stmts[0].kind is not Kind.ROWS:
+            raise cursors.SqlSyntaxError("DECLARE CURSOR takes one SELECT or VALUES query")
+        query = stmts[0]
+        own = (self.tx is not TxState.IDLE and self._tx_wrote) or self._has_temp
+        conn: duckdb.DuckDBPyConnection | None = None
+        if not own:
+            conn = self._cursor_connection()
+            try:
+                result = self._execute(query, query.kind, params, on=conn)
+            except BaseException:
+                conn.close()
+                raise
+            if result.source is None:  # a semantic query: its rows are judged and held already
+                conn.close()
+                conn = None
+        else:
+            # Rows only this session's connection sees: taken now, as PostgreSQL's snapshot would show them.
+            result = self._execute(query, query.kind, params)
+            result.rows = iter(list(result.rows or ()))
+        assert result.columns is not None
+        self.cursors[spec.name] = cursors.Cursor(
+            spec.name, result.columns, result.rows or iter(()), hold=spec.hold, binary=spec.binary,
+            in_transaction=self.tx is not TxState.IDLE, connection=conn, duck_types=result.duck_types)
+        return Result("DECLARE CURSOR")
+
+    def _cursor_connection(self) -> duckdb.DuckDBPyConnection:
+        """A DuckDB connection of its own for a cursor, set up as the session's."""
+        conn = self.store.cursor()
+        try:
+            pgsettings.prepare_cursor(conn)
+            pgsettings.apply_timezone(conn, self.settings["timezone"])
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _end_cursors(self, *, committed: bool) -> None:
+        """At the end of a transaction: cursors without HOLD close; a ROLLBACK also drops those it declared."""
+        for name, cur in list(self.cursors.items()):
+            if not cur.hold or (cur.in_transaction and not committed):
+                cur.close()
+                del self.cursors[name]
+            else:
+                cur.in_transaction = False
+
     def _end_transaction(self, kind: Kind) -> Result:
         if self.tx is TxState.IDLE:
             self.notice("WARNING", "there is no transaction in progress")
             return Result("COMMIT" if kind is Kind.COMMIT else "ROLLBACK")
         failed = self.tx is TxState.FAILED
         self.tx = TxState.IDLE
+        self._tx_wrote = False
+        self._end_cursors(committed=kind is Kind.COMMIT and not failed)
         tx_events, self._tx_events = self._tx_events, []
         if kind is Kind.COMMIT and not failed:
             self.cursor.execute("COMMIT")
@@ -332,6 +440,13 @@ class Session:
         """ParameterDescription OIDs of a statement, or None when its text cannot be read."""
         if stmt is None:
             return list(given)
+        if stmt.words[:1] == ("DECLARE",):
+            try:
+                inner = split(cursors.parse_declare(stmt.text).query)
+            except MeansqlError:
+                inner = []
+            if len(inner) == 1:
+                stmt = inner[0]
         try:
             parsed = dialect.parse(stmt.text, self.executor.registry.infix)
         except Exception:  # noqa: BLE001 - DuckDB reports the error when the statement runs
@@ -375,16 +490,18 @@ class Session:
             # DuckDB reads it as written and reports its own error if it cannot either.
             return text
 
-    def _execute(self, stmt: Statement, kind: Kind, params: Sequence[Any] | None) -> Result:
+    def _execute(self, stmt: Statement, kind: Kind, params: Sequence[Any] | None,
+                 on: duckdb.DuckDBPyConnection | None = None) -> Result:
         text, ctx, stages = self._translate(stmt, params)
         if ctx is None and kind is Kind.DML and "training_" in text.lower() and (door := training_sql.plan(text)):
             return self._training_dml(door, params)
         # A semantic statement has its parameters bound as literals (its stages run without them).
         args = _positional(text, params) if params and ctx is None else None
-        cur = self.cursor
+        cur = on if on is not None and ctx is None else self.cursor
         timer = self._start_timer()
         with self._lock:
             self._current = ctx
+            self._active = cur
             self._running = True
         try:
             if ctx is not None and stages:
@@ -517,6 +634,14 @@ class Session:
         Raises CannotDescribe when only running the statement would tell.
         """
         kind = stmt.kind
+        if stmt.words[:1] == ("FETCH",):
+            # PostgreSQL describes a FETCH by its cursor, and one it cannot find as returning no rows.
+            try:
+                return self._cursor(cursors.parse_fetch(stmt.text).name).columns
+            except (UndefinedCursor, cursors.SqlSyntaxError):
+                return None
+        if stmt.words[:1] and stmt.words[0] in cursors.WORDS:
+            return None
         if kind is Kind.SHOW:
             m = _SHOW.match(stmt.text)
             name = _unquote(m.group(1)) if m else ""
@@ -568,10 +693,13 @@ class Session:
             if ctx is not None:
                 ctx.cancel_reason = reason
                 ctx.cancel.set()
-            self.cursor.interrupt()
+            self._active.interrupt()
 
     def close(self) -> None:
         self._unhook()
+        for cur in self.cursors.values():
+            cur.close()
+        self.cursors.clear()
         try:
             if self.tx is not TxState.IDLE:
                 self.cursor.execute("ROLLBACK")

@@ -24,7 +24,7 @@ import duckdb
 from buenavista.postgres import BuenaVistaHandler, BuenaVistaServer
 
 from semantic_ops import dialect
-from server import errors
+from server import cursors, errors
 from server import parameters as pgparameters
 from server.pgwire import auth, codec, copy, tls, types
 from server.session import CannotDescribe, Result, Session, TxState
@@ -253,6 +253,7 @@ class MeansqlHandler(BuenaVistaHandler):
         session.take_reports()  # start-up sends every reported parameter below
         state = self.server.register(session)
         self._state = state
+        session.find_portal = lambda name: self._portal_cursor(state, name)
         session.notice = lambda severity, message: self._send(codec.notice_response(severity, message), flush=True)
         session.notify = lambda channel, payload: self._send(codec.notification_response(state.pid, channel, payload),
                                                              flush=True)
@@ -349,7 +350,7 @@ class MeansqlHandler(BuenaVistaHandler):
                     if stmt.kind is Kind.COPY and self._copy(state, stmt):
                         continue
                     result = session.run(stmt)
-                    self._send_result(result, describe=True, formats=[])
+                    self._send_result(result, describe=True, formats=[1] if result.binary else [])
                 except _Closed:
                     raise
                 except Exception as exc:
@@ -403,6 +404,7 @@ class MeansqlHandler(BuenaVistaHandler):
         self._send(codec.command_complete(f"COPY {count}"))
 
     def _copy_in(self, session: Session, spec: copy.CopySpec) -> None:
+        session.mark_written()
         sink = copy.CopyIn(spec, copy.target_columns(session, spec))
         try:
             self._send(codec.copy_in_response(len(sink.names)), flush=True)
@@ -558,6 +560,10 @@ class MeansqlHandler(BuenaVistaHandler):
                 self._send(out + (codec.row_description(columns, []) if columns else codec.no_data()))
             elif what == b"P":
                 portal = state.portals.get(name)
+                declared = session.cursors.get(name) if portal is None else None
+                if declared is not None:  # a cursor DECLAREd in SQL is a portal too
+                    self._send(codec.row_description(declared.columns, [1] if declared.binary else []))
+                    return
                 if portal is None:
                     raise errors.UndefinedCursor(f'portal "{name}" does not exist')
                 self._check_describe(state, portal.prepared.statement)
@@ -588,6 +594,19 @@ class MeansqlHandler(BuenaVistaHandler):
                 self._run_portal(state, portal)
         assert portal.result is not None
         return portal.result.columns
+
+    def _portal_cursor(self, state: ConnState, name: str) -> cursors.Cursor | None:
+        """A protocol portal as a cursor, for FETCH and MOVE in SQL (asyncpg's Cursor.forward)."""
+        portal = state.portals.get(name) if name else None
+        if portal is None or portal.prepared.statement is None or portal.prepared.statement.kind is not Kind.ROWS:
+            return None
+        self._run_portal(state, portal)
+        if portal.result is None or portal.result.columns is None:
+            return None
+        # The rest is kept apart from the session's connection, which the next statement reuses.
+        portal.rows = iter(list(portal.rows or ()))
+        return cursors.Cursor(name, portal.result.columns, portal.rows, hold=False, binary=False,
+                              in_transaction=True, on_close=lambda: state.portals.pop(name, None))
 
     def _run_portal(self, state: ConnState, portal: Portal) -> None:
         stmt = portal.prepared.statement
@@ -690,6 +709,8 @@ def _analyse(session: Session, prepared: Prepared) -> None:
     registry = session.executor.registry
     # A semantic statement is checked when it runs: describing it would open a query context (and its NOTICEs).
     semantic = dialect.has_semantic_words(stmt.text, registry.infix, registry.by_function.keys())
+    if stmt.words[:1] and stmt.words[0] in cursors.SESSION_WORDS:
+        return  # the session reads these itself
     if stmt.kind in (Kind.OTHER, Kind.DML) and not semantic:
         session.cursor.extract_statements(stmt.text)  # syntax only; DuckDB's ParserException is 42601
     if stmt.kind is Kind.ROWS and not semantic:
