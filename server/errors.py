@@ -41,7 +41,11 @@ class NoActiveTransaction(MeansqlError, code="25P01"):
 
 
 class SavepointsNotSupported(MeansqlError, code="0A000"):
-    """ROLLBACK TO SAVEPOINT: DuckDB keeps no savepoints."""
+    """ROLLBACK TO SAVEPOINT after changes made before it: DuckDB keeps no savepoints."""
+
+
+class UndefinedSavepoint(MeansqlError, code="3B001"):
+    """RELEASE or ROLLBACK TO a savepoint that was not set."""
 
 
 class UndefinedPreparedStatement(MeansqlError, code="26000"):

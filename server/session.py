@@ -39,6 +39,7 @@ from server.errors import (
     UndefinedCursor,
     UndefinedParameter,
     UndefinedParameterNumber,
+    UndefinedSavepoint,
 )
 from server.pgwire import params as pgparams
 from server.pgwire import types
@@ -82,6 +83,18 @@ _SHOW_ISOLATION = re.compile(r"^SHOW\s+TRANSACTION\s+ISOLATION\s+LEVEL\s*;?\s*$"
 _RESET = re.compile(r"^RESET\s+([\w.\"]+)\s*;?\s*$", re.I)
 _LISTEN = re.compile(r'^(LISTEN|UNLISTEN)\s+(\*|[A-Za-z_][\w$]*|"[^"]+")\s*;?\s*$', re.I)
 _SHOW_LIKE = re.compile(r"^SHOW\s+TABLES\s+LIKE\s+('(?:[^']|'')*')\s*;?\s*$", re.I)
+
+
+_SAVEPOINT = re.compile(
+    r'^(?:SAVEPOINT|RELEASE(?:\s+SAVEPOINT)?|ROLLBACK(?:\s+(?:WORK|TRANSACTION))?\s+TO(?:\s+SAVEPOINT)?)\s+'
+    r'([A-Za-z_][\w$]*|"(?:[^"]|"")+")\s*;?\s*$', re.I)
+
+
+@dataclass(frozen=True)
+class _Savepoint:
+    name: str
+    clean: bool  # set before the transaction changed anything: rolling back to it is rolling back the lot
+    cursors: set[str]  # cursors open when it was set
 
 
 def session_name() -> str:
@@ -143,6 +156,7 @@ class Session:
         self.find_portal: Callable[[str], cursors.Cursor | None] = lambda name: None
         self._tx_wrote = False  # the open transaction changed something only its own connection sees
         self._has_temp = False  # temporary objects exist, visible on the session's connection only
+        self._savepoints: list[_Savepoint] = []
         self._catalog = catalog.Rewriter(self.settings, lambda: self.user or "postgres",
                                          lambda: self.database or "default")
         pgsettings.prepare_cursor(self.cursor)
@@ -203,13 +217,15 @@ class Session:
                 self.cursor.execute("BEGIN TRANSACTION")
                 self.tx = TxState.IN_TRANSACTION
                 self._tx_wrote = False
+                self._savepoints = []
             else:
                 self.notice("WARNING", "there is already a transaction in progress")
             return Result("BEGIN")
         if stmt.words[:1] == ("DEALLOCATE",):
             # Prepared statements live with the connection and end with Close or the connection.
             return Result("DEALLOCATE ALL" if stmt.words[1:2] == ("ALL",) else "DEALLOCATE")
-        if stmt.words[:1] in (("SAVEPOINT",), ("RELEASE",)) or stmt.words[:2] == ("ROLLBACK", "TO"):
+        if stmt.words[:1] in (("SAVEPOINT",), ("RELEASE",)) or (stmt.words[:1] == ("ROLLBACK",)
+                                                                and "TO" in stmt.words[1:3]):
             return self._savepoint(stmt)
         if kind in (Kind.COMMIT, Kind.ROLLBACK):
             return self._end_transaction(kind)
@@ -233,13 +249,45 @@ class Session:
         return self._execute(stmt, kind, params)
 
     def _savepoint(self, stmt: Statement) -> Result:
-        """SAVEPOINT and RELEASE inside a transaction are kept as marks; DuckDB cannot roll back to one."""
-        if stmt.words[0] == "ROLLBACK":
-            raise SavepointsNotSupported("ROLLBACK TO SAVEPOINT is not supported",
-                                         hint="roll back the whole transaction with ROLLBACK")
+        """SAVEPOINT, RELEASE and ROLLBACK TO SAVEPOINT.
+
+        DuckDB keeps no savepoints. A savepoint set before the transaction changed anything can still be rolled
+        back to: the DuckDB transaction is rolled back and a new one begun, which is the state the savepoint saw.
+        After earlier changes that would lose them, so ROLLBACK TO is refused (0A000) and the transaction fails.
+        """
+        m = _SAVEPOINT.match(stmt.text)
+        if m is None:
+            raise cursors.SqlSyntaxError(f"syntax error in {stmt.words[0]}: expected a savepoint name")
+        verb = {"SAVEPOINT": "SAVEPOINT", "RELEASE": "RELEASE SAVEPOINT"}.get(stmt.words[0], "ROLLBACK TO SAVEPOINT")
+        name = cursors.name_of(m.group(1))
         if self.tx is TxState.IDLE:
-            raise NoActiveTransaction(f"{stmt.words[0]} can only be used in transaction blocks")
-        return Result(stmt.words[0])
+            raise NoActiveTransaction(f"{verb} can only be used in transaction blocks")
+        if verb == "SAVEPOINT":
+            self._savepoints.append(_Savepoint(name, not self._tx_wrote, set(self.cursors)))
+            return Result("SAVEPOINT")
+        index = next((i for i in range(len(self._savepoints) - 1, -1, -1) if self._savepoints[i].name == name), None)
+        if index is None:
+            raise UndefinedSavepoint(f'savepoint "{name}" does not exist')
+        if verb == "RELEASE SAVEPOINT":
+            del self._savepoints[index:]
+            return Result("RELEASE")
+        point = self._savepoints[index]
+        if not point.clean:
+            raise SavepointsNotSupported(
+                "ROLLBACK TO SAVEPOINT is not supported after changes made before the savepoint",
+                hint="DuckDB keeps no savepoints: ROLLBACK the whole transaction and run it again")
+        del self._savepoints[index + 1:]
+        try:
+            self.cursor.execute("ROLLBACK")
+        except duckdb.TransactionException:
+            pass  # DuckDB ended the aborted transaction already
+        self.cursor.execute("BEGIN TRANSACTION")
+        self.tx = TxState.IN_TRANSACTION
+        self._tx_wrote = False
+        self._tx_events = []
+        for cname in set(self.cursors) - point.cursors:  # cursors declared after the savepoint go with it
+            self.cursors.pop(cname).close()
+        return Result("ROLLBACK")
 
     # -- cursors ------------------------------------------------------------------
     def _cursor_statement(self, stmt: Statement, params: Sequence[Any] | None) -> Result:
@@ -326,6 +374,7 @@ class Session:
         failed = self.tx is TxState.FAILED
         self.tx = TxState.IDLE
         self._tx_wrote = False
+        self._savepoints = []
         self._end_cursors(committed=kind is Kind.COMMIT and not failed)
         tx_events, self._tx_events = self._tx_events, []
         if kind is Kind.COMMIT and not failed:
