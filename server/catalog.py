@@ -751,6 +751,22 @@ class Rewriter:
         return node
 
 
+def column_oids(sql: str) -> dict[str, int]:
+    """Result columns of a client's catalog query whose PostgreSQL type DuckDB cannot carry (oid, oid[]).
+
+    asyncpg decodes only oid[] and text[] among arrays without asking the server about them, so its type
+    introspection must describe attrtypoids as oid[]: as int8[] (what DuckDB's BIGINT[] is sent as) asyncpg
+    asks about int8[] with the same query, again and again.
+    """
+    if "typeinfo_tree" in sql:
+        return _ASYNCPG_COLUMN_OIDS
+    return {}
+
+
+_ASYNCPG_COLUMN_OIDS = {"oid": types.OID, "basetype": types.OID, "elemtype": types.OID, "range_subtype": types.OID,
+                        "attrtypoids": types.ARRAY_OIDS[types.OID], "attrnames": types.ARRAY_OIDS[types.TEXT]}
+
+
 # asyncpg's recursive type introspection (introspection.py), for the types meansql knows:
 # the requested types and, for arrays, their element types.
 _ASYNCPG_TYPES = f"""

@@ -587,7 +587,7 @@ class Session:
         if kind is Kind.COPY and [d[0] for d in description] == ["Count"]:
             (count,) = cur.fetchone() or (0,)
             return Result(f"COPY {count}")
-        columns = [(d[0], types.oid_of(str(d[1]))) for d in description]
+        columns = _columns(stmt, [(d[0], str(d[1])) for d in description])
         if ctx is not None:
             return Result("SELECT", columns, iter(rows or []), count_rows=True)
         return Result("SELECT", columns, _stream(cur), count_rows=True, source=cur,
@@ -715,7 +715,7 @@ class Session:
             rows = self.cursor.execute(f"DESCRIBE {text}", args or None).fetchall()
         except duckdb.Error as exc:
             raise CannotDescribe(str(exc)) from exc
-        return [(r[0], types.oid_of(str(r[1]))) for r in rows]
+        return _columns(stmt, [(r[0], str(r[1])) for r in rows])
 
     def _finish(self, ctx: QueryContext) -> None:
         with self._lock:
@@ -767,6 +767,12 @@ def _duration_ms(value: str) -> float:
     if not m:
         return 0
     return float(m.group(1)) * _UNIT_MS[(m.group(2) or "ms").lower()]
+
+
+def _columns(stmt: Statement, described: list[tuple[str, str]]) -> list[tuple[str, int]]:
+    """RowDescription columns from DuckDB's names and types, with the catalog's OIDs where DuckDB has no such type."""
+    special = catalog.column_oids(stmt.text) if stmt.kind is Kind.ROWS else {}
+    return [(name, special.get(name) or types.oid_of(duck)) for name, duck in described]
 
 
 def _literal(value: Any) -> exp.Expr:
