@@ -582,8 +582,8 @@ class Session:
         if kind is Kind.DML and [d[0] for d in description] == ["Count"]:
             (count,) = cur.fetchone() or (0,)
             return Result(("INSERT 0 " if stmt.words[0] == "INSERT" else f"{stmt.words[0]} ") + str(count))
-        if kind is Kind.OTHER and [d[0] for d in description] == ["Count"]:
-            return Result(stmt.tag)
+        if kind is Kind.OTHER and [d[0] for d in description] in (["Count"], ["Success"]):
+            return Result(stmt.tag)  # DuckDB answers DDL with a row (CREATE: Count, DROP and CHECKPOINT: Success)
         if kind is Kind.COPY and [d[0] for d in description] == ["Count"]:
             (count,) = cur.fetchone() or (0,)
             return Result(f"COPY {count}")
