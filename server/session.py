@@ -119,6 +119,7 @@ class Result:
     source: Any = None  # the DuckDB cursor `rows` streams from, untouched: the wire may read it as Arrow
     duck_types: list[str] | None = None  # DuckDB type names of the columns, when `source` is set
     binary: bool = False  # rows go out in binary format whatever the client asked (a BINARY cursor's FETCH)
+    origins: list[tuple[int, int]] | None = None  # per column: table OID and column number, or (0, 0)
 
 
 def _unquote(name: str) -> str:
@@ -157,6 +158,9 @@ class Session:
         self._tx_wrote = False  # the open transaction changed something only its own connection sees
         self._has_temp = False  # temporary objects exist, visible on the session's connection only
         self._savepoints: list[_Savepoint] = []
+        self._origins: dict[str, list[tuple[int, int]] | None] = {}  # by statement text; DDL here clears it
+        self._duck_database: str | None = None
+        self._lookup: duckdb.DuckDBPyConnection | None = None
         self._catalog = catalog.Rewriter(self.settings, lambda: self.user or "postgres",
                                          lambda: self.database or "default")
         pgsettings.prepare_cursor(self.cursor)
@@ -199,6 +203,8 @@ class Session:
         """Remember what another DuckDB connection could not see: writes of the open transaction, temp objects."""
         if stmt.words[:1] and stmt.words[0] in cursors.WORDS | {"SAVEPOINT", "RELEASE"}:
             return
+        if kind is Kind.OTHER:
+            self._origins.clear()
         if kind in (Kind.DML, Kind.OTHER, Kind.COPY):
             self.mark_written()
             if stmt.words[:1] == ("CREATE",) and {"TEMP", "TEMPORARY"} & set(stmt.words):
@@ -591,7 +597,7 @@ class Session:
         if ctx is not None:
             return Result("SELECT", columns, iter(rows or []), count_rows=True)
         return Result("SELECT", columns, _stream(cur), count_rows=True, source=cur,
-                      duck_types=[str(d[1]) for d in description])
+                      duck_types=[str(d[1]) for d in description], origins=self.origins(stmt, columns))
 
     def _training_dml(self, door: training_sql.Plan, params: Sequence[Any] | None) -> Result:
         """DML on a training table, with its outbox events in the same transaction."""
@@ -717,6 +723,61 @@ class Session:
             raise CannotDescribe(str(exc)) from exc
         return _columns(stmt, [(r[0], str(r[1])) for r in rows])
 
+    def origins(self, stmt: Statement | None, columns: list[tuple[str, int]]) -> list[tuple[int, int]] | None:
+        """Table OID and column number of each result column that is a table's column, as PostgreSQL reports
+        them in RowDescription (pgjdbc's getTableName, isAutoIncrement): for a SELECT from one table whose
+        columns are plain column references or *; None where that is not plain to see."""
+        if stmt is None or stmt.words[:1] != ("SELECT",) or catalog.mentions_catalog(stmt.text):
+            return None
+        if stmt.text not in self._origins:
+            if len(self._origins) >= 256:
+                self._origins.clear()
+            try:
+                self._origins[stmt.text] = self._find_origins(stmt.text)
+            except (sqlglot.errors.SqlglotError, duckdb.Error):
+                self._origins[stmt.text] = None
+        found = self._origins[stmt.text]
+        return found if found is not None and len(found) == len(columns) else None
+
+    def _find_origins(self, text: str) -> list[tuple[int, int]] | None:
+        tree = sqlglot.parse_one(text, read="postgres")
+        if not isinstance(tree, exp.Select) or tree.args.get("joins") or tree.args.get("with_"):
+            return None
+        source = tree.args.get("from_")
+        table = source.this if isinstance(source, exp.From) else None
+        if not isinstance(table, exp.Table) or not isinstance(table.this, exp.Identifier) or table.catalog:
+            return None
+        schema = "main" if table.db.lower() in ("", "public") else table.db
+        if self._lookup is None:
+            # Its own connection: the session's may be streaming the very result these describe.
+            self._lookup = self.store.cursor()
+        rows = self._lookup.execute(
+            "SELECT table_oid, lower(column_name), column_index FROM duckdb_columns() "
+            "WHERE lower(table_name) = lower(?) AND lower(schema_name) = lower(?) AND database_name = ?"
+            " ORDER BY column_index", [table.name, schema, self._database_name()]).fetchall()
+        if not rows or len({r[0] for r in rows}) != 1:
+            return None
+        numbers = {name: (int(oid), int(index)) for oid, name, index in rows}
+        out: list[tuple[int, int]] = []
+        for projection in tree.expressions:
+            inner = projection.this if isinstance(projection, exp.Alias) else projection
+            if isinstance(inner, exp.Star):
+                out += [(int(oid), int(index)) for oid, _name, index in rows]
+            elif isinstance(inner, exp.Column) and isinstance(inner.this, exp.Star):
+                out += [(int(oid), int(index)) for oid, _name, index in rows]
+            elif isinstance(inner, exp.Column) and inner.table.lower() in ("", table.alias_or_name.lower()):
+                out.append(numbers.get(inner.name.lower(), (0, 0)))
+            else:
+                out.append((0, 0))
+        return out
+
+    def _database_name(self) -> str:
+        if self._duck_database is None:
+            row = self.cursor.execute("SELECT current_database()").fetchone() if self._lookup is None else \
+                self._lookup.execute("SELECT current_database()").fetchone()
+            self._duck_database = str(row[0]) if row else ""
+        return self._duck_database
+
     def _finish(self, ctx: QueryContext) -> None:
         with self._lock:
             self._current = None
@@ -749,6 +810,8 @@ class Session:
         for cur in self.cursors.values():
             cur.close()
         self.cursors.clear()
+        if self._lookup is not None:
+            self._lookup.close()
         try:
             if self.tx is not TxState.IDLE:
                 self.cursor.execute("ROLLBACK")

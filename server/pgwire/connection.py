@@ -443,7 +443,7 @@ class MeansqlHandler(BuenaVistaHandler):
             self._send(codec.command_complete(result.tag))
             return None
         if describe:
-            self._send(codec.row_description(result.columns, formats))
+            self._send(codec.row_description(result.columns, formats, result.origins))
         oids = [oid for _, oid in result.columns]
         fmts = [formats[i] if i < len(formats) else (formats[0] if len(formats) == 1 else 0)
                 for i in range(len(oids))]
@@ -557,7 +557,8 @@ class MeansqlHandler(BuenaVistaHandler):
                     except CannotDescribe:
                         columns = None
                 out = codec.parameter_description(prepared.param_oids)
-                self._send(out + (codec.row_description(columns, []) if columns else codec.no_data()))
+                origins = session.origins(prepared.statement, columns) if columns else None
+                self._send(out + (codec.row_description(columns, [], origins) if columns else codec.no_data()))
             elif what == b"P":
                 portal = state.portals.get(name)
                 declared = session.cursors.get(name) if portal is None else None
@@ -568,7 +569,9 @@ class MeansqlHandler(BuenaVistaHandler):
                     raise errors.UndefinedCursor(f'portal "{name}" does not exist')
                 self._check_describe(state, portal.prepared.statement)
                 columns = self._portal_columns(state, portal)
-                self._send(codec.row_description(columns, portal.result_formats) if columns else codec.no_data())
+                origins = session.origins(portal.prepared.statement, columns) if columns else None
+                self._send(codec.row_description(columns, portal.result_formats, origins) if columns
+                           else codec.no_data())
                 portal.described = True
             else:
                 raise ValueError(f"invalid Describe target {what!r}")
