@@ -608,8 +608,12 @@ class MeansqlHandler(BuenaVistaHandler):
             return None
         # The rest is kept apart from the session's connection, which the next statement reuses.
         portal.rows = iter(list(portal.rows or ()))
+
+        def forget() -> None:  # CLOSE in SQL closes the portal
+            state.portals.pop(name, None)
+
         return cursors.Cursor(name, portal.result.columns, portal.rows, hold=False, binary=False,
-                              in_transaction=True, on_close=lambda: state.portals.pop(name, None))
+                              in_transaction=True, on_close=forget)
 
     def _run_portal(self, state: ConnState, portal: Portal) -> None:
         stmt = portal.prepared.statement
