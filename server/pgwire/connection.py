@@ -665,6 +665,9 @@ class MeansqlHandler(BuenaVistaHandler):
             state.statements.pop(name, None)
         elif what == b"P":
             state.portals.pop(name, None)
+            declared = state.session.cursors.pop(name, None)  # a cursor DECLAREd in SQL is a portal too
+            if declared is not None:
+                declared.close()
         else:
             raise ValueError(f"invalid Close target {what!r}")
         self._send(codec.close_complete())
