@@ -155,6 +155,10 @@ CREATE MACRO {c}.main.pg_relation_is_publishable(p_rel_oid) AS false;
 CREATE MACRO {c}.main.pg_get_serial_sequence(p_tbl, p_col) AS NULL::VARCHAR;
 CREATE MACRO {c}.main.pg_get_statisticsobjdef_columns(p_stat_oid) AS NULL::VARCHAR;
 CREATE MACRO {c}.main.pg_get_partkeydef(p_rel_oid) AS NULL::VARCHAR;
+-- No table is a partition: a relation's only ancestor is itself (psql's "Referenced by" query).
+CREATE MACRO {c}.main.pg_partition_ancestors(p_rel) AS TRY_CAST(p_rel AS BIGINT);
+CREATE MACRO {c}.main.pg_get_triggerdef(p_trigger_oid) AS NULL::VARCHAR,
+    (p_trigger_oid, p_pretty) AS NULL::VARCHAR;
 CREATE MACRO {c}.main.pg_backend_pid() AS 1;
 CREATE MACRO {c}.main.pg_is_in_recovery() AS false;
 CREATE MACRO {c}.main.txid_current() AS 1::BIGINT;
@@ -234,7 +238,12 @@ SELECT r.oid, r.relname, r.relnamespace, 0::BIGINT AS reltype, 0::BIGINT AS relo
        r.oid AS relfilenode, 0::BIGINT AS reltablespace, 0 AS relpages, -1::FLOAT AS reltuples,
        0 AS relallvisible, 0::BIGINT AS reltoastrelid, r.relhasindex, false AS relisshared,
        r.relpersistence, r.relkind, r.relnatts::SMALLINT AS relnatts, r.relchecks::SMALLINT AS relchecks,
-       false AS relhasrules, false AS relhastriggers, false AS relhassubclass, false AS relrowsecurity,
+       false AS relhasrules,
+       -- PostgreSQL keeps a foreign key with triggers on both tables; psql lists foreign keys only then.
+       r.relkind = 'r' AND EXISTS (SELECT 1 FROM {c}.main.meansql_keys f WHERE f.contype = 'f'
+           AND (f.table_oid = r.oid OR (f.referenced_table = r.relname AND f.nsp = r.relnamespace)))
+           AS relhastriggers,
+       false AS relhassubclass, false AS relrowsecurity,
        false AS relforcerowsecurity, true AS relispopulated, 'd' AS relreplident, false AS relispartition,
        0::BIGINT AS relrewrite, 0::BIGINT AS relfrozenxid, 0::BIGINT AS relminmxid, NULL::VARCHAR[] AS relacl,
        NULL::VARCHAR[] AS reloptions, NULL::VARCHAR AS relpartbound
@@ -533,7 +542,8 @@ _MACROS = frozenset({
     "pg_get_function_arguments", "pg_get_function_identity_arguments", "obj_description", "col_description",
     "shobj_description", "pg_get_viewdef", "pg_relation_size", "pg_total_relation_size", "pg_table_size",
     "pg_relation_is_publishable", "pg_get_serial_sequence", "pg_get_statisticsobjdef_columns",
-    "pg_get_partkeydef", "pg_backend_pid", "pg_is_in_recovery", "txid_current", "pg_postmaster_start_time",
+    "pg_get_partkeydef", "pg_partition_ancestors", "pg_get_triggerdef", "pg_backend_pid", "pg_is_in_recovery",
+    "txid_current", "pg_postmaster_start_time",
     "has_table_privilege", "has_schema_privilege", "has_database_privilege", "array_upper", "array_lower",
     "to_regtype", "to_regclass", "_pg_expandarray",
 })
@@ -629,6 +639,12 @@ class Rewriter:
 
     def _walk(self, node: exp.Expr, ctes: set[str]) -> exp.Expr:
         """Rewrite children first, so a rewritten node's arguments are rewritten too."""
+        if isinstance(node, exp.Table) and isinstance(node.this, exp.Anonymous) \
+                and node.this.name.lower() == "pg_partition_ancestors" and node.this.expressions:
+            # FROM pg_partition_ancestors(rel) [WITH ORDINALITY] AS a(relid, depth): no partitions, the rel itself.
+            rel = exp.cast(self._walk(node.this.expressions[0], ctes), "BIGINT")
+            select = exp.select(exp.alias_(rel, "relid"), exp.alias_(exp.Literal.number(1), "depth"))
+            return exp.Subquery(this=select, alias=node.args.get("alias"))
         if isinstance(node, exp.Cast) and isinstance(node.this, exp.Cast) and _type_name(node.to) == "oid":
             # name::regclass::oid looks the name up; the OID itself is wanted, not its name.
             lookup = {"regclass": "meansql_regclass", "regtype": "meansql_regtype"}.get(_type_name(node.this.to))
@@ -749,6 +765,22 @@ class Rewriter:
         if to in ("name", "text", "char", "bpchar"):
             return exp.cast(inner, "VARCHAR")
         return node
+
+
+def column_oids(sql: str) -> dict[str, int]:
+    """Result columns of a client's catalog query whose PostgreSQL type DuckDB cannot carry (oid, oid[]).
+
+    asyncpg decodes only oid[] and text[] among arrays without asking the server about them, so its type
+    introspection must describe attrtypoids as oid[]: as int8[] (what DuckDB's BIGINT[] is sent as) asyncpg
+    asks about int8[] with the same query, again and again.
+    """
+    if "typeinfo_tree" in sql:
+        return _ASYNCPG_COLUMN_OIDS
+    return {}
+
+
+_ASYNCPG_COLUMN_OIDS = {"oid": types.OID, "basetype": types.OID, "elemtype": types.OID, "range_subtype": types.OID,
+                        "attrtypoids": types.ARRAY_OIDS[types.OID], "attrnames": types.ARRAY_OIDS[types.TEXT]}
 
 
 # asyncpg's recursive type introspection (introspection.py), for the types meansql knows:

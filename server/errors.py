@@ -41,7 +41,11 @@ class NoActiveTransaction(MeansqlError, code="25P01"):
 
 
 class SavepointsNotSupported(MeansqlError, code="0A000"):
-    """ROLLBACK TO SAVEPOINT: DuckDB keeps no savepoints."""
+    """ROLLBACK TO SAVEPOINT after changes made before it: DuckDB keeps no savepoints."""
+
+
+class UndefinedSavepoint(MeansqlError, code="3B001"):
+    """RELEASE or ROLLBACK TO a savepoint that was not set."""
 
 
 class UndefinedPreparedStatement(MeansqlError, code="26000"):
@@ -102,6 +106,14 @@ class FeatureNotSupported(MeansqlError, code="0A000"):
 
 class InsufficientPrivilege(MeansqlError, code="42501"):
     """A statement that would touch the server's files, extensions or locked configuration."""
+
+
+class SqlSyntaxError(MeansqlError, code="42601"):
+    """A statement meansql reads itself (DECLARE, FETCH, ...) that does not follow its grammar."""
+
+
+class ObjectNotInPrerequisiteState(MeansqlError, code="55000"):
+    """An object that cannot do what was asked in its state (a forward-only cursor asked to go back)."""
 
 
 class ProtocolError(MeansqlError, code="08P01"):

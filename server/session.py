@@ -28,20 +28,24 @@ from sqlglot.tokens import TokenType
 from semantic_ops import dialect, functions, planner, rewrite
 from semantic_ops.errors import QueryCanceled, SemanticTypeError
 from semantic_ops.executor import Executor, QueryContext
-from server import catalog, file_access, training_sql
+from server import catalog, cursors, file_access, training_sql
 from server import parameters as pgsettings
 from server.errors import (
+    DuplicateCursor,
     InFailedTransaction,
     MultipleCommands,
     NoActiveTransaction,
     SavepointsNotSupported,
+    UndefinedCursor,
     UndefinedParameter,
     UndefinedParameterNumber,
+    UndefinedSavepoint,
 )
 from server.pgwire import params as pgparams
 from server.pgwire import types
 from server.statements import Kind, Statement, split, split_tokens
 from training import events
+from training.errors import MeansqlError
 from training.store import Store
 
 log = logging.getLogger(__name__)
@@ -81,6 +85,18 @@ _LISTEN = re.compile(r'^(LISTEN|UNLISTEN)\s+(\*|[A-Za-z_][\w$]*|"[^"]+")\s*;?\s*
 _SHOW_LIKE = re.compile(r"^SHOW\s+TABLES\s+LIKE\s+('(?:[^']|'')*')\s*;?\s*$", re.I)
 
 
+_SAVEPOINT = re.compile(
+    r'^(?:SAVEPOINT|RELEASE(?:\s+SAVEPOINT)?|ROLLBACK(?:\s+(?:WORK|TRANSACTION))?\s+TO(?:\s+SAVEPOINT)?)\s+'
+    r'([A-Za-z_][\w$]*|"(?:[^"]|"")+")\s*;?\s*$', re.I)
+
+
+@dataclass(frozen=True)
+class _Savepoint:
+    name: str
+    clean: bool  # set before the transaction changed anything: rolling back to it is rolling back the lot
+    cursors: set[str]  # cursors open when it was set
+
+
 def session_name() -> str:
     """A readable session id such as sql-clever-fox-3f2a."""
     return f"sql-{secrets.choice(_ADJECTIVES)}-{secrets.choice(_ANIMALS)}-{secrets.token_hex(2)}"
@@ -102,6 +118,8 @@ class Result:
     count_rows: bool = False  # the tag takes the number of rows sent
     source: Any = None  # the DuckDB cursor `rows` streams from, untouched: the wire may read it as Arrow
     duck_types: list[str] | None = None  # DuckDB type names of the columns, when `source` is set
+    binary: bool = False  # rows go out in binary format whatever the client asked (a BINARY cursor's FETCH)
+    origins: list[tuple[int, int]] | None = None  # per column: table OID and column number, or (0, 0)
 
 
 def _unquote(name: str) -> str:
@@ -135,6 +153,16 @@ class Session:
         self._running = False
         self._cancel_reason = "user request"
         self._lock = threading.Lock()
+        self._active = self.cursor  # the DuckDB connection running the current statement (a cancel interrupts it)
+        # SQL cursors by name; protocol portals (kept by the connection) are looked up through find_portal.
+        self.cursors: dict[str, cursors.Cursor] = {}
+        self.find_portal: Callable[[str], cursors.Cursor | None] = lambda name: None
+        self._tx_wrote = False  # the open transaction changed something only its own connection sees
+        self._has_temp = False  # temporary objects exist, visible on the session's connection only
+        self._savepoints: list[_Savepoint] = []
+        self._origins: dict[str, list[tuple[int, int]] | None] = {}  # by statement text; DDL here clears it
+        self._duck_database: str | None = None
+        self._lookup: duckdb.DuckDBPyConnection | None = None
         self._catalog = catalog.Rewriter(self.settings, lambda: self.user or "postgres",
                                          lambda: self.database or "default")
         pgsettings.prepare_cursor(self.cursor)
@@ -165,6 +193,7 @@ class Session:
         """Run one statement; errors propagate (and mark a transaction failed)."""
         kind = stmt.kind
         self.check_not_failed(stmt)
+        self._note_private(stmt, kind)
         try:
             if self.files is not None:
                 file_access.check(stmt)
@@ -174,18 +203,39 @@ class Session:
                 self.tx = TxState.FAILED
             raise
 
+    def _note_private(self, stmt: Statement, kind: Kind) -> None:
+        """Remember what another DuckDB connection could not see: writes of the open transaction, temp objects."""
+        if stmt.words[:1] and stmt.words[0] in cursors.WORDS | {"SAVEPOINT", "RELEASE"}:
+            return
+        if kind is Kind.OTHER:
+            self._origins.clear()
+        if kind in (Kind.DML, Kind.OTHER, Kind.COPY):
+            self.mark_written()
+            if stmt.words[:1] == ("CREATE",) and {"TEMP", "TEMPORARY"} & set(stmt.words):
+                self._has_temp = True
+
+    def mark_written(self) -> None:
+        """The open transaction changed data (COPY FROM STDIN tells it here too)."""
+        if self.tx is not TxState.IDLE:
+            self._tx_wrote = True
+
     def _run(self, stmt: Statement, kind: Kind, params: Sequence[Any] | None) -> Result:
+        if stmt.words[:1] and stmt.words[0] in cursors.WORDS:
+            return self._cursor_statement(stmt, params)
         if kind is Kind.BEGIN:
             if self.tx is TxState.IDLE:
                 self.cursor.execute("BEGIN TRANSACTION")
                 self.tx = TxState.IN_TRANSACTION
+                self._tx_wrote = False
+                self._savepoints = []
             else:
                 self.notice("WARNING", "there is already a transaction in progress")
             return Result("BEGIN")
         if stmt.words[:1] == ("DEALLOCATE",):
             # Prepared statements live with the connection and end with Close or the connection.
             return Result("DEALLOCATE ALL" if stmt.words[1:2] == ("ALL",) else "DEALLOCATE")
-        if stmt.words[:1] in (("SAVEPOINT",), ("RELEASE",)) or stmt.words[:2] == ("ROLLBACK", "TO"):
+        if stmt.words[:1] in (("SAVEPOINT",), ("RELEASE",)) or (stmt.words[:1] == ("ROLLBACK",)
+                                                                and "TO" in stmt.words[1:3]):
             return self._savepoint(stmt)
         if kind in (Kind.COMMIT, Kind.ROLLBACK):
             return self._end_transaction(kind)
@@ -209,13 +259,123 @@ class Session:
         return self._execute(stmt, kind, params)
 
     def _savepoint(self, stmt: Statement) -> Result:
-        """SAVEPOINT and RELEASE inside a transaction are kept as marks; DuckDB cannot roll back to one."""
-        if stmt.words[0] == "ROLLBACK":
-            raise SavepointsNotSupported("ROLLBACK TO SAVEPOINT is not supported",
-                                         hint="roll back the whole transaction with ROLLBACK")
+        """SAVEPOINT, RELEASE and ROLLBACK TO SAVEPOINT.
+
+        DuckDB keeps no savepoints. A savepoint set before the transaction changed anything can still be rolled
+        back to: the DuckDB transaction is rolled back and a new one begun, which is the state the savepoint saw.
+        After earlier changes that would lose them, so ROLLBACK TO is refused (0A000) and the transaction fails.
+        """
+        m = _SAVEPOINT.match(stmt.text)
+        if m is None:
+            raise cursors.SqlSyntaxError(f"syntax error in {stmt.words[0]}: expected a savepoint name")
+        verb = {"SAVEPOINT": "SAVEPOINT", "RELEASE": "RELEASE SAVEPOINT"}.get(stmt.words[0], "ROLLBACK TO SAVEPOINT")
+        name = cursors.name_of(m.group(1))
         if self.tx is TxState.IDLE:
-            raise NoActiveTransaction(f"{stmt.words[0]} can only be used in transaction blocks")
-        return Result(stmt.words[0])
+            raise NoActiveTransaction(f"{verb} can only be used in transaction blocks")
+        if verb == "SAVEPOINT":
+            self._savepoints.append(_Savepoint(name, not self._tx_wrote, set(self.cursors)))
+            return Result("SAVEPOINT")
+        index = next((i for i in range(len(self._savepoints) - 1, -1, -1) if self._savepoints[i].name == name), None)
+        if index is None:
+            raise UndefinedSavepoint(f'savepoint "{name}" does not exist')
+        if verb == "RELEASE SAVEPOINT":
+            del self._savepoints[index:]
+            return Result("RELEASE")
+        point = self._savepoints[index]
+        if not point.clean:
+            raise SavepointsNotSupported(
+                "ROLLBACK TO SAVEPOINT is not supported after changes made before the savepoint",
+                hint="DuckDB keeps no savepoints: ROLLBACK the whole transaction and run it again")
+        del self._savepoints[index + 1:]
+        try:
+            self.cursor.execute("ROLLBACK")
+        except duckdb.TransactionException:
+            pass  # DuckDB ended the aborted transaction already
+        self.cursor.execute("BEGIN TRANSACTION")
+        self.tx = TxState.IN_TRANSACTION
+        self._tx_wrote = False
+        self._tx_events = []
+        for cname in set(self.cursors) - point.cursors:  # cursors declared after the savepoint go with it
+            self.cursors.pop(cname).close()
+        return Result("ROLLBACK")
+
+    # -- cursors ------------------------------------------------------------------
+    def _cursor_statement(self, stmt: Statement, params: Sequence[Any] | None) -> Result:
+        verb = stmt.words[0]
+        if verb == "DECLARE":
+            return self._declare(cursors.parse_declare(stmt.text), params)
+        if verb == "CLOSE":
+            name = cursors.parse_close(stmt.text)
+            if name is None:
+                for cur in self.cursors.values():
+                    cur.close()
+                self.cursors.clear()
+                return Result("CLOSE CURSOR ALL")
+            self._cursor(name).close()
+            self.cursors.pop(name, None)
+            return Result("CLOSE CURSOR")
+        fetch = cursors.parse_fetch(stmt.text)
+        cur = self._cursor(fetch.name)
+        if fetch.verb == "MOVE":
+            return Result(f"MOVE {cur.skip(fetch.count)}")
+        return Result("FETCH", cur.columns, cur.take(fetch.count), count_rows=True, binary=cur.binary)
+
+    def _cursor(self, name: str) -> cursors.Cursor:
+        cur = self.cursors.get(name) or self.find_portal(name)
+        if cur is None:
+            raise UndefinedCursor(f'cursor "{name}" does not exist')
+        return cur
+
+    def _declare(self, spec: cursors.Declare, params: Sequence[Any] | None) -> Result:
+        if self.tx is TxState.IDLE and not spec.hold:
+            raise NoActiveTransaction("DECLARE CURSOR can only be used in transaction blocks")
+        if spec.name in self.cursors or self.find_portal(spec.name) is not None:
+            raise DuplicateCursor(f'cursor "{spec.name}" already exists')
+        stmts = split(spec.query)
+        if len(stmts) != 1 or stmts[0].kind is not Kind.ROWS:
+            raise cursors.SqlSyntaxError("DECLARE CURSOR takes one SELECT or VALUES query")
+        query = stmts[0]
+        own = (self.tx is not TxState.IDLE and self._tx_wrote) or self._has_temp
+        conn: duckdb.DuckDBPyConnection | None = None
+        if not own:
+            conn = self._cursor_connection()
+            try:
+                result = self._execute(query, query.kind, params, on=conn)
+            except BaseException:
+                conn.close()
+                raise
+            if result.source is None:  # a semantic query: its rows are judged and held already
+                conn.close()
+                conn = None
+        else:
+            # Rows only this session's connection sees: taken now, as PostgreSQL's snapshot would show them.
+            result = self._execute(query, query.kind, params)
+            result.rows = iter(list(result.rows or ()))
+        assert result.columns is not None
+        self.cursors[spec.name] = cursors.Cursor(
+            spec.name, result.columns, result.rows or iter(()), hold=spec.hold, binary=spec.binary,
+            in_transaction=self.tx is not TxState.IDLE, connection=conn, duck_types=result.duck_types)
+        return Result("DECLARE CURSOR")
+
+    def _cursor_connection(self) -> duckdb.DuckDBPyConnection:
+        """A DuckDB connection of its own for a cursor, set up as the session's."""
+        conn = self.store.cursor()
+        try:
+            pgsettings.prepare_cursor(conn)
+            pgsettings.apply_timezone(conn, self.settings["timezone"])
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _end_cursors(self, *, committed: bool) -> None:
+        """At the end of a transaction: cursors without HOLD close; a ROLLBACK also drops those it declared."""
+        for name, cur in list(self.cursors.items()):
+            if not cur.hold or (cur.in_transaction and not committed):
+                cur.close()
+                del self.cursors[name]
+            else:
+                cur.in_transaction = False
 
     def _end_transaction(self, kind: Kind) -> Result:
         if self.tx is TxState.IDLE:
@@ -223,6 +383,9 @@ class Session:
             return Result("COMMIT" if kind is Kind.COMMIT else "ROLLBACK")
         failed = self.tx is TxState.FAILED
         self.tx = TxState.IDLE
+        self._tx_wrote = False
+        self._savepoints = []
+        self._end_cursors(committed=kind is Kind.COMMIT and not failed)
         tx_events, self._tx_events = self._tx_events, []
         if kind is Kind.COMMIT and not failed:
             self.cursor.execute("COMMIT")
@@ -336,6 +499,13 @@ class Session:
         """ParameterDescription OIDs of a statement, or None when its text cannot be read."""
         if stmt is None:
             return list(given)
+        if stmt.words[:1] == ("DECLARE",):
+            try:
+                inner = split(cursors.parse_declare(stmt.text).query)
+            except MeansqlError:
+                inner = []
+            if len(inner) == 1:
+                stmt = inner[0]
         try:
             parsed = dialect.parse(stmt.text, self.executor.registry.infix)
         except Exception:  # noqa: BLE001 - DuckDB reports the error when the statement runs
@@ -379,16 +549,18 @@ class Session:
             # DuckDB reads it as written and reports its own error if it cannot either.
             return text
 
-    def _execute(self, stmt: Statement, kind: Kind, params: Sequence[Any] | None) -> Result:
+    def _execute(self, stmt: Statement, kind: Kind, params: Sequence[Any] | None,
+                 on: duckdb.DuckDBPyConnection | None = None) -> Result:
         text, ctx, stages = self._translate(stmt, params)
         if ctx is None and kind is Kind.DML and "training_" in text.lower() and (door := training_sql.plan(text)):
             return self._training_dml(door, params)
         # A semantic statement has its parameters bound as literals (its stages run without them).
         args = _positional(text, params) if params and ctx is None else None
-        cur = self.cursor
+        cur = on if on is not None and ctx is None else self.cursor
         timer = self._start_timer()
         with self._lock:
             self._current = ctx
+            self._active = cur
             self._running = True
         try:
             if ctx is not None and stages:
@@ -420,16 +592,16 @@ class Session:
         if kind is Kind.DML and [d[0] for d in description] == ["Count"]:
             (count,) = cur.fetchone() or (0,)
             return Result(("INSERT 0 " if stmt.words[0] == "INSERT" else f"{stmt.words[0]} ") + str(count))
-        if kind is Kind.OTHER and [d[0] for d in description] == ["Count"]:
-            return Result(stmt.tag)
+        if kind is Kind.OTHER and [d[0] for d in description] in (["Count"], ["Success"]):
+            return Result(stmt.tag)  # DuckDB answers DDL with a row (CREATE: Count, DROP and CHECKPOINT: Success)
         if kind is Kind.COPY and [d[0] for d in description] == ["Count"]:
             (count,) = cur.fetchone() or (0,)
             return Result(f"COPY {count}")
-        columns = [(d[0], types.oid_of(str(d[1]))) for d in description]
+        columns = _columns(stmt, [(d[0], str(d[1])) for d in description])
         if ctx is not None:
             return Result("SELECT", columns, iter(rows or []), count_rows=True)
         return Result("SELECT", columns, _stream(cur), count_rows=True, source=cur,
-                      duck_types=[str(d[1]) for d in description])
+                      duck_types=[str(d[1]) for d in description], origins=self.origins(stmt, columns))
 
     def _training_dml(self, door: training_sql.Plan, params: Sequence[Any] | None) -> Result:
         """DML on a training table, with its outbox events in the same transaction."""
@@ -521,6 +693,14 @@ class Session:
         Raises CannotDescribe when only running the statement would tell.
         """
         kind = stmt.kind
+        if stmt.words[:1] == ("FETCH",):
+            # PostgreSQL describes a FETCH by its cursor, and one it cannot find as returning no rows.
+            try:
+                return self._cursor(cursors.parse_fetch(stmt.text).name).columns
+            except (UndefinedCursor, cursors.SqlSyntaxError):
+                return None
+        if stmt.words[:1] and stmt.words[0] in cursors.WORDS:
+            return None
         if kind is Kind.SHOW:
             m = _SHOW.match(stmt.text)
             name = _unquote(m.group(1)) if m else ""
@@ -545,7 +725,62 @@ class Session:
             rows = self.cursor.execute(f"DESCRIBE {text}", args or None).fetchall()
         except duckdb.Error as exc:
             raise CannotDescribe(str(exc)) from exc
-        return [(r[0], types.oid_of(str(r[1]))) for r in rows]
+        return _columns(stmt, [(r[0], str(r[1])) for r in rows])
+
+    def origins(self, stmt: Statement | None, columns: list[tuple[str, int]]) -> list[tuple[int, int]] | None:
+        """Table OID and column number of each result column that is a table's column, as PostgreSQL reports
+        them in RowDescription (pgjdbc's getTableName, isAutoIncrement): for a SELECT from one table whose
+        columns are plain column references or *; None where that is not plain to see."""
+        if stmt is None or stmt.words[:1] != ("SELECT",) or catalog.mentions_catalog(stmt.text):
+            return None
+        if stmt.text not in self._origins:
+            if len(self._origins) >= 256:
+                self._origins.clear()
+            try:
+                self._origins[stmt.text] = self._find_origins(stmt.text)
+            except (sqlglot.errors.SqlglotError, duckdb.Error):
+                self._origins[stmt.text] = None
+        found = self._origins[stmt.text]
+        return found if found is not None and len(found) == len(columns) else None
+
+    def _find_origins(self, text: str) -> list[tuple[int, int]] | None:
+        tree = sqlglot.parse_one(text, read="postgres")
+        if not isinstance(tree, exp.Select) or tree.args.get("joins") or tree.args.get("with_"):
+            return None
+        source = tree.args.get("from_")
+        table = source.this if isinstance(source, exp.From) else None
+        if not isinstance(table, exp.Table) or not isinstance(table.this, exp.Identifier) or table.catalog:
+            return None
+        schema = "main" if table.db.lower() in ("", "public") else table.db
+        if self._lookup is None:
+            # Its own connection: the session's may be streaming the very result these describe.
+            self._lookup = self.store.cursor()
+        rows = self._lookup.execute(
+            "SELECT table_oid, lower(column_name), column_index FROM duckdb_columns() "
+            "WHERE lower(table_name) = lower(?) AND lower(schema_name) = lower(?) AND database_name = ?"
+            " ORDER BY column_index", [table.name, schema, self._database_name()]).fetchall()
+        if not rows or len({r[0] for r in rows}) != 1:
+            return None
+        numbers = {name: (int(oid), int(index)) for oid, name, index in rows}
+        out: list[tuple[int, int]] = []
+        for projection in tree.expressions:
+            inner = projection.this if isinstance(projection, exp.Alias) else projection
+            if isinstance(inner, exp.Star):
+                out += [(int(oid), int(index)) for oid, _name, index in rows]
+            elif isinstance(inner, exp.Column) and isinstance(inner.this, exp.Star):
+                out += [(int(oid), int(index)) for oid, _name, index in rows]
+            elif isinstance(inner, exp.Column) and inner.table.lower() in ("", table.alias_or_name.lower()):
+                out.append(numbers.get(inner.name.lower(), (0, 0)))
+            else:
+                out.append((0, 0))
+        return out
+
+    def _database_name(self) -> str:
+        if self._duck_database is None:
+            row = self.cursor.execute("SELECT current_database()").fetchone() if self._lookup is None else \
+                self._lookup.execute("SELECT current_database()").fetchone()
+            self._duck_database = str(row[0]) if row else ""
+        return self._duck_database
 
     def _finish(self, ctx: QueryContext) -> None:
         with self._lock:
@@ -572,10 +807,15 @@ class Session:
             if ctx is not None:
                 ctx.cancel_reason = reason
                 ctx.cancel.set()
-            self.cursor.interrupt()
+            self._active.interrupt()
 
     def close(self) -> None:
         self._unhook()
+        for cur in self.cursors.values():
+            cur.close()
+        self.cursors.clear()
+        if self._lookup is not None:
+            self._lookup.close()
         try:
             if self.tx is not TxState.IDLE:
                 self.cursor.execute("ROLLBACK")
@@ -594,6 +834,12 @@ def _duration_ms(value: str) -> float:
     if not m:
         return 0
     return float(m.group(1)) * _UNIT_MS[(m.group(2) or "ms").lower()]
+
+
+def _columns(stmt: Statement, described: list[tuple[str, str]]) -> list[tuple[str, int]]:
+    """RowDescription columns from DuckDB's names and types, with the catalog's OIDs where DuckDB has no such type."""
+    special = catalog.column_oids(stmt.text) if stmt.kind is Kind.ROWS else {}
+    return [(name, special.get(name) or types.oid_of(duck)) for name, duck in described]
 
 
 def _literal(value: Any) -> exp.Expr:

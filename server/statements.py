@@ -31,7 +31,7 @@ class Kind(enum.Enum):
 
 
 _ROW_WORDS = {"SELECT", "WITH", "VALUES", "TABLE", "FROM", "DESCRIBE", "SUMMARIZE", "PRAGMA",
-              "EXPLAIN", "CALL", "PIVOT", "UNPIVOT"}
+              "EXPLAIN", "CALL", "PIVOT", "UNPIVOT", "FETCH"}
 
 
 @dataclass(frozen=True)

@@ -94,12 +94,15 @@ def parameter_description(oids: Sequence[int]) -> bytes:
     return _msg(ServerResponse.PARAMETER_DESCRIPTION, struct.pack(f"!h{len(oids)}I", len(oids), *oids))
 
 
-def row_description(columns: Sequence[tuple[str, int]], formats: Sequence[int]) -> bytes:
+def row_description(columns: Sequence[tuple[str, int]], formats: Sequence[int],
+                    origins: Sequence[tuple[int, int]] | None = None) -> bytes:
+    """RowDescription; origins: each column's table OID and column number where it is a table's column."""
     body = bytearray(struct.pack("!h", len(columns)))
     for i, (name, oid) in enumerate(columns):
         fmt = formats[i] if i < len(formats) else (formats[0] if len(formats) == 1 else 0)
+        table, attnum = origins[i] if origins is not None and i < len(origins) else (0, 0)
         body += _cstr(name)
-        body += struct.pack("!IhIhih", 0, 0, oid, types.TYPE_SIZES.get(oid, -1), -1, fmt)
+        body += struct.pack("!IhIhih", table, attnum, oid, types.TYPE_SIZES.get(oid, -1), -1, fmt)
     return _msg(ServerResponse.ROW_DESCRIPTION, bytes(body))
 
 

@@ -24,7 +24,7 @@ import duckdb
 from buenavista.postgres import BuenaVistaHandler, BuenaVistaServer
 
 from semantic_ops import dialect
-from server import errors
+from server import cursors, errors
 from server import parameters as pgparameters
 from server.pgwire import auth, codec, copy, tls, types
 from server.session import CannotDescribe, Result, Session, TxState
@@ -259,6 +259,7 @@ class MeansqlHandler(BuenaVistaHandler):
         session.take_reports()  # start-up sends every reported parameter below
         state = self.server.register(session)
         self._state = state
+        session.find_portal = lambda name: self._portal_cursor(state, name)
         session.notice = lambda severity, message: self._send(codec.notice_response(severity, message), flush=True)
         session.notify = lambda channel, payload: self._send(codec.notification_response(state.pid, channel, payload),
                                                              flush=True)
@@ -355,7 +356,7 @@ class MeansqlHandler(BuenaVistaHandler):
                     if stmt.kind is Kind.COPY and self._copy(state, stmt):
                         continue
                     result = session.run(stmt)
-                    self._send_result(result, describe=True, formats=[])
+                    self._send_result(result, describe=True, formats=[1] if result.binary else [])
                 except _Closed:
                     raise
                 except Exception as exc:
@@ -409,6 +410,7 @@ class MeansqlHandler(BuenaVistaHandler):
         self._send(codec.command_complete(f"COPY {count}"))
 
     def _copy_in(self, session: Session, spec: copy.CopySpec) -> None:
+        session.mark_written()
         sink = copy.CopyIn(spec, copy.target_columns(session, spec),
                            spool_dir=session.files.spool_dir if session.files is not None else None)
         try:
@@ -448,7 +450,7 @@ class MeansqlHandler(BuenaVistaHandler):
             self._send(codec.command_complete(result.tag))
             return None
         if describe:
-            self._send(codec.row_description(result.columns, formats))
+            self._send(codec.row_description(result.columns, formats, result.origins))
         oids = [oid for _, oid in result.columns]
         fmts = [formats[i] if i < len(formats) else (formats[0] if len(formats) == 1 else 0)
                 for i in range(len(oids))]
@@ -562,14 +564,21 @@ class MeansqlHandler(BuenaVistaHandler):
                     except CannotDescribe:
                         columns = None
                 out = codec.parameter_description(prepared.param_oids)
-                self._send(out + (codec.row_description(columns, []) if columns else codec.no_data()))
+                origins = session.origins(prepared.statement, columns) if columns else None
+                self._send(out + (codec.row_description(columns, [], origins) if columns else codec.no_data()))
             elif what == b"P":
                 portal = state.portals.get(name)
+                declared = session.cursors.get(name) if portal is None else None
+                if declared is not None:  # a cursor DECLAREd in SQL is a portal too
+                    self._send(codec.row_description(declared.columns, [1] if declared.binary else []))
+                    return
                 if portal is None:
                     raise errors.UndefinedCursor(f'portal "{name}" does not exist')
                 self._check_describe(state, portal.prepared.statement)
                 columns = self._portal_columns(state, portal)
-                self._send(codec.row_description(columns, portal.result_formats) if columns else codec.no_data())
+                origins = session.origins(portal.prepared.statement, columns) if columns else None
+                self._send(codec.row_description(columns, portal.result_formats, origins) if columns
+                           else codec.no_data())
                 portal.described = True
             else:
                 raise ValueError(f"invalid Describe target {what!r}")
@@ -595,6 +604,23 @@ class MeansqlHandler(BuenaVistaHandler):
                 self._run_portal(state, portal)
         assert portal.result is not None
         return portal.result.columns
+
+    def _portal_cursor(self, state: ConnState, name: str) -> cursors.Cursor | None:
+        """A protocol portal as a cursor, for FETCH and MOVE in SQL (asyncpg's Cursor.forward)."""
+        portal = state.portals.get(name) if name else None
+        if portal is None or portal.prepared.statement is None or portal.prepared.statement.kind is not Kind.ROWS:
+            return None
+        self._run_portal(state, portal)
+        if portal.result is None or portal.result.columns is None:
+            return None
+        # The rest is kept apart from the session's connection, which the next statement reuses.
+        portal.rows = iter(list(portal.rows or ()))
+
+        def forget() -> None:  # CLOSE in SQL closes the portal
+            state.portals.pop(name, None)
+
+        return cursors.Cursor(name, portal.result.columns, portal.rows, hold=False, binary=False,
+                              in_transaction=True, on_close=forget)
 
     def _run_portal(self, state: ConnState, portal: Portal) -> None:
         stmt = portal.prepared.statement
@@ -646,6 +672,9 @@ class MeansqlHandler(BuenaVistaHandler):
             state.statements.pop(name, None)
         elif what == b"P":
             state.portals.pop(name, None)
+            declared = state.session.cursors.pop(name, None)  # a cursor DECLAREd in SQL is a portal too
+            if declared is not None:
+                declared.close()
         else:
             raise ValueError(f"invalid Close target {what!r}")
         self._send(codec.close_complete())
@@ -697,6 +726,8 @@ def _analyse(session: Session, prepared: Prepared) -> None:
     registry = session.executor.registry
     # A semantic statement is checked when it runs: describing it would open a query context (and its NOTICEs).
     semantic = dialect.has_semantic_words(stmt.text, registry.infix, registry.by_function.keys())
+    if stmt.words[:1] and stmt.words[0] in cursors.SESSION_WORDS:
+        return  # the session reads these itself
     if stmt.kind in (Kind.OTHER, Kind.DML) and not semantic:
         session.cursor.extract_statements(stmt.text)  # syntax only; DuckDB's ParserException is 42601
     if stmt.kind is Kind.ROWS and not semantic:

@@ -8,7 +8,6 @@ import decimal
 from typing import Any
 
 import asyncpg
-import pytest
 from asyncpg import introspection
 
 from tests.clients.conftest import Target
@@ -34,10 +33,7 @@ def test_fetch_numeric_and_time_types(target: Target) -> None:
     assert row == {"n": decimal.Decimal("1.50"), "d": dt.date(2024, 1, 2), "ts": dt.datetime(2024, 1, 2, 3, 4, 5)}
 
 
-def test_fetch_array_types(target: Target, request: pytest.FixtureRequest) -> None:
-    if target.name == "meansql":
-        request.applymarker(pytest.mark.xfail(reason="asyncpg's type introspection of int/float arrays keeps "
-                                                     "re-preparing against meansql's catalog", strict=False))
+def test_fetch_array_types(target: Target) -> None:
     row = asyncio.run(_fetch(target, "SELECT ARRAY[1,2]::int[] AS ia, ARRAY['a','b']::text[] AS ta"))
     assert row == {"ia": [1, 2], "ta": ["a", "b"]}
 

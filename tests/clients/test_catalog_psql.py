@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from tests.clients.conftest import Target
@@ -95,3 +97,55 @@ def test_regclass_and_format_type(target: Target, typed_table: str) -> None:
     assert rows[:5] == [("id", "integer"), ("name", "text"), ("price", "numeric(10,2)"),
                         ("seen", "timestamp without time zone"), ("ok", "boolean")]
     assert name == (typed_table,)
+
+
+@pytest.fixture()
+def linked_tables(target: Target, table_name: str) -> tuple[str, str]:
+    """A parent with a primary key and a unique column, and a child with a foreign key to each."""
+    parent, child = f"{table_name}_p", f"{table_name}_c"
+    with target.connect() as conn:
+        conn.execute(f"DROP TABLE IF EXISTS {child}")
+        conn.execute(f"DROP TABLE IF EXISTS {parent}")
+        conn.execute(f"CREATE TABLE {parent} (id integer PRIMARY KEY, code text UNIQUE)")
+        conn.execute(f"CREATE TABLE {child} (id integer, pid integer REFERENCES {parent}(id), pcode text, "
+                     f"FOREIGN KEY (pcode) REFERENCES {parent} (code))")
+    return parent, child
+
+
+def _section(out: str, title: str) -> list[str]:
+    lines = out.splitlines()
+    start = lines.index(title) + 1
+    return [line.strip() for line in itertools.takewhile(lambda x: x.startswith("    "), lines[start:])]
+
+
+def test_describe_table_foreign_keys(target: Target, linked_tables: tuple[str, str]) -> None:
+    parent, child = linked_tables
+    assert _section(_run(target, rf"\d {child}"), "Foreign-key constraints:") == [
+        f'"{child}_pcode_fkey" FOREIGN KEY (pcode) REFERENCES {parent}(code)',
+        f'"{child}_pid_fkey" FOREIGN KEY (pid) REFERENCES {parent}(id)',
+    ]
+    assert _section(_run(target, rf"\d {parent}"), "Referenced by:") == [
+        f'TABLE "{child}" CONSTRAINT "{child}_pcode_fkey" FOREIGN KEY (pcode) REFERENCES {parent}(code)',
+        f'TABLE "{child}" CONSTRAINT "{child}_pid_fkey" FOREIGN KEY (pid) REFERENCES {parent}(id)',
+    ]
+
+
+def test_pg_constraint_foreign_keys(target: Target, linked_tables: tuple[str, str]) -> None:
+    parent, child = linked_tables
+    with target.connect() as conn:
+        rows = conn.execute(
+            "SELECT conname, contype, confrelid = %s::regclass, conkey, confkey, pg_get_constraintdef(oid) "
+            "FROM pg_catalog.pg_constraint WHERE conrelid = %s::regclass ORDER BY conname", [parent, child]).fetchall()
+    assert rows == [
+        (f"{child}_pcode_fkey", "f", True, [3], [2], f"FOREIGN KEY (pcode) REFERENCES {parent}(code)"),
+        (f"{child}_pid_fkey", "f", True, [2], [1], f"FOREIGN KEY (pid) REFERENCES {parent}(id)"),
+    ]
+
+
+def test_drop_answers_with_its_tag(target: Target, table_name: str) -> None:
+    with target.connect() as conn:
+        created = conn.execute(f"CREATE TABLE {table_name}_d (x integer)")
+        dropped = conn.execute(f"DROP TABLE {table_name}_d")
+        again = conn.execute(f"DROP TABLE IF EXISTS {table_name}_d")
+    assert [(c.statusmessage, c.description) for c in (created, dropped, again)] == [
+        ("CREATE TABLE", None), ("DROP TABLE", None), ("DROP TABLE", None)]
