@@ -8,7 +8,7 @@ import threading
 from semantic_ops import functions
 from semantic_ops.executor import Executor, Options
 from semantic_ops.judges.litellm import LiteLLMJudge, embedding_encoder
-from semantic_ops.judges.local import LocalJudge, store_examples
+from semantic_ops.judges.local import LocalJudge, register_calibrate, store_examples
 from semantic_ops.operators import Registry
 from server import catalog
 from server.config import Settings
@@ -53,6 +53,7 @@ class App:
             self.executor.register_udfs(self.store.database)
             self.publisher = Publisher(self.store, settings.redis_url).start()
             functions.register(self.store.database, self.embedder)
+            register_calibrate(self.store.database, self.store, self.embedder, self.registry)
         except BaseException:
             self.store.close()
             raise

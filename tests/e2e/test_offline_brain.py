@@ -188,3 +188,29 @@ def test_works_with_networking_off(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout) == [{"eco": True, "fork": False, "same": 1.0, "dims": 384}]
     assert "answered by the local judge" in out.stderr
+
+
+def test_calibrate_through_a_running_server(start_server: Callable[..., ServerProcess]) -> None:
+    """`meansql training calibrate --url` measures the thresholds in the server, which holds the file and the model."""
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT, server_env
+
+    server = start_server(provider=False)
+    with server.connect() as conn:
+        create_products(conn)
+        conn.execute("SELECT id, description MEANS 'eco-friendly' FROM products ORDER BY id").fetchall()
+        conn.execute("INSERT INTO training_annotations (trace_id, trainable, verified) "
+                     "SELECT trace_id, true, true FROM unified_logs WHERE role = 'assistant'")
+    out = subprocess.run([sys.executable, "-m", "server.cli", "training", "calibrate", "semantic_matches",
+                          "--url", server.url, "--precision", "0.9"],
+                         cwd=ROOT, env=server_env(None), capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "(all)" in out.stdout and "min_confidence" in out.stdout and "5" in out.stdout
+    with server.connect() as conn:
+        assert conn.execute("SELECT criterion, target_precision, examples FROM judge_calibration").fetchall() == [
+            (None, 0.9, 5)]
+    wrong = subprocess.run([sys.executable, "-m", "server.cli", "training", "calibrate", "no_such_operator",
+                            "--url", server.url], cwd=ROOT, env=server_env(None), capture_output=True, text=True, timeout=120)
+    assert wrong.returncode == 1 and "no operator 'no_such_operator'" in wrong.stderr
