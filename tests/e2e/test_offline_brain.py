@@ -214,3 +214,48 @@ def test_calibrate_through_a_running_server(start_server: Callable[..., ServerPr
     wrong = subprocess.run([sys.executable, "-m", "server.cli", "training", "calibrate", "no_such_operator",
                             "--url", server.url], cwd=ROOT, env=server_env(None), capture_output=True, text=True, timeout=120)
     assert wrong.returncode == 1 and "no operator 'no_such_operator'" in wrong.stderr
+
+
+def test_a_litellm_embedding_model_from_the_config(start_server: Callable[..., ServerProcess], tmp_path: Path,
+                                                   fresh_provider: Any) -> None:
+    """embedding_model names a litellm model: vectors come from the provider's /v1/embeddings, at its width."""
+    from tests.fake_provider import vector
+
+    fresh_provider.behaviour.embedding_dim = 48
+    ops = _operator(tmp_path, training_strategy="semantic", training_limit="2")
+    server = start_server("--operators-dir", str(ops), MEANSQL_EMBEDDING_MODEL="openai/stand-in-embedding")
+    with server.connect() as conn:
+        notices = collect_notices(conn)
+        vec = conn.execute("SELECT EMBED('The cat sat on the mat')").fetchone()[0]
+        assert len(vec) == 48
+        assert all(math.isclose(a, b, abs_tol=1e-6) for a, b in zip(vec, vector("The cat sat on the mat", 48)))
+        assert fresh_provider.embedding_calls == 1 and fresh_provider.embedding_inputs == [["The cat sat on the mat"]]
+        # cached: the same text again costs no call
+        again = conn.execute("SELECT EMBED('The cat sat on the mat')").fetchone()[0]
+        assert again == vec and fresh_provider.embedding_calls == 1
+        # SIMILAR_TO and VECTOR_SEARCH at the model's width
+        assert math.isclose(conn.execute("SELECT SIMILAR_TO('red apple pie', 'red apple pie')").fetchone()[0], 1.0,
+                            rel_tol=1e-5)
+        conn.execute("CREATE TABLE docs (id INT, body VARCHAR)")
+        conn.execute("INSERT INTO docs VALUES (1, 'red apple pie'), (2, 'stock market crash'), (3, 'green apple tart'), "
+                     "(4, 'bond market rally')")
+        found = conn.execute("SELECT id FROM VECTOR_SEARCH('apple pie recipe', 'docs', 'body', 2)").fetchall()
+        assert found == [(1,), (3,)]
+        # the semantic strategy picks examples with the same vectors
+        known = ["Recycled paper notebook", "Organic cotton tote bag", "Plastic wrap roll", "Styrofoam cup"]
+        conn.execute("CREATE TABLE things (t VARCHAR)")
+        with conn.cursor() as cur:
+            cur.executemany("INSERT INTO things VALUES (%s)", [(t,) for t in known])
+        conn.execute("SELECT t MEANS 'eco-friendly' FROM things").fetchall()
+        conn.execute("INSERT INTO training_annotations (trace_id, trainable) SELECT trace_id, true FROM unified_logs")
+        fresh_provider.requests.clear()
+        assert conn.execute("SELECT 'Recycled paper folder' MEANS 'eco-friendly'").fetchone() == (True,)
+        assert "Injected 2 training examples (semantic strategy)" in notices
+        cached = conn.execute("SELECT DISTINCT model, len(vector) FROM embedding_cache_48").fetchall()
+        assert cached == [("openai/stand-in-embedding", 48)]
+        assert conn.execute("SELECT count(*) FROM embedding_cache").fetchone() == (0,)
+    prompt = fresh_provider.requests[-1]["body"]["messages"][0]["content"]
+    assert "<input>Recycled paper notebook</input>" in prompt and prompt.count("<input>") == 2
+    # each distinct text went to the provider once: 2 + 3 docs + the search + 4 examples + the new input
+    sent = [t for batch in fresh_provider.embedding_inputs for t in batch]
+    assert fresh_provider.stats()["embedded_texts"] == len(sent) == len(set(sent)) == 11
