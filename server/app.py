@@ -19,6 +19,7 @@ from server.session import Session
 from training.embeddings import LOCAL, Embedder
 from training.events import Publisher
 from training.store import Store
+from training.vectors import VectorIndexes
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,7 @@ class App:
                 self.store, self.registry, self.judge, default_model=settings.model,
                 defaults=Options(cache=settings.cache, on_error=settings.on_error, max_calls=settings.max_calls),
                 local=self.local_judge, embedder=self.embedder,
+                vectors=VectorIndexes(self.store, settings.vector_index_threshold),
             )
             self.executor.register_udfs(self.store.database)
             self.publisher = Publisher(self.store, settings.redis_url).start()

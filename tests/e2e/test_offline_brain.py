@@ -259,3 +259,38 @@ def test_a_litellm_embedding_model_from_the_config(start_server: Callable[..., S
     # each distinct text went to the provider once: 2 + 3 docs + the search + 4 examples + the new input
     sent = [t for batch in fresh_provider.embedding_inputs for t in batch]
     assert fresh_provider.stats()["embedded_texts"] == len(sent) == len(set(sent)) == 11
+
+
+def test_large_searches_go_through_an_hnsw_index(start_server: Callable[..., ServerProcess], tmp_path: Path,
+                                                 fresh_provider: Any) -> None:
+    """Above vector_index_threshold, VECTOR_SEARCH and the semantic strategy read an HNSW index: same answers."""
+    ops = _operator(tmp_path, training_strategy="semantic", training_limit="2")
+    server = start_server("--operators-dir", str(ops), MEANSQL_VECTOR_INDEX_THRESHOLD="4")
+    with server.connect() as conn:
+        notices = collect_notices(conn)
+        _docs(conn)
+        exact = conn.execute("SELECT id, SIMILAR_TO(body, 'pets sleeping') AS s FROM docs WHERE body IS NOT NULL "
+                             "ORDER BY s DESC LIMIT 3").fetchall()
+        found = conn.execute("SELECT id, body, score FROM VECTOR_SEARCH('pets sleeping', 'docs', 'body', 3)").fetchall()
+        assert [r[0] for r in found] == [r[0] for r in exact] and found[0][0] == 3
+        assert all(math.isclose(f[2], e[1], abs_tol=1e-4) for f, e in zip(found, exact))
+        assert found[0][1] == "A kitten curled up asleep by the fire"
+        # a new row changes the table: the index is rebuilt and finds it
+        conn.execute("INSERT INTO docs VALUES (6, 'Puppies asleep in a basket')")
+        again = conn.execute("SELECT v.id FROM VECTOR_SEARCH('pets sleeping', 'docs', 'body', 2) AS v").fetchall()
+        assert 6 in [r[0] for r in again]
+        known = ["Recycled paper notebook", "Organic cotton tote bag", "Plastic wrap roll", "Styrofoam cup",
+                 "Diesel generator", "Compostable plates"]
+        conn.execute("CREATE TABLE things (t VARCHAR)")
+        with conn.cursor() as cur:
+            cur.executemany("INSERT INTO things VALUES (%s)", [(t,) for t in known])
+        conn.execute("SELECT t MEANS 'eco-friendly' FROM things").fetchall()
+        conn.execute("INSERT INTO training_annotations (trace_id, trainable) SELECT trace_id, true FROM unified_logs")
+        fresh_provider.reset()
+        assert conn.execute("SELECT 'Recycled cardboard notebook' MEANS 'eco-friendly'").fetchone() == (True,)
+        assert "Injected 2 training examples (semantic strategy)" in notices
+    prompt = fresh_provider.requests[-1]["body"]["messages"][0]["content"]
+    assert "<input>Recycled paper notebook</input>" in prompt and prompt.count("<input>") == 2
+    log = server.stop()
+    assert "HNSW index of 4 vectors built" in log and "HNSW index of 5 vectors built" in log
+    assert "HNSW index of 6 vectors built" in log
