@@ -65,9 +65,11 @@ def extension_file() -> Path | None:
 
 
 def vector_literal(vector: Vectors) -> str:
-    """A FLOAT[n] literal of a vector we computed (float reprs only)."""
-    values = ",".join(repr(float(x)) for x in np.asarray(vector, dtype=np.float32))
-    return f"[{values}]::FLOAT[{len(vector)}]"
+    """A FLOAT[n] constant of a vector we computed: one string cast, which DuckDB folds before the vss optimizer
+    looks (a list of 384 numeric literals costs the binder ~20 ms; the string, well under 1 ms).
+    9 significant digits give back the same float32."""
+    values = ",".join(f"{float(x):.9g}" for x in np.asarray(vector, dtype=np.float32))
+    return f"'[{values}]'::FLOAT[{len(vector)}]"
 
 
 def search_sql(table: str, vector: Vectors, k: int) -> str:
