@@ -251,7 +251,7 @@ def test_a_litellm_embedding_model_from_the_config(start_server: Callable[..., S
         fresh_provider.requests.clear()
         assert conn.execute("SELECT 'Recycled paper folder' MEANS 'eco-friendly'").fetchone() == (True,)
         assert "Injected 2 training examples (semantic strategy)" in notices
-        cached = conn.execute("SELECT DISTINCT model, len(vector) FROM embedding_cache_48").fetchall()
+        cached = conn.execute("SELECT DISTINCT model, len(vector) FROM embedding_vectors").fetchall()
         assert cached == [("openai/stand-in-embedding", 48)]
         assert conn.execute("SELECT count(*) FROM embedding_cache").fetchone() == (0,)
     prompt = fresh_provider.requests[-1]["body"]["messages"][0]["content"]
