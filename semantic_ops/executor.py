@@ -21,12 +21,14 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 
 from semantic_ops import batching
 from semantic_ops.answers import parse_boolean
 from semantic_ops.context import Notice, Options, QueryContext
 from semantic_ops.errors import BudgetExceeded, ModelCallFailed, ModelNotConfigured, SemanticError
+from semantic_ops.functions import IndexedSearch
 from semantic_ops.judges.base import Attempt, Judge, JudgeRequest, Outcome
 from semantic_ops.judges.local import LocalJudge, is_local
 from semantic_ops.operators import Operator, Registry
@@ -37,9 +39,11 @@ from training.embeddings import Embedder
 from training.logs import LogRecord
 from training.retrieval import Example, Selection
 from training.store import Store, insert_rows
+from training.vectors import VectorIndexes, fingerprint
 
 log = logging.getLogger(__name__)
 
+NEAREST_POOL = 64  # examples an HNSW search returns for the semantic strategy to choose from
 _ARROW_TYPES = {"BOOLEAN": pa.bool_(), "VARCHAR": pa.string()}
 
 
@@ -55,12 +59,14 @@ class Executor:
 
     def __init__(self, store: Store, registry: Registry, judge: Judge | None, *, default_model: str | None,
                  defaults: Options | None = None, local: LocalJudge | None = None,
-                 embedder: Embedder | None = None) -> None:
+                 embedder: Embedder | None = None, vectors: VectorIndexes | None = None) -> None:
         self.store = store
         self.registry = registry
         self.judge_backend = judge
         self.local = local  # answers when no model is configured, `model: local`, and a cascade's confident rows
         self.embedder = embedder or (local.embedder if local is not None else None)  # the semantic strategy's
+        self.vectors = vectors  # HNSW indexes for large searches (None: always exact)
+        self.indexed_search = IndexedSearch(store, self.embedder, vectors) if vectors and self.embedder else None
         self.default_model = default_model
         self.defaults = defaults or Options()
         self._contexts: dict[str, QueryContext] = {}
@@ -440,10 +446,23 @@ class Executor:
                     min_confidence=cell.training_min_confidence, verified_only=cell.training_verified_only)
             finally:
                 cur.close()
-            pool = (candidates, self.embedder.encode([e.input for e in candidates]))
+            vectors = self.embedder.encode([e.input for e in candidates])
+            table = None
+            if self.vectors is not None and self.vectors.wanted(len(candidates)):
+                key = f"examples:{op.cascade_id}:{cell.name}:{self.embedder.name}"
+                table = self.vectors.ensure(key, fingerprint(e.trace_id for e in candidates), len(candidates),
+                                            lambda: (np.arange(len(candidates), dtype=np.int64), vectors))
+            pool = (candidates, vectors, table)
             ctx.example_pools[(op.cascade_id, criterion)] = pool
-        candidates, vectors = pool
-        sims = (vectors @ self.embedder.encode_one(text or "")).tolist() if candidates else []
+        candidates, vectors, table = pool
+        query = self.embedder.encode_one(text or "")
+        if table is not None and self.vectors is not None:
+            # The nearest few from the index; enough of them that both answers and the criterion are represented.
+            hits = self.vectors.search(table, query, max(NEAREST_POOL, 8 * cell.training_limit))
+            candidates = [candidates[i] for i, _ in hits]
+            sims = [s for _, s in hits]
+        else:
+            sims = (vectors @ query).tolist() if candidates else []
 
         def label(e: Example) -> bool | None:
             return parse_boolean(e.output)

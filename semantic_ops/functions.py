@@ -5,20 +5,30 @@ vector's distinct texts are encoded in one batch, through the embedder's cache.
 DuckDB's Python API has no table-function UDFs, so
 ``VECTOR_SEARCH('query', 'table', 'column', k)`` in a FROM clause is rewritten
 (pure, on the sqlglot tree) into a subquery of the table's rows with a
-``score`` column, ordered by it, best first, k rows.
+``score`` column, ordered by it, best first, k rows. When the table holds at
+least ``vector_index_threshold`` texts, the subquery instead reads the k
+nearest rowids from an in-memory HNSW index of the column's vectors
+(training/vectors.py) and joins the table's rows to them.
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from typing import Any
 
 import duckdb
 import numpy as np
 import pyarrow as pa
+import sqlglot
 from sqlglot import exp
 
 from semantic_ops.errors import SemanticSyntaxError
 from training.embeddings import Embedder, cosine
+from training.store import Store
+from training.vectors import VectorIndexes, search_sql
+
+log = logging.getLogger(__name__)
 
 EMBED = "embed"
 SIMILAR_TO = "similar_to"
@@ -86,8 +96,57 @@ def _string(arg: exp.Expr, what: str) -> str:
                               hint="VECTOR_SEARCH('query text', 'table', 'column', k)")
 
 
-def rewrite_vector_search(tree: exp.Expr) -> exp.Expr:
-    """Replace each VECTOR_SEARCH(...) in a FROM or JOIN with the subquery that computes it."""
+Search = Callable[[str, str, str, int], "exp.Expr | None"]  # (table, column, query text, k) -> subquery or None
+
+
+class IndexedSearch:
+    """VECTOR_SEARCH's subquery through an HNSW index when the table is large enough; None: search exactly."""
+
+    def __init__(self, store: Store, embedder: Embedder, indexes: VectorIndexes) -> None:
+        self.store = store
+        self.embedder = embedder
+        self.indexes = indexes
+
+    def __call__(self, table: str, column: str, query: str, k: int) -> exp.Expr | None:
+        if not self.indexes.threshold:
+            return None
+        tsql = exp.to_table(table).sql("duckdb")
+        csql = exp.to_identifier(column).sql("duckdb")
+        cur = self.store.cursor()
+        try:
+            # How many texts, and a digest of (rowid, text) of every row: any change means a rebuild.
+            row = cur.execute(f"SELECT count({csql}), bit_xor(hash(rowid, {csql})) FROM {tsql}").fetchone()
+        except duckdb.Error as exc:  # a view has no rowid to join back on; the exact search reports real errors
+            log.debug("VECTOR_SEARCH on %s stays exact: %s", tsql, exc)
+            return None
+        finally:
+            cur.close()
+        size = int(row[0]) if row else 0
+        if not self.indexes.wanted(size):
+            return None
+
+        def rows() -> tuple[Any, Any]:
+            cur = self.store.cursor()
+            try:
+                data = cur.execute(f"SELECT rowid, CAST({csql} AS VARCHAR) FROM {tsql} WHERE {csql} IS NOT NULL").fetchall()
+            finally:
+                cur.close()
+            return np.array([r[0] for r in data], dtype=np.int64), self.embedder.encode([r[1] for r in data])
+
+        key = f"table:{tsql}:{csql}:{self.embedder.name}"
+        index = self.indexes.ensure(key, f"{size}:{row[1] if row else ''}", size, rows)
+        if index is None:
+            return None
+        nearest = search_sql(index, self.embedder.encode_one(query), k)
+        return sqlglot.parse_one(f"SELECT _vs.*, _ix.score FROM ({nearest}) AS _ix JOIN {tsql} AS _vs "
+                                 f"ON _vs.rowid = _ix.id ORDER BY _ix.score DESC", read="duckdb")
+
+
+def rewrite_vector_search(tree: exp.Expr, search: Search | None = None) -> exp.Expr:
+    """Replace each VECTOR_SEARCH(...) in a FROM or JOIN with the subquery that computes it.
+
+    ``search`` may answer with an indexed subquery (IndexedSearch); otherwise every row is scored.
+    """
 
     def replace(node: exp.Expr) -> exp.Expr:
         if not isinstance(node, exp.Table):
@@ -104,6 +163,12 @@ def rewrite_vector_search(tree: exp.Expr) -> exp.Expr:
         k = args[3]
         if not (isinstance(k, exp.Literal) and k.is_int and int(k.this) > 0):
             raise SemanticSyntaxError(f"VECTOR_SEARCH needs k as a positive whole number, got {k.sql()}")
+        alias = node.args.get("alias")
+        alias = alias.copy() if alias else exp.TableAlias(this=exp.to_identifier(VECTOR_SEARCH))
+        if search is not None and isinstance(query, exp.Literal) and query.is_string:
+            indexed = search(table.sql("duckdb"), _string(args[2], "column name"), str(query.this), int(k.this))
+            if indexed is not None:
+                return exp.Subquery(this=indexed, alias=alias)
         score = exp.Anonymous(this=SIMILAR_TO, expressions=[exp.cast(column, "VARCHAR"), exp.cast(query.copy(), "VARCHAR")])
         sub = (exp.select(exp.column(exp.Star(), table="_vs"),
                           exp.alias_(score, "score"))
@@ -111,7 +176,6 @@ def rewrite_vector_search(tree: exp.Expr) -> exp.Expr:
                .where(exp.column(_string(args[2], "column name"), table="_vs").is_(exp.null()).not_())
                .order_by(exp.Ordered(this=exp.column("score"), desc=True))
                .limit(k.copy()))
-        alias = node.args.get("alias")
-        return exp.Subquery(this=sub, alias=alias.copy() if alias else exp.TableAlias(this=exp.to_identifier(VECTOR_SEARCH)))
+        return exp.Subquery(this=sub, alias=alias)
 
     return tree.transform(replace)

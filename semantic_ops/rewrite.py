@@ -18,7 +18,7 @@ from semantic_ops.errors import (
     SemanticTypeError,
     UndefinedOperator,
 )
-from semantic_ops.functions import rewrite_vector_search
+from semantic_ops.functions import Search, rewrite_vector_search
 
 __all__ = ["OperatorSignature", "Plan", "rewrite"]
 
@@ -154,7 +154,7 @@ def _reject_unparsed(node: exp.Expr, signatures: Collection[OperatorSignature]) 
 
 
 def rewrite(
-    statement: exp.Expr, operators: Mapping[str, OperatorSignature], token: str
+    statement: exp.Expr, operators: Mapping[str, OperatorSignature], token: str, search: Search | None = None
 ) -> tuple[exp.Expr, Plan]:
     """Replace each semantic call in a copy of ``statement`` with its UDF call.
 
@@ -162,7 +162,7 @@ def rewrite(
     Each call becomes ``udf_name('<token>', arg1, arg2, ...)``.
     """
     by_name = {signature.name.lower(): signature for signature in operators.values()}
-    tree = rewrite_vector_search(statement.copy())
+    tree = rewrite_vector_search(statement.copy(), search)
 
     # Every call is checked before any is replaced, so arguments are reported
     # as the user wrote them.

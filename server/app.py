@@ -8,7 +8,7 @@ import threading
 from semantic_ops import functions
 from semantic_ops.executor import Executor, Options
 from semantic_ops.judges.litellm import LiteLLMJudge, embedding_encoder
-from semantic_ops.judges.local import LocalJudge, store_examples
+from semantic_ops.judges.local import LocalJudge, register_calibrate, store_examples
 from semantic_ops.operators import Registry
 from server import catalog, file_access
 from server.config import Settings
@@ -21,6 +21,7 @@ from training import search
 from training.embeddings import LOCAL, Embedder
 from training.events import Publisher
 from training.store import Store
+from training.vectors import VectorIndexes
 
 log = logging.getLogger(__name__)
 
@@ -51,10 +52,12 @@ class App:
                 self.store, self.registry, self.judge, default_model=settings.model,
                 defaults=Options(cache=settings.cache, on_error=settings.on_error, max_calls=settings.max_calls),
                 local=self.local_judge, embedder=self.embedder,
+                vectors=VectorIndexes(self.store, settings.vector_index_threshold),
             )
             self.executor.register_udfs(self.store.database)
             self.publisher = Publisher(self.store, settings.redis_url).start()
             functions.register(self.store.database, self.embedder)
+            register_calibrate(self.store.database, self.store, self.embedder, self.registry)
         except BaseException:
             self.store.close()
             raise

@@ -563,26 +563,54 @@ def training_calibrate(
     operator: Annotated[str, typer.Argument(help="cascade_id of the operator, e.g. semantic_matches.")],
     precision: Annotated[float, typer.Option("--precision", min=0.5, max=1.0, help="Target precision of the proxy's answers.")] = 0.95,
     db: DbOpt = None,
+    url: UrlOpt = None,
     config: ConfigOpt = None,
 ) -> None:
     """Set a cascade's min_confidence from annotated examples so that the local judge reaches a precision."""
+    if url:
+        results = _calibrate_url(url, operator, precision)
+    else:
+        results = _calibrate_db(_settings(config, db=db), operator, precision)
+    rows = [["(all)" if c[0] is None else c[0], c[1], f"{c[2]:.3f}", f"{c[3]:.3f}", f"{c[4]:.1%}"] for c in results]
+    _print_rows(["criterion", "examples", "min_confidence", "precision", "answered by the local judge"], rows, "table")
+    if results[0][1] == 0:
+        err.print(f"no annotated examples of {operator} yet: mark some answers as trainable first", highlight=False)
+
+
+Calibrated = tuple[Optional[str], int, float, float, float]  # criterion, examples, min_confidence, precision, share
+
+
+def _calibrate_db(settings: Settings, operator: str, precision: float) -> list[Calibrated]:
     from semantic_ops.judges.local import calibrate
 
-    application = _build(_settings(config, db=db))
+    application = _build(settings)
     try:
         op = application.registry.by_cascade.get(operator)
         if op is None:
             raise typer.BadParameter(f"no operator {operator!r}; known: {', '.join(sorted(application.registry.by_cascade))}")
-        results = calibrate(application.store, application.embedder, op.cascade_id, op.cell.name, precision)
+        found = calibrate(application.store, application.embedder, op.cascade_id, op.cell.name, precision)
     except MeansqlError as exc:
         _fail(exc)
     finally:
         application.close()
-    rows = [["(all)" if c.criterion is None else c.criterion, c.examples, f"{c.min_confidence:.3f}",
-             f"{c.precision:.3f}", f"{c.share:.1%}"] for c in results]
-    _print_rows(["criterion", "examples", "min_confidence", "precision", "answered by the local judge"], rows, "table")
-    if results[0].examples == 0:
-        err.print(f"no annotated examples of {operator} yet: mark some answers as trainable first", highlight=False)
+    return [(c.criterion, c.examples, c.min_confidence, c.precision, c.share) for c in found]
+
+
+def _calibrate_url(url: str, operator: str, precision: float) -> list[Calibrated]:
+    """Calibrate in the running server (it holds the database and the embedding model)."""
+    import psycopg
+
+    from semantic_ops.judges.local import CALIBRATE
+
+    try:
+        with psycopg.connect(url, autocommit=True) as conn:
+            rows = conn.execute(f"SELECT c.criterion, c.examples, c.min_confidence, c.precision, c.share "
+                                f"FROM (SELECT unnest({CALIBRATE}(%s, %s)) AS c)", (operator, precision)).fetchall()
+    except psycopg.Error as exc:
+        diag = getattr(exc, "diag", None)
+        err.print(f"[red]error[/red] ({getattr(diag, 'sqlstate', None)}): {exc}", highlight=False)
+        raise typer.Exit(1) from exc
+    return [tuple(r) for r in rows]  # type: ignore[misc]
 
 
 def main() -> None:

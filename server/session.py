@@ -463,7 +463,7 @@ class Session:
                 raise MultipleCommands("one statement at a time, please")
             signatures = registry.signatures()
             bound = _bind(parsed[0], params) if params else parsed[0]
-            tree, _plan = rewrite.rewrite(bound, signatures, ctx.query_id)
+            tree, _plan = rewrite.rewrite(bound, signatures, ctx.query_id, search=self.executor.indexed_search)
             stages = planner.plan(tree, [s.udf_name for s in signatures.values()])
         except BaseException:
             self.executor.end(ctx)

@@ -1,7 +1,9 @@
 """A stand-in for a paid OpenAI-compatible provider, on loopback only.
 
 It answers /v1/chat/completions by reading the ``Criterion:`` and ``Text:``
-lines of the last user message and matching keywords, records every request it
+lines of the last user message and matching keywords, /v1/embeddings with a
+hashed bag of words (``vector``: deterministic, L2-normalised, ``embedding_dim``
+wide, so texts sharing words are similar), records every request it
 received, and can be told (POST /_control) to be slow, fail with a status code
 (429 with Retry-After, 500, ...), answer garbage, or refuse requests beyond a
 number in flight. Tests and bench scripts start it; `python -m tests.fake_provider`
@@ -11,7 +13,9 @@ runs it by hand.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
+import math
 import random
 import re
 import threading
@@ -29,6 +33,19 @@ _CRITERION = re.compile(r"^Criterion:\s*(.*)$", re.M)
 _TEXT = re.compile(r"^Text:\s*(.*)$", re.M)
 # A batch prompt's numbered items: "3. text: ... | criterion: ..."
 _BATCH_ITEM = re.compile(r"^\d+\. text: (.*) \| criterion: (.*)$", re.M)
+
+
+_WORD = re.compile(r"\w+")
+
+
+def vector(text: str, dim: int) -> list[float]:
+    """The stand-in embedding of a text: each word adds +-1 at a position its hash picks; L2-normalised."""
+    out = [0.0] * dim
+    for word in _WORD.findall(text.lower()):
+        h = int.from_bytes(hashlib.sha256(word.encode()).digest()[:8], "big")
+        out[h % dim] += 1.0 if (h >> 32) & 1 else -1.0
+    norm = math.sqrt(sum(x * x for x in out)) or 1.0
+    return [x / norm for x in out]
 
 
 def decide(criterion: str, text: str) -> bool:
@@ -51,6 +68,7 @@ class Behaviour:
         self.fail_texts: list[str] = []    # always answer 500 for a prompt about one of these texts
         self.slow_first = 0                # the first N requests take slow_delay seconds (client timeouts)
         self.slow_delay = 5.0
+        self.embedding_dim = 64            # width of the /v1/embeddings vectors
 
 
 class FakeProvider:
@@ -69,6 +87,9 @@ class FakeProvider:
         self.inflight = 0
         self.max_seen_inflight = 0
         self.attempts = 0
+        self.embedding_calls = 0  # /v1/embeddings requests
+        self.embedded_texts = 0  # inputs they carried
+        self.embedding_inputs: list[list[str]] = []  # the inputs of each request, kept apart from the chat requests
         provider = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -109,6 +130,8 @@ class FakeProvider:
                     self._json(200, {"ok": True})
                 elif self.path.rstrip("/").endswith("/chat/completions"):
                     provider.chat(self, body)
+                elif self.path.rstrip("/").endswith("/embeddings"):
+                    provider.embeddings(self, body)
                 else:
                     self._json(404, {"error": "not found"})
 
@@ -147,7 +170,8 @@ class FakeProvider:
                 user = next((m.get("content", "") for m in reversed(messages) if m.get("role") == "user"), "")
                 texts.update(_TEXT.findall(user or ""))
             return {"attempts": self.attempts, "requests": len(self.requests), "inflight": self.inflight,
-                    "max_seen_inflight": self.max_seen_inflight, "distinct_texts": len(texts)}
+                    "max_seen_inflight": self.max_seen_inflight, "distinct_texts": len(texts),
+                    "embedding_calls": self.embedding_calls, "embedded_texts": self.embedded_texts}
 
     def reset(self) -> None:
         with self.lock:
@@ -155,6 +179,25 @@ class FakeProvider:
             self.requests.clear()
             self.attempts = 0
             self.max_seen_inflight = 0
+            self.embedding_calls = 0
+            self.embedded_texts = 0
+            self.embedding_inputs.clear()
+
+    def embeddings(self, handler: Any, body: dict[str, Any]) -> None:
+        """OpenAI's embeddings API: ``input`` is a string or a list of strings; one vector each, in order."""
+        texts = body.get("input", [])
+        texts = [texts] if isinstance(texts, str) else list(texts)
+        dim = int(self.behaviour.embedding_dim)
+        with self.lock:
+            self.embedding_calls += 1
+            self.embedded_texts += len(texts)
+            self.embedding_inputs.append(texts)
+        tokens = sum(len(_WORD.findall(str(t))) for t in texts)
+        handler._json(200, {
+            "object": "list", "model": body.get("model", "stand-in-embedding"),
+            "data": [{"object": "embedding", "index": i, "embedding": vector(str(t), dim)} for i, t in enumerate(texts)],
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+        })
 
     def chat(self, handler: Any, body: dict[str, Any]) -> None:
         b = self.behaviour

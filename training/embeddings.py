@@ -8,7 +8,7 @@ layer makes no network call of its own.
 
 Vectors are L2-normalised, so a dot product is the cosine similarity. Each
 vector is cached in the table ``embedding_cache`` (model, text hash, FLOAT[384];
-another width gets its own table ``embedding_cache_<dim>``) and in memory.
+another model's vectors go to ``embedding_vectors``, FLOAT[] keyed by model) and in memory.
 """
 
 from __future__ import annotations
@@ -156,6 +156,8 @@ class Embedder:
         wanted = [h for h in dict.fromkeys(hashes) if h not in found]
         if wanted and self.store is not None:
             found.update(self._from_db(wanted))
+        if not self.dim and found:  # another model's width, learnt from its cached vectors
+            self.dim = len(next(iter(found.values())))
         todo: dict[str, str] = {}
         for h, t in zip(hashes, texts):
             if h not in found:
@@ -186,14 +188,12 @@ class Embedder:
 
     @property
     def table(self) -> str:
-        return schema.embedding_table(self.dim or LOCAL_DIM)
+        return schema.embedding_table(self.model == LOCAL)
 
     def _from_db(self, hashes: list[str]) -> dict[str, Vectors]:
         assert self.store is not None
         cur = self.store.cursor()
         try:
-            if self.table != schema.embedding_table(LOCAL_DIM) and not _table_exists(cur, self.table):
-                return {}
             cur.register("_meansql_hashes", pa.table({"text_hash": pa.array(hashes, pa.string())}))
             rows = cur.execute(schema.embedding_lookup(self.table), [self.name]).fetchall()
         finally:
@@ -204,17 +204,16 @@ class Embedder:
         """Queue the new vectors for the writer; a failed cache write only costs a re-encode later."""
         if self.store is None or not vectors:
             return
-        name, table, dim = self.name, self.table, self.dim
+        name, table, dim, fixed = self.name, self.table, self.dim, self.model == LOCAL
         flat = np.stack(list(vectors.values())).astype(np.float32).ravel()
         data = pa.table({
             "model": pa.array([name] * len(vectors), pa.string()),
             "text_hash": pa.array(list(vectors), pa.string()),
-            "vector": pa.FixedSizeListArray.from_arrays(pa.array(flat, pa.float32()), dim),
+            "vector": pa.FixedSizeListArray.from_arrays(pa.array(flat, pa.float32()), dim) if fixed
+            else pa.ListArray.from_arrays(pa.array(np.arange(len(vectors) + 1, dtype=np.int32) * dim), pa.array(flat, pa.float32())),
         })
 
         def write(cur: Any) -> None:
-            if dim != LOCAL_DIM:
-                cur.execute(schema.create_embedding_table(dim))
             view = f"_meansql_vectors_{threading.get_ident()}"
             cur.register(view, data)
             try:
@@ -227,11 +226,6 @@ class Embedder:
                 log.warning("embedding cache write failed: %s", fut.exception())
 
         self.store.write(write).add_done_callback(report)
-
-
-def _table_exists(cur: Any, table: str) -> bool:
-    row = cur.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = ?", [table]).fetchone()
-    return bool(row and row[0])
 
 
 def _normalised(vectors: Vectors) -> Vectors:

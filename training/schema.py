@@ -213,7 +213,7 @@ MIGRATIONS[3] = [
 ]
 
 MIGRATIONS[4] = [
-    # Embeddings of texts, per model; FLOAT[384] is all-MiniLM-L6-v2's width (other widths: embedding_cache_<dim>).
+    # Embeddings of texts, per model; FLOAT[384] is all-MiniLM-L6-v2's width (other models: embedding_vectors).
     """
     CREATE TABLE IF NOT EXISTS embedding_cache (
         model VARCHAR,
@@ -231,6 +231,18 @@ MIGRATIONS[4] = [
         examples INTEGER,
         proxy_share DOUBLE,
         created_at TIMESTAMP DEFAULT current_timestamp
+    )
+    """,
+]
+
+MIGRATIONS[5] = [
+    # Embeddings of any other model (a litellm embedding model, any width), keyed by model: created here, at start-up,
+    # rather than on a model's first vector, so that no DDL runs while the server answers queries.
+    """
+    CREATE TABLE IF NOT EXISTS embedding_vectors (
+        model VARCHAR,
+        text_hash VARCHAR,
+        vector FLOAT[]
     )
     """,
 ]
@@ -302,12 +314,9 @@ LIMIT ? OFFSET ?
 """
 
 
-def embedding_table(dim: int) -> str:
-    return "embedding_cache" if dim == 384 else f"embedding_cache_{int(dim)}"
-
-
-def create_embedding_table(dim: int) -> str:
-    return f"CREATE TABLE IF NOT EXISTS {embedding_table(dim)} (model VARCHAR, text_hash VARCHAR, vector FLOAT[{int(dim)}])"
+def embedding_table(local: bool) -> str:
+    """The packaged all-MiniLM-L6-v2 has its FLOAT[384] table; every other model shares embedding_vectors (FLOAT[])."""
+    return "embedding_cache" if local else "embedding_vectors"
 
 
 def embedding_lookup(table: str) -> str:

@@ -19,18 +19,26 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import duckdb
 import numpy as np
 import numpy.typing as npt
 
 from semantic_ops.answers import parse_boolean
+from semantic_ops.errors import SemanticError, UndefinedOperator
 from semantic_ops.judges.base import Attempt, JudgeRequest, Outcome
 from training import retrieval, schema
 from training.embeddings import Embedder
 from training.store import Store
 
+if TYPE_CHECKING:
+    from semantic_ops.operators import Registry
+
 LOCAL = "local"
+CALIBRATE = "meansql_calibrate"
+CALIBRATION_TYPE = ('STRUCT(criterion VARCHAR, examples INTEGER, min_confidence DOUBLE, "precision" DOUBLE, '
+                    "share DOUBLE)[]")
 
 Vectors = npt.NDArray[np.float32]
 
@@ -139,22 +147,27 @@ def threshold_for(decisions: Sequence[Decision], truth: Sequence[bool], target: 
 ExampleSource = Callable[[str, str, str | None], list[tuple[str, bool]]]
 
 
+def annotated_answers(store: Store, cascade_id: str, cell_name: str) -> list[tuple[str | None, str, bool]]:
+    """(criterion, text, answer) of every trainable annotated call of an operator cell whose answer is true or false."""
+    cur = store.cursor()
+    try:
+        candidates = retrieval.fetch_candidates(cur, cascade_id=cascade_id, cell_name=cell_name,
+                                                min_confidence=0.0, verified_only=False)
+    finally:
+        cur.close()
+    out = []
+    for e in candidates:
+        answer = parse_boolean(e.output)
+        if answer is not None and e.input:
+            out.append((e.criterion, e.input, answer))
+    return out
+
+
 def store_examples(store: Store) -> ExampleSource:
     """Trainable annotated answers (text, answer) of an operator cell and criterion, from the store."""
 
     def fetch(cascade_id: str, cell_name: str, criterion: str | None) -> list[tuple[str, bool]]:
-        cur = store.cursor()
-        try:
-            candidates = retrieval.fetch_candidates(cur, cascade_id=cascade_id, cell_name=cell_name,
-                                                    min_confidence=0.0, verified_only=False)
-        finally:
-            cur.close()
-        out = []
-        for e in candidates:
-            answer = parse_boolean(e.output)
-            if e.criterion == criterion and answer is not None and e.input:
-                out.append((e.input, answer))
-        return out
+        return [(text, answer) for c, text, answer in annotated_answers(store, cascade_id, cell_name) if c == criterion]
 
     return fetch
 
@@ -229,17 +242,9 @@ PER_CRITERION = 20  # a criterion with at least this many annotated examples get
 def calibrate(store: Store, embedder: Embedder, cascade_id: str, cell_name: str, target: float,
               params: Params = Params()) -> list[Calibration]:
     """Thresholds at which the local judge reaches ``target`` precision, each example judged by the others; stored."""
-    cur = store.cursor()
-    try:
-        candidates = retrieval.fetch_candidates(cur, cascade_id=cascade_id, cell_name=cell_name,
-                                                min_confidence=0.0, verified_only=False)
-    finally:
-        cur.close()
     by_criterion: dict[str | None, dict[str, bool]] = {}
-    for e in candidates:
-        answer = parse_boolean(e.output)
-        if answer is not None and e.input:
-            by_criterion.setdefault(e.criterion, {})[e.input] = answer  # one vote per distinct text
+    for criterion, text, answer in annotated_answers(store, cascade_id, cell_name):
+        by_criterion.setdefault(criterion, {})[text] = answer  # one vote per distinct text
     decisions: list[Decision] = []
     truth: list[bool] = []
     results: list[Calibration] = []
@@ -262,3 +267,22 @@ def calibrate(store: Store, embedder: Embedder, cascade_id: str, cell_name: str,
 
     store.write(write).result()
     return results
+
+
+def register_calibrate(con: Any, store: Store, embedder: Embedder, registry: Registry) -> None:
+    """Create MEANSQL_CALIBRATE(operator, precision): the thresholds it stored, one struct per criterion, (all) first.
+
+    ``SELECT c.* FROM (SELECT unnest(meansql_calibrate('semantic_matches', 0.95)) AS c)`` gives them as rows.
+    """
+
+    def run(operator: str, precision: float) -> list[dict[str, Any]]:
+        op = registry.by_cascade.get(operator)
+        if op is None:
+            raise UndefinedOperator(f"no operator {operator!r}; known: {', '.join(sorted(registry.by_cascade))}")
+        if not 0.5 <= precision <= 1.0:
+            raise SemanticError(f"the target precision must be between 0.5 and 1, got {precision}")
+        return [{"criterion": c.criterion, "examples": c.examples, "min_confidence": c.min_confidence,
+                 "precision": c.precision, "share": c.share}
+                for c in calibrate(store, embedder, op.cascade_id, op.cell.name, precision)]
+
+    con.create_function(CALIBRATE, run, ["VARCHAR", "DOUBLE"], duckdb.sqltype(CALIBRATION_TYPE), side_effects=True)

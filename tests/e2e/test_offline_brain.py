@@ -188,3 +188,109 @@ def test_works_with_networking_off(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout) == [{"eco": True, "fork": False, "same": 1.0, "dims": 384}]
     assert "answered by the local judge" in out.stderr
+
+
+def test_calibrate_through_a_running_server(start_server: Callable[..., ServerProcess]) -> None:
+    """`meansql training calibrate --url` measures the thresholds in the server, which holds the file and the model."""
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT, server_env
+
+    server = start_server(provider=False)
+    with server.connect() as conn:
+        create_products(conn)
+        conn.execute("SELECT id, description MEANS 'eco-friendly' FROM products ORDER BY id").fetchall()
+        conn.execute("INSERT INTO training_annotations (trace_id, trainable, verified) "
+                     "SELECT trace_id, true, true FROM unified_logs WHERE role = 'assistant'")
+    out = subprocess.run([sys.executable, "-m", "server.cli", "training", "calibrate", "semantic_matches",
+                          "--url", server.url, "--precision", "0.9"],
+                         cwd=ROOT, env=server_env(None), capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "(all)" in out.stdout and "min_confidence" in out.stdout and "5" in out.stdout
+    with server.connect() as conn:
+        assert conn.execute("SELECT criterion, target_precision, examples FROM judge_calibration").fetchall() == [
+            (None, 0.9, 5)]
+    wrong = subprocess.run([sys.executable, "-m", "server.cli", "training", "calibrate", "no_such_operator",
+                            "--url", server.url], cwd=ROOT, env=server_env(None), capture_output=True, text=True, timeout=120)
+    assert wrong.returncode == 1 and "no operator 'no_such_operator'" in wrong.stderr
+
+
+def test_a_litellm_embedding_model_from_the_config(start_server: Callable[..., ServerProcess], tmp_path: Path,
+                                                   fresh_provider: Any) -> None:
+    """embedding_model names a litellm model: vectors come from the provider's /v1/embeddings, at its width."""
+    from tests.fake_provider import vector
+
+    fresh_provider.behaviour.embedding_dim = 48
+    ops = _operator(tmp_path, training_strategy="semantic", training_limit="2")
+    server = start_server("--operators-dir", str(ops), MEANSQL_EMBEDDING_MODEL="openai/stand-in-embedding")
+    with server.connect() as conn:
+        notices = collect_notices(conn)
+        vec = conn.execute("SELECT EMBED('The cat sat on the mat')").fetchone()[0]
+        assert len(vec) == 48
+        assert all(math.isclose(a, b, abs_tol=1e-6) for a, b in zip(vec, vector("The cat sat on the mat", 48)))
+        assert fresh_provider.embedding_calls == 1 and fresh_provider.embedding_inputs == [["The cat sat on the mat"]]
+        # cached: the same text again costs no call
+        again = conn.execute("SELECT EMBED('The cat sat on the mat')").fetchone()[0]
+        assert again == vec and fresh_provider.embedding_calls == 1
+        # SIMILAR_TO and VECTOR_SEARCH at the model's width
+        assert math.isclose(conn.execute("SELECT SIMILAR_TO('red apple pie', 'red apple pie')").fetchone()[0], 1.0,
+                            rel_tol=1e-5)
+        conn.execute("CREATE TABLE docs (id INT, body VARCHAR)")
+        conn.execute("INSERT INTO docs VALUES (1, 'red apple pie'), (2, 'stock market crash'), (3, 'green apple tart'), "
+                     "(4, 'bond market rally')")
+        found = conn.execute("SELECT id FROM VECTOR_SEARCH('apple pie recipe', 'docs', 'body', 2)").fetchall()
+        assert found == [(1,), (3,)]
+        # the semantic strategy picks examples with the same vectors
+        known = ["Recycled paper notebook", "Organic cotton tote bag", "Plastic wrap roll", "Styrofoam cup"]
+        conn.execute("CREATE TABLE things (t VARCHAR)")
+        with conn.cursor() as cur:
+            cur.executemany("INSERT INTO things VALUES (%s)", [(t,) for t in known])
+        conn.execute("SELECT t MEANS 'eco-friendly' FROM things").fetchall()
+        conn.execute("INSERT INTO training_annotations (trace_id, trainable) SELECT trace_id, true FROM unified_logs")
+        fresh_provider.requests.clear()
+        assert conn.execute("SELECT 'Recycled paper folder' MEANS 'eco-friendly'").fetchone() == (True,)
+        assert "Injected 2 training examples (semantic strategy)" in notices
+        cached = conn.execute("SELECT DISTINCT model, len(vector) FROM embedding_vectors").fetchall()
+        assert cached == [("openai/stand-in-embedding", 48)]
+        assert conn.execute("SELECT count(*) FROM embedding_cache").fetchone() == (0,)
+    prompt = fresh_provider.requests[-1]["body"]["messages"][0]["content"]
+    assert "<input>Recycled paper notebook</input>" in prompt and prompt.count("<input>") == 2
+    # each distinct text went to the provider once: 2 + 3 docs + the search + 4 examples + the new input
+    sent = [t for batch in fresh_provider.embedding_inputs for t in batch]
+    assert fresh_provider.stats()["embedded_texts"] == len(sent) == len(set(sent)) == 11
+
+
+def test_large_searches_go_through_an_hnsw_index(start_server: Callable[..., ServerProcess], tmp_path: Path,
+                                                 fresh_provider: Any) -> None:
+    """Above vector_index_threshold, VECTOR_SEARCH and the semantic strategy read an HNSW index: same answers."""
+    ops = _operator(tmp_path, training_strategy="semantic", training_limit="2")
+    server = start_server("--operators-dir", str(ops), MEANSQL_VECTOR_INDEX_THRESHOLD="4")
+    with server.connect() as conn:
+        notices = collect_notices(conn)
+        _docs(conn)
+        exact = conn.execute("SELECT id, SIMILAR_TO(body, 'pets sleeping') AS s FROM docs WHERE body IS NOT NULL "
+                             "ORDER BY s DESC LIMIT 3").fetchall()
+        found = conn.execute("SELECT id, body, score FROM VECTOR_SEARCH('pets sleeping', 'docs', 'body', 3)").fetchall()
+        assert [r[0] for r in found] == [r[0] for r in exact] and found[0][0] == 3
+        assert all(math.isclose(f[2], e[1], abs_tol=1e-4) for f, e in zip(found, exact))
+        assert found[0][1] == "A kitten curled up asleep by the fire"
+        # a new row changes the table: the index is rebuilt and finds it
+        conn.execute("INSERT INTO docs VALUES (6, 'Puppies asleep in a basket')")
+        again = conn.execute("SELECT v.id FROM VECTOR_SEARCH('pets sleeping', 'docs', 'body', 2) AS v").fetchall()
+        assert 6 in [r[0] for r in again]
+        known = ["Recycled paper notebook", "Organic cotton tote bag", "Plastic wrap roll", "Styrofoam cup",
+                 "Diesel generator", "Compostable plates"]
+        conn.execute("CREATE TABLE things (t VARCHAR)")
+        with conn.cursor() as cur:
+            cur.executemany("INSERT INTO things VALUES (%s)", [(t,) for t in known])
+        conn.execute("SELECT t MEANS 'eco-friendly' FROM things").fetchall()
+        conn.execute("INSERT INTO training_annotations (trace_id, trainable) SELECT trace_id, true FROM unified_logs")
+        fresh_provider.reset()
+        assert conn.execute("SELECT 'Recycled cardboard notebook' MEANS 'eco-friendly'").fetchone() == (True,)
+        assert "Injected 2 training examples (semantic strategy)" in notices
+    prompt = fresh_provider.requests[-1]["body"]["messages"][0]["content"]
+    assert "<input>Recycled paper notebook</input>" in prompt and prompt.count("<input>") == 2
+    log = server.stop()
+    assert "HNSW index of 4 vectors built" in log and "HNSW index of 5 vectors built" in log
+    assert "HNSW index of 6 vectors built" in log

@@ -60,7 +60,7 @@ def test_vectors_are_cached_in_the_database(tmp_path: Path) -> None:
         store.close()
 
 
-def test_another_model_gets_a_table_of_its_width(tmp_path: Path) -> None:
+def test_another_model_is_cached_by_name_at_its_width(tmp_path: Path) -> None:
     store = Store(tmp_path / "o.duckdb")
     try:
         store.init()
@@ -75,8 +75,11 @@ def test_another_model_gets_a_table_of_its_width(tmp_path: Path) -> None:
         assert calls == [["ab", "abcd"]] and v.shape == (3, 3)
         assert np.allclose(v[0], np.array([2, 1, 0]) / np.sqrt(5))
         cur = store.cursor()
-        wait_for(lambda: cur.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'embedding_cache_3'").fetchone() == (1,)
-                 and cur.execute("SELECT count(*) FROM embedding_cache_3").fetchone() == (2,), what="cache rows")
+        wait_for(lambda: cur.execute("SELECT count(*) FROM embedding_vectors").fetchone() == (2,), what="cache rows")
+        assert cur.execute("SELECT DISTINCT model, len(vector) FROM embedding_vectors").fetchall() == [
+            ("openai/text-embedding-3-small", 3)]
+        again = Embedder("openai/text-embedding-3-small", store=store, encoder=encoder)
+        assert np.allclose(again.encode(["abcd"]), v[1:2]) and calls == [["ab", "abcd"]]  # read from the table
     finally:
         store.close()
 

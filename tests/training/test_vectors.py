@@ -1,0 +1,78 @@
+"""HNSW search through DuckDB's vss extension: used above the threshold, same neighbours as exact search."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from training.store import Store
+from training.vectors import VectorIndexes, extension_file, fingerprint
+
+
+def clustered(n: int, dim: int, seed: int = 0) -> np.ndarray:
+    """Normalised vectors around 20 centres, as embeddings of texts on a few topics are."""
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((20, dim))
+    v = centres[rng.integers(0, 20, n)] + 0.3 * rng.standard_normal((n, dim))
+    return np.asarray(v / np.linalg.norm(v, axis=1, keepdims=True), dtype=np.float32)
+
+
+@pytest.fixture()
+def store(tmp_path: Path) -> Iterator[Store]:
+    s = Store(tmp_path / "vectors.duckdb")
+    s.init()
+    yield s
+    s.close()
+
+
+def test_the_index_answers_above_the_threshold_with_the_exact_neighbours(store: Store) -> None:
+    if extension_file() is None:
+        pytest.skip("duckdb-extension-vss is not installed")
+    vectors = clustered(600, 32)
+    ids = np.arange(1000, 1600, dtype=np.int64)
+    indexes = VectorIndexes(store, threshold=500)
+    # below the threshold: exact search, nothing built
+    assert indexes.ensure("small", "a", 499, lambda: (ids[:499], vectors[:499])) is None
+    table = indexes.ensure("docs", fingerprint(ids), len(ids), lambda: (ids, vectors))
+    assert table is not None and indexes.builds == 1
+    overlap = []
+    for q in clustered(20, 32, seed=1):
+        exact = ids[np.argsort(-(vectors @ q))[:10]]
+        found = indexes.search(table, q, 10)
+        assert [s for _, s in found] == sorted((s for _, s in found), reverse=True)
+        top = dict(found)
+        overlap.append(len(set(exact.tolist()) & set(top)) / 10)
+        for i, s in found:  # scores are the cosine similarities
+            assert abs(s - float(vectors[i - 1000] @ q)) < 1e-4
+    assert np.mean(overlap) >= 0.9, overlap
+    assert "HNSW_INDEX_SCAN" in indexes.explain(table, vectors[0], 10)
+    # same rows: the index is reused; other rows: rebuilt
+    assert indexes.ensure("docs", fingerprint(ids), len(ids), lambda: (ids, vectors)) == table and indexes.builds == 1
+    assert indexes.ensure("docs", fingerprint(ids[:550]), 550, lambda: (ids[:550], vectors[:550])) == table
+    assert indexes.builds == 2
+    assert {i for i, _ in indexes.search(table, vectors[590], 5)} <= set(ids[:550].tolist())
+
+
+def test_the_index_never_touches_the_database_file(store: Store, tmp_path: Path) -> None:
+    if extension_file() is None:
+        pytest.skip("duckdb-extension-vss is not installed")
+    vectors = clustered(120, 16)
+    indexes = VectorIndexes(store, threshold=100)
+    assert indexes.ensure("k", "f", 120, lambda: (np.arange(120, dtype=np.int64), vectors)) is not None
+    cur = store.cursor()
+    try:
+        indexes_in_file = cur.execute("SELECT count(*) FROM duckdb_indexes() WHERE database_name <> 'meansql_vectors'")
+        assert indexes_in_file.fetchone() == (0,)
+    finally:
+        cur.close()
+    store.close()
+    again = Store(tmp_path / "vectors.duckdb")  # opens with no extension loaded: nothing of vss in the file
+    try:
+        cur = again.cursor()
+        assert cur.execute("SELECT count(*) FROM duckdb_indexes()").fetchone() == (0,)
+        cur.close()
+    finally:
+        again.close()
