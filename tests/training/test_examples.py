@@ -244,3 +244,35 @@ def test_curated_retrieval_puts_the_same_criterion_first(store: Store) -> None:
         assert select_examples(cur, cascade_id="c", cell_name="e", strategy="recent", limit=5, source="logs").examples == ()
     finally:
         cur.close()
+
+
+def test_bm25_scores_are_the_extension_s(store: Store) -> None:
+    # The search computes BM25 from the index tables; its scores are those of the extension's match_bm25.
+    if not search.available(store):
+        pytest.skip("the duckdb-extension-fts package is not installed")
+    examples.bulk(store, [MODAL, LEAK, SORT, {**LEAK, "source_trace_hash": "sha256:leak2",
+                                               "input_text": "A memory leak, a leak again and a React leak"}])
+    cur = store.cursor()
+    try:
+        assert search.prepare(store, cur)
+        for q in ("leak", "memory leak", "react", "React component modal", "nothing"):
+            rel, params, condition, cond_params = search.relation(store, cur, q)
+            ours = dict(cur.execute(f"SELECT id, _score FROM {rel} AS t WHERE {condition}",
+                                    [*params, *cond_params]).fetchall())
+            theirs = dict(cur.execute(
+                f"SELECT id, s FROM (SELECT id, {search.INDEX_SCHEMA}.match_bm25(id, ?, conjunctive := 1) AS s "
+                "FROM training_examples) WHERE s IS NOT NULL", [" ".join(search.words(q))]).fetchall())
+            assert ours.keys() == theirs.keys(), q
+            assert all(ours[k] == pytest.approx(theirs[k]) for k in ours), q
+    finally:
+        cur.close()
+
+
+def test_total_without_a_count_when_the_page_is_not_full(store: Store) -> None:
+    examples.bulk(store, [MODAL, LEAK, SORT])
+    assert examples.list_examples(store, limit=2)[1] == 3
+    assert examples.list_examples(store, limit=2, offset=2)[1] == 3
+    assert examples.list_examples(store, limit=2, offset=5) == ([], 3)
+    assert examples.list_examples(store, limit=5)[1] == 3
+    assert examples.list_examples(store, ExampleFilter(labels=["react", "memory"]), limit=5)[1] == 2
+    assert examples.list_examples(store, ExampleFilter(labels=["react", "modal"], labels_mode="all"))[1] == 1
