@@ -305,8 +305,8 @@ def list_examples(store: Store, f: ExampleFilter | None = None, *, limit: int = 
     if order not in ("asc", "desc"):
         raise InvalidExample("field 'order': must be asc or desc", field="order")
     column = "_score" if order_by == "relevance" else order_by
-    if column == "_score" and not f.q:
-        column = "NULL"  # no search, no score: the order is id's alone, as before
+    # Without a search there is no score: relevance orders by id alone.
+    sort = "id" if column == "_score" and not f.q else f"{column} {order.upper()} NULLS LAST, id"
     cur = store.cursor()
     try:
         rel, params = _relation(store, cur, f)
@@ -314,7 +314,7 @@ def list_examples(store: Store, f: ExampleFilter | None = None, *, limit: int = 
         # follows from the page when it is not full, and costs a count(*) scan of the filter columns otherwise.
         rows = cur.execute(
             f"SELECT {', '.join(schema.EXAMPLE_FIELDS)} FROM {rel} "
-            f"ORDER BY {column} {order.upper()} NULLS LAST, id LIMIT ? OFFSET ?", [*params, limit, offset]
+            f"ORDER BY {sort} LIMIT ? OFFSET ?", [*params, limit, offset]
         ).fetchall()
         if len(rows) < limit and (rows or offset == 0):
             total = offset + len(rows)

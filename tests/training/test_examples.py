@@ -276,3 +276,6 @@ def test_total_without_a_count_when_the_page_is_not_full(store: Store) -> None:
     assert examples.list_examples(store, limit=5)[1] == 3
     assert examples.list_examples(store, ExampleFilter(labels=["react", "memory"]), limit=5)[1] == 2
     assert examples.list_examples(store, ExampleFilter(labels=["react", "modal"], labels_mode="all"))[1] == 1
+    # Relevance without a search: no score, so the order is by id.
+    by_id = examples.list_examples(store, order_by="relevance", order="desc")[0]
+    assert [e.id for e in by_id] == sorted(e.id for e in by_id)
