@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import io
 import json
 import uuid
@@ -12,7 +13,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from training import examples, search
+from training import examples, retrieval, search
 from training.annotations import annotate
 from training.errors import DuplicateExample, ExampleNotFound, InvalidExample
 from training.export import export
@@ -279,3 +280,24 @@ def test_total_without_a_count_when_the_page_is_not_full(store: Store) -> None:
     # Relevance without a search: no score, so the order is by id.
     by_id = examples.list_examples(store, order_by="relevance", order="desc")[0]
     assert [e.id for e in by_id] == sorted(e.id for e in by_id)
+
+
+def test_recent_curated_examples_beyond_the_newest_window(store: Store) -> None:
+    # The newest 300 examples hold other criteria: the recent strategy still finds the older same-criterion ones.
+    base = dt.datetime(2026, 1, 1)
+    rows = [{"input_text": f"q{i}", "output_text": "true", "cascade_id": "c", "cell_name": "means",
+             "input_structured": {"criterion": "old" if i < 5 else "new"},
+             "created_at": (base + dt.timedelta(seconds=i)).isoformat()}
+            for i in range(305)]
+    assert {r["status"] for r in examples.bulk(store, rows)} == {"created"}
+    cur = store.cursor()
+    try:
+        def inputs(criterion: str) -> list[str]:
+            chosen = retrieval.fetch_curated(cur, cascade_id="c", cell_name="means", strategy="recent", limit=3,
+                                             min_quality=0, min_confidence=0, criterion=criterion)
+            return [e.input for e in chosen]
+        assert inputs("old") == ["q4", "q3", "q2"]
+        assert inputs("new") == ["q304", "q303", "q302"]
+        assert inputs("none of them") == ["q304", "q303", "q302"]
+    finally:
+        cur.close()
