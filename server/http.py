@@ -9,7 +9,7 @@ import threading
 import uvicorn
 from fastapi import FastAPI
 
-from training.api import router
+from training.api import exception_handlers, router
 from training.store import Store
 
 log = logging.getLogger(__name__)
@@ -21,6 +21,7 @@ def build_app(store: Store) -> FastAPI:
                   description="Curated training examples (the TrainingExampleService) and annotations of logged calls.")
     app.state.store = store
     app.include_router(router)
+    exception_handlers(app)
     return app
 
 

@@ -1,7 +1,10 @@
 """HTTP API of the curated store (the TrainingExampleService) and the studio's training endpoints.
 
 An APIRouter only: server/http.py builds the app, puts the Store in
-``app.state.store`` and mounts this router.
+``app.state.store``, mounts this router and registers ``exception_handlers``,
+which turn the training layer's errors into responses in one place: an unknown
+id is a 404, a taken source_trace_hash a 409 that names the existing example,
+an invalid field a 422 shaped like FastAPI's own validation errors.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import uuid
 from collections.abc import Iterator
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Body, Depends, HTTPException, Query, Request
+from fastapi import APIRouter, Body, Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, Field
 
@@ -43,13 +46,27 @@ def get_store(request: Request) -> Store:
 StoreDep = Annotated[Store, Depends(get_store)]
 
 
-def _invalid(exc: InvalidExample) -> HTTPException:
-    loc = ["body", *(exc.field or "body").split(".")] if exc.field not in (None, "body") else ["body"]
-    return HTTPException(422, detail=[{"loc": loc, "msg": exc.message, "type": "value_error"}])
+def _not_found(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ExampleNotFound)
+    return JSONResponse({"detail": exc.message}, status_code=404)
 
 
-def _conflict(exc: DuplicateExample) -> JSONResponse:
+def _conflict(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, DuplicateExample)
     return JSONResponse({"detail": exc.message, "existing_id": exc.existing_id}, status_code=409)
+
+
+def _invalid(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, InvalidExample)
+    loc = ["body", *(exc.field or "body").split(".")] if exc.field not in (None, "body") else ["body"]
+    return JSONResponse({"detail": [{"loc": loc, "msg": exc.message, "type": "value_error"}]}, status_code=422)
+
+
+def exception_handlers(app: FastAPI) -> None:
+    """Register the responses to the training layer's errors on the app that mounts the router."""
+    app.add_exception_handler(ExampleNotFound, _not_found)
+    app.add_exception_handler(DuplicateExample, _conflict)
+    app.add_exception_handler(InvalidExample, _invalid)
 
 
 def filters(
@@ -125,12 +142,7 @@ class BulkResult(BaseModel):
              responses={409: {"description": "source_trace_hash exists; the body names the existing id"}})
 def create_example(body: TrainingExampleCreate, store: StoreDep, on_conflict: OnConflict = "error") -> Any:
     """Create an example; a duplicate source_trace_hash is a 409 unless on_conflict says skip or update."""
-    try:
-        example, status = examples.create(store, body, on_conflict=on_conflict)
-    except DuplicateExample as exc:
-        return _conflict(exc)
-    except InvalidExample as exc:
-        raise _invalid(exc) from exc
+    example, status = examples.create(store, body, on_conflict=on_conflict)
     if status != "created":
         return JSONResponse(example.model_dump(mode="json"), status_code=200, headers={"X-Meansql-Status": status})
     return example
@@ -238,14 +250,7 @@ class _BadLine:
 def promote_trace(trace_id: str, store: StoreDep, on_conflict: OnConflict = "error",
                   overrides: Annotated[dict[str, Any] | None, Body()] = None) -> Any:
     """Promote a logged (annotated) model answer into a curated example that keeps the trace's id."""
-    try:
-        example, status = examples.promote(store, trace_id, overrides, on_conflict=on_conflict)
-    except ExampleNotFound as exc:
-        raise HTTPException(404, detail=exc.message) from exc
-    except DuplicateExample as exc:
-        return _conflict(exc)
-    except InvalidExample as exc:
-        raise _invalid(exc) from exc
+    example, status = examples.promote(store, trace_id, overrides, on_conflict=on_conflict)
     if status != "created":
         return JSONResponse(example.model_dump(mode="json"), status_code=200)
     return example
@@ -263,23 +268,13 @@ def get_example(example_id: str, store: StoreDep) -> Any:
 @router.patch("/training-examples/{example_id}", response_model=TrainingExample, tags=["training-examples"],
               responses={404: {"description": "no such example"}, 409: {"description": "source_trace_hash taken"}})
 def update_example(example_id: str, body: TrainingExampleUpdate, store: StoreDep) -> Any:
-    try:
-        return examples.update(store, example_id, body)
-    except ExampleNotFound as exc:
-        raise HTTPException(404, detail=exc.message) from exc
-    except DuplicateExample as exc:
-        return _conflict(exc)
-    except InvalidExample as exc:
-        raise _invalid(exc) from exc
+    return examples.update(store, example_id, body)
 
 
 @router.delete("/training-examples/{example_id}", status_code=204, tags=["training-examples"],
                responses={404: {"description": "no such example"}})
 def delete_example(example_id: str, store: StoreDep) -> Response:
-    try:
-        examples.delete(store, example_id)
-    except ExampleNotFound as exc:
-        raise HTTPException(404, detail=exc.message) from exc
+    examples.delete(store, example_id)
     return Response(status_code=204)
 
 

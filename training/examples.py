@@ -274,7 +274,9 @@ def _where(f: ExampleFilter, params: list[Any]) -> str:
     if f.min_confidence is not None:
         add("confidence >= ?", f.min_confidence)
     if f.labels:
-        add(f"list_has_{f.labels_mode}(labels, ?::VARCHAR[])", list(f.labels))
+        # One list_contains per label: a few times faster than list_has_any/list_has_all over a million lists.
+        joiner = " OR " if f.labels_mode == "any" else " AND "
+        add("(" + joiner.join("list_contains(labels, ?)" for _ in f.labels) + ")", *f.labels)
     if f.created_after is not None:
         add("created_at >= ?", f.created_after)
     if f.created_before is not None:
@@ -283,12 +285,13 @@ def _where(f: ExampleFilter, params: list[Any]) -> str:
 
 
 def _relation(store: Store, cur: Cursor, f: ExampleFilter) -> tuple[str, list[Any]]:
-    """FROM ... WHERE ... of the filtered examples (with a _score column), and its params."""
+    """FROM ... WHERE ... of the filtered examples (with a _score column when searching), and its params."""
     if f.q:
         rel, params, condition, cond_params = search.relation(store, cur, f.q)
         params = [*params, *cond_params]
     else:
-        rel, params, condition = "(SELECT *, NULL::DOUBLE AS _score FROM training_examples)", [], "true"
+        # No search: the table itself (no _score column), so its scan takes the filters and the top-N.
+        rel, params, condition = "training_examples", [], "true"
     where = _where(f, params)
     return f"{rel} AS t WHERE {condition} AND {where}", params
 
@@ -302,18 +305,25 @@ def list_examples(store: Store, f: ExampleFilter | None = None, *, limit: int = 
     if order not in ("asc", "desc"):
         raise InvalidExample("field 'order': must be asc or desc", field="order")
     column = "_score" if order_by == "relevance" else order_by
+    # Without a search there is no score: relevance orders by id alone.
+    sort = "id" if column == "_score" and not f.q else f"{column} {order.upper()} NULLS LAST, id"
     cur = store.cursor()
     try:
         rel, params = _relation(store, cur, f)
-        total_row = cur.execute(f"SELECT count(*) FROM {rel}", params).fetchone()
-        # A separate top-N query: a window count would make DuckDB sort every matching row.
+        # The page first, as a top-N (a window count would make DuckDB sort every matching row); the total
+        # follows from the page when it is not full, and costs a count(*) scan of the filter columns otherwise.
         rows = cur.execute(
             f"SELECT {', '.join(schema.EXAMPLE_FIELDS)} FROM {rel} "
-            f"ORDER BY {column} {order.upper()} NULLS LAST, id LIMIT ? OFFSET ?", [*params, limit, offset]
+            f"ORDER BY {sort} LIMIT ? OFFSET ?", [*params, limit, offset]
         ).fetchall()
+        if len(rows) < limit and (rows or offset == 0):
+            total = offset + len(rows)
+        else:
+            total_row = cur.execute(f"SELECT count(*) FROM {rel}", params).fetchone()
+            total = int(total_row[0]) if total_row else 0
     finally:
         cur.close()
-    return [_from_row(r) for r in rows], int(total_row[0]) if total_row else 0
+    return [_from_row(r) for r in rows], total
 
 
 def iter_examples(store: Store, f: ExampleFilter | None = None, *, chunk: int = 5000) -> Iterator[TrainingExample]:

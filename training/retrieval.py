@@ -108,6 +108,10 @@ def fetch_candidates(
     ]
 
 
+# Candidates of the "recent" strategy looked at first, newest first (see schema.SELECT_CURATED_RECENT_WINDOW).
+RECENT_WINDOW = 200
+
+
 def fetch_curated(
     cursor: Any,
     *,
@@ -124,13 +128,21 @@ def fetch_curated(
     Curated rows were chosen by a person or a pipeline, so they count as verified.
     """
     same = schema.SAME_CRITERION if criterion is not None else schema.NO_CRITERION
-    sql = schema.SELECT_CURATED_CANDIDATES.format(order=schema.CURATED_ORDER[strategy], same_criterion=same)
     params: list[Any] = [cascade_id, cell_name, min_quality, min_confidence]
+    same_params: list[Any] = []
     if criterion is not None:
         # An ASCII word of the criterion appears verbatim however the JSON text escapes the rest.
         token = max(re.findall(r"[A-Za-z0-9]+", criterion), key=len, default="criterion")
-        params += [token, criterion]
-    rows = cursor.execute(sql, [*params, limit]).fetchall()
+        same_params = [token, criterion]
+    rows: list[Any] = []
+    if strategy == "recent":
+        window = schema.SELECT_CURATED_RECENT_WINDOW.format(same_criterion=same)
+        rows = cursor.execute(window, [*params, max(RECENT_WINDOW, 20 * limit), *same_params, limit]).fetchall()
+        if len(rows) < limit or any(r[2] != criterion for r in rows):
+            rows = []  # too few of the criterion among the newest: ask the whole table
+    if not rows:
+        sql = schema.SELECT_CURATED_CANDIDATES.format(order=schema.CURATED_ORDER[strategy], same_criterion=same)
+        rows = cursor.execute(sql, [*params, *same_params, limit]).fetchall()
     return [
         Example(trace_id=r[0], input=r[1] or "", criterion=r[2], output=r[3] or "", confidence=r[4], verified=True,
                 timestamp=r[5], source="curated")

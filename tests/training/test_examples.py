@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import io
 import json
 import uuid
@@ -12,7 +13,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from training import examples, search
+from training import examples, retrieval, search
 from training.annotations import annotate
 from training.errors import DuplicateExample, ExampleNotFound, InvalidExample
 from training.export import export
@@ -242,5 +243,61 @@ def test_curated_retrieval_puts_the_same_criterion_first(store: Store) -> None:
         none = select_examples(cur, cascade_id="c", cell_name="e", strategy="recent", limit=1, source="curated")
         assert [e.input for e in none.examples] == ["c"]
         assert select_examples(cur, cascade_id="c", cell_name="e", strategy="recent", limit=5, source="logs").examples == ()
+    finally:
+        cur.close()
+
+
+def test_bm25_scores_are_the_extension_s(store: Store) -> None:
+    # The search computes BM25 from the index tables; its scores are those of the extension's match_bm25.
+    if not search.available(store):
+        pytest.skip("the duckdb-extension-fts package is not installed")
+    examples.bulk(store, [MODAL, LEAK, SORT, {**LEAK, "source_trace_hash": "sha256:leak2",
+                                               "input_text": "A memory leak, a leak again and a React leak"}])
+    cur = store.cursor()
+    try:
+        assert search.prepare(store, cur)
+        for q in ("leak", "memory leak", "react", "React component modal", "nothing"):
+            rel, params, condition, cond_params = search.relation(store, cur, q)
+            ours = dict(cur.execute(f"SELECT id, _score FROM {rel} AS t WHERE {condition}",
+                                    [*params, *cond_params]).fetchall())
+            theirs = dict(cur.execute(
+                f"SELECT id, s FROM (SELECT id, {search.INDEX_SCHEMA}.match_bm25(id, ?, conjunctive := 1) AS s "
+                "FROM training_examples) WHERE s IS NOT NULL", [" ".join(search.words(q))]).fetchall())
+            assert ours.keys() == theirs.keys(), q
+            assert all(ours[k] == pytest.approx(theirs[k]) for k in ours), q
+    finally:
+        cur.close()
+
+
+def test_total_without_a_count_when_the_page_is_not_full(store: Store) -> None:
+    examples.bulk(store, [MODAL, LEAK, SORT])
+    assert examples.list_examples(store, limit=2)[1] == 3
+    assert examples.list_examples(store, limit=2, offset=2)[1] == 3
+    assert examples.list_examples(store, limit=2, offset=5) == ([], 3)
+    assert examples.list_examples(store, limit=5)[1] == 3
+    assert examples.list_examples(store, ExampleFilter(labels=["react", "memory"]), limit=5)[1] == 2
+    assert examples.list_examples(store, ExampleFilter(labels=["react", "modal"], labels_mode="all"))[1] == 1
+    # Relevance without a search: no score, so the order is by id.
+    by_id = examples.list_examples(store, order_by="relevance", order="desc")[0]
+    assert [e.id for e in by_id] == sorted(e.id for e in by_id)
+
+
+def test_recent_curated_examples_beyond_the_newest_window(store: Store) -> None:
+    # The newest 300 examples hold other criteria: the recent strategy still finds the older same-criterion ones.
+    base = dt.datetime(2026, 1, 1)
+    rows = [{"input_text": f"q{i}", "output_text": "true", "cascade_id": "c", "cell_name": "means",
+             "input_structured": {"criterion": "old" if i < 5 else "new"},
+             "created_at": (base + dt.timedelta(seconds=i)).isoformat()}
+            for i in range(305)]
+    assert {r["status"] for r in examples.bulk(store, rows)} == {"created"}
+    cur = store.cursor()
+    try:
+        def inputs(criterion: str) -> list[str]:
+            chosen = retrieval.fetch_curated(cur, cascade_id="c", cell_name="means", strategy="recent", limit=3,
+                                             min_quality=0, min_confidence=0, criterion=criterion)
+            return [e.input for e in chosen]
+        assert inputs("old") == ["q4", "q3", "q2"]
+        assert inputs("new") == ["q304", "q303", "q302"]
+        assert inputs("none of them") == ["q304", "q303", "q302"]
     finally:
         cur.close()
