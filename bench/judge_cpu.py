@@ -39,15 +39,20 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 def thread_cpu_ms(tid: int) -> tuple[float, float]:
     """(user, system) CPU ms of one thread of this process."""
     stat = Path(f"/proc/{os.getpid()}/task/{tid}/stat").read_text()
-    fields = stat[stat.rindex(")") + 2:].split()
+    fields = stat[stat.rindex(")") + 2 :].split()
     return int(fields[11]) * 1000.0 / CLK_TCK, int(fields[12]) * 1000.0 / CLK_TCK
 
 
 def start_provider(delay: float, log: Path) -> tuple[subprocess.Popen[bytes], str]:
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     with log.open("wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "tests.fake_provider", "--port", "0", "--delay", str(delay),
-                                 "--nodelay", "--backlog", "1024"], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "tests.fake_provider", "--port", "0", "--delay", str(delay), "--nodelay", "--backlog", "1024"],
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         m = re.search(r"stand-in provider at (http://\S+)", log.read_text(errors="replace"))
@@ -84,9 +89,15 @@ class GcTimes:
 def requests(n: int, offset: int) -> list[JudgeRequest]:
     """Prompts shaped like MEANS's (a system message and a user message with Criterion/Text lines)."""
     system = "You judge whether a text satisfies a criterion. Answer with exactly one word: true or false."
-    return [JudgeRequest(MODEL, ({"role": "system", "content": system},
-                                 {"role": "user", "content": f"Criterion: {CRITERION}\nText: {text(offset + i)}"}),
-                         temperature=0.0, max_tokens=5) for i in range(n)]
+    return [
+        JudgeRequest(
+            MODEL,
+            ({"role": "system", "content": system}, {"role": "user", "content": f"Criterion: {CRITERION}\nText: {text(offset + i)}"}),
+            temperature=0.0,
+            max_tokens=5,
+        )
+        for i in range(n)
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -106,8 +117,7 @@ def main(argv: list[str] | None = None) -> int:
         judge.judge(requests(args.concurrency, 10**6), threading.Event())  # connections and lazy imports
         loop_tid = judge._thread.native_id
         assert loop_tid is not None
-        print(f"{args.calls} calls, {args.concurrency} in flight, stand-in answering after {args.delay} s; "
-              f"load average {load_average()}")
+        print(f"{args.calls} calls, {args.concurrency} in flight, stand-in answering after {args.delay} s; load average {load_average()}")
         gc_times = GcTimes()
         for r in range(args.rounds):
             gc_times.reset()
@@ -126,10 +136,13 @@ def main(argv: list[str] | None = None) -> int:
                 time.sleep(0.1)
                 profiler.dump_stats(args.profile)
             errors = sum(o.error is not None for o in outcomes)
-            print(f"round {r + 1}{' (profiled)' if profiler else ''}: process CPU {cpu / args.calls:.3f} ms/call, "
-                  f"judge loop thread {(loop_user + loop_sys) / args.calls:.3f} ms/call "
-                  f"({loop_sys / args.calls:.3f} system), wall {wall:.2f} s, errors {errors}, "
-                  f"load {load_average()}; {gc_times.line(args.calls)}", flush=True)
+            print(
+                f"round {r + 1}{' (profiled)' if profiler else ''}: process CPU {cpu / args.calls:.3f} ms/call, "
+                f"judge loop thread {(loop_user + loop_sys) / args.calls:.3f} ms/call "
+                f"({loop_sys / args.calls:.3f} system), wall {wall:.2f} s, errors {errors}, "
+                f"load {load_average()}; {gc_times.line(args.calls)}",
+                flush=True,
+            )
     finally:
         judge.close()
         provider.kill()
