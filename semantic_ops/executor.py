@@ -142,9 +142,11 @@ class Executor:
             self._warm(op, [row[:stage.n_args] for row in rows])
             counts: dict[str, int] = {}
             items: dict[str, _Item] = {}
+            keys = ctx.arg_keys.setdefault(op.cascade_id, {})  # so the query's UDF calls render nothing again
             for row in rows:
                 args, n = row[:stage.n_args], int(row[stage.n_args])
                 item = self._item(ctx, op, args)
+                keys[args] = item.key if item is not None else None
                 if item is None:
                     continue
                 counts[item.key] = counts.get(item.key, 0) + n

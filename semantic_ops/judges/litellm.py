@@ -108,6 +108,72 @@ def _quiet_logging_class() -> Any:
     return type("MeansqlQuietLogging", (base,), overrides)
 
 
+# Providers whose model info is a static lookup in litellm's cost map (no provider API consulted).
+_STATIC_MODEL_INFO_PROVIDERS = frozenset({"openai"})
+
+
+def _memoise_model_info(lib: Any) -> None:
+    """Make litellm's per-call model-info lookup a dictionary hit for OpenAI-style models.
+
+    ``completion()`` looks the model up twice per call (``responses_api_bridge_check``) with an
+    uncached helper that, for a model litellm has no entry for (a self-hosted or proxied model
+    name), searches every spelling and generalisation of the name and raises: about 8% of the
+    judge's CPU per call. For the openai provider that lookup reads only litellm's cost map, so
+    its answer, or its failure, is the same for the same arguments until the cost map changes;
+    the memo is keyed by the map's identity and litellm's own mutation counter, hands out copies
+    (the caller edits what it gets), and raises a fresh exception for a failure. Other providers
+    still take litellm's own path. Installed once, in litellm's ``main`` module only.
+    """
+    main = importlib.import_module("litellm.main")
+    utils = importlib.import_module("litellm.utils")
+    lookup = getattr(main, "get_model_info_helper", None)
+    generation = getattr(utils, "get_model_cost_mutation_generation", None)
+    if getattr(lookup, "meansql_memo", False):
+        return
+    if lookup is None or generation is None or lookup is not getattr(utils, "get_model_info_helper", None):
+        # A litellm upgrade moved something: calls still work, they just cost more CPU.
+        log.warning("litellm's model-info lookup changed shape; it is not memoised")
+        return
+    memo: dict[tuple[Any, ...], tuple[dict[str, Any] | None, BaseException | None]] = {}
+
+    @functools.wraps(lookup)
+    def memoised(model: str, custom_llm_provider: str | None = None, api_base: str | None = None,
+                 api_key: str | None = None) -> Any:
+        if custom_llm_provider not in _STATIC_MODEL_INFO_PROVIDERS:
+            return lookup(model=model, custom_llm_provider=custom_llm_provider, api_base=api_base, api_key=api_key)
+        key = (id(lib.model_cost), generation(), model, custom_llm_provider, api_base, api_key)
+        hit = memo.get(key)
+        if hit is None:
+            try:
+                hit = (dict(lookup(model=model, custom_llm_provider=custom_llm_provider, api_base=api_base,
+                                   api_key=api_key)), None)
+            except Exception as exc:
+                hit = (None, exc.with_traceback(None))  # kept without the frames it was raised through
+            if len(memo) >= 1024:  # stale stamps after cost-map changes
+                memo.clear()
+            memo[key] = hit
+        if hit[1] is not None:
+            raise _fresh(hit[1])
+        assert hit[0] is not None
+        return dict(hit[0])
+
+    memoised.meansql_memo = True  # type: ignore[attr-defined]
+    main.get_model_info_helper = memoised
+
+
+def _fresh(failure: BaseException) -> BaseException:
+    """A new exception like ``failure``, to raise again without growing its traceback.
+
+    Built here rather than in the raising frame, so that no local of that frame refers to the
+    exception whose traceback refers to the frame: such a cycle outlives the call until the
+    garbage collector finds it, and takes every frame of the call with it.
+    """
+    try:
+        return type(failure)(*failure.args)
+    except Exception:
+        return Exception(str(failure))
+
+
 def _retry_after(exc: BaseException) -> float | None:
     """Seconds the provider asked us to wait (Retry-After / retry-after-ms), capped at 60 s."""
     # litellm keeps the provider's headers on the exception; its .response is often a stub.
@@ -160,21 +226,25 @@ def _retryable(exc: BaseException) -> bool:
 _INLINE_PREFIXES = ("openai/", "gpt-", "o1", "o3", "o4")
 
 
-class _PreparingExecutor(concurrent.futures.ThreadPoolExecutor):
-    """The judge loop's default executor: runs litellm's request preparation inline when it is pure.
+class _JudgeLoop(asyncio.SelectorEventLoop):
+    """The judge's event loop: runs litellm's request preparation inline when it is pure.
 
     ``litellm.acompletion`` prepares every request by running its synchronous ``completion()`` in
-    the loop's default executor, a thread hop per call that costs ~0.15 ms of CPU in handoffs. For
-    OpenAI-style models that preparation only computes, so it runs right here on the loop thread;
-    anything else (a provider that may refresh credentials or read files) still gets a thread.
+    the loop's default executor and awaiting the result through a thread-safe future, which wakes
+    the loop through its self-pipe: a thread hop and a syscall per call. For OpenAI-style models
+    that preparation only computes, so it runs right here on the loop thread and its result comes
+    back in a future that is already done (no wake-up, no extra turn of the loop); anything else
+    (a provider that may refresh credentials or read files) still gets a thread.
     """
 
-    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> concurrent.futures.Future[Any]:
-        if not _pure_preparation(fn):
-            return super().submit(fn, *args, **kwargs)
-        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+    def run_in_executor(self, executor: Any, func: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
+        if executor is not None or not _pure_preparation(func):
+            return super().run_in_executor(executor, func, *args)
+        future: asyncio.Future[Any] = self.create_future()
         try:
-            future.set_result(fn(*args, **kwargs))
+            future.set_result(func(*args))
+        except (SystemExit, KeyboardInterrupt):
+            raise
         except BaseException as exc:  # handed to the awaiting coroutine, as a worker thread would
             future.set_exception(exc)
         return future
@@ -265,8 +335,9 @@ class LiteLLMJudge:
         self._prices: dict[str, tuple[float, float] | None] = {}
         self._froze_lazy_imports = False
         self._limiter = AdaptiveLimiter(max_concurrency)
-        self._loop = asyncio.new_event_loop()
-        self._loop.set_default_executor(_PreparingExecutor(max_workers=4, thread_name_prefix="meansql-judge-prep"))
+        self._loop = _JudgeLoop()
+        self._loop.set_default_executor(concurrent.futures.ThreadPoolExecutor(max_workers=4,
+                                                                              thread_name_prefix="meansql-judge-prep"))
         self._thread = threading.Thread(target=self._loop.run_forever, name="meansql-judge", daemon=True)
         self._thread.start()
 
@@ -280,6 +351,7 @@ class LiteLLMJudge:
             if self._litellm is None:
                 lib = _import_litellm()
                 self._logging_class = _quiet_logging_class()
+                _memoise_model_info(lib)
                 self._litellm = lib
             return self._litellm
 
