@@ -32,7 +32,7 @@ import time
 import uuid
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from semantic_ops.judges.base import Attempt, JudgeRequest, Outcome
 from semantic_ops.judges.limiter import AdaptiveLimiter, Result
@@ -135,17 +135,19 @@ def _memoise_model_info(lib: Any) -> None:
         log.warning("litellm's model-info lookup changed shape; it is not memoised")
         return
     memo: dict[tuple[Any, ...], tuple[dict[str, Any] | None, BaseException | None]] = {}
+    original = cast("Callable[..., Any]", lookup)
+    stamp = cast("Callable[[], Any]", generation)
 
-    @functools.wraps(lookup)
+    @functools.wraps(original)
     def memoised(model: str, custom_llm_provider: str | None = None, api_base: str | None = None,
                  api_key: str | None = None) -> Any:
         if custom_llm_provider not in _STATIC_MODEL_INFO_PROVIDERS:
-            return lookup(model=model, custom_llm_provider=custom_llm_provider, api_base=api_base, api_key=api_key)
-        key = (id(lib.model_cost), generation(), model, custom_llm_provider, api_base, api_key)
+            return original(model=model, custom_llm_provider=custom_llm_provider, api_base=api_base, api_key=api_key)
+        key = (id(lib.model_cost), stamp(), model, custom_llm_provider, api_base, api_key)
         hit = memo.get(key)
         if hit is None:
             try:
-                hit = (dict(lookup(model=model, custom_llm_provider=custom_llm_provider, api_base=api_base,
+                hit = (dict(original(model=model, custom_llm_provider=custom_llm_provider, api_base=api_base,
                                    api_key=api_key)), None)
             except Exception as exc:
                 hit = (None, exc.with_traceback(None))  # kept without the frames it was raised through
@@ -158,7 +160,7 @@ def _memoise_model_info(lib: Any) -> None:
         return dict(hit[0])
 
     memoised.meansql_memo = True  # type: ignore[attr-defined]
-    main.get_model_info_helper = memoised
+    setattr(main, "get_model_info_helper", memoised)  # noqa: B010 - a module attribute litellm's stubs do not name
 
 
 def _fresh(failure: BaseException) -> BaseException:
@@ -237,7 +239,8 @@ class _JudgeLoop(asyncio.SelectorEventLoop):
     (a provider that may refresh credentials or read files) still gets a thread.
     """
 
-    def run_in_executor(self, executor: Any, func: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
+    def run_in_executor(  # type: ignore[override]
+            self, executor: Any, func: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
         if executor is not None or not _pure_preparation(func):
             return super().run_in_executor(executor, func, *args)
         future: asyncio.Future[Any] = self.create_future()
