@@ -40,11 +40,11 @@ from semantic_ops import dialect, functions
 from semantic_ops.operators import Registry
 from server import parameters as pgparameters
 from server import upstream_scan
-from server.errors import MeansqlError
 from server.pgwire import codec, upstream
 from server.pgwire.connection import ConnState
 from server.session import Session
 from server.statements import Kind, split
+from training.errors import MeansqlError
 
 if TYPE_CHECKING:
     from server.pgwire.connection import MeansqlHandler
