@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import decimal
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -152,3 +153,43 @@ def test_asyncpg_simple_query(proxy_server: ServerProcess, goods: str, provider:
             await c.close()
 
     assert asyncio.run(main()) == [42]
+
+
+def test_concurrent_sessions_each_get_their_own_rows(proxy_server: ServerProcess, goods: str) -> None:
+    """Several clients at once: each semantic query reads the upstream (its definitions read again) on its own."""
+    results: dict[int, list[int]] = {}
+    failures: list[BaseException] = []
+
+    def client(k: int) -> None:
+        try:
+            with proxy_server.connect() as c:
+                for r in range(3):
+                    rest = 20 + 4 * k + r
+                    got = c.execute(f"SELECT id FROM {goods} WHERE id % 100 = {rest} AND label MEANS 'eco-friendly' ORDER BY id")
+                    results[rest] = [row[0] for row in got.fetchall()]
+        except BaseException as exc:  # reported below
+            failures.append(exc)
+
+    threads = [threading.Thread(target=client, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not failures, failures
+    assert len(results) == 12
+    for rest, ids in results.items():
+        assert ids == [g for g in range(rest, ROWS + 1, 100) if "bamboo" in label(g) or "recycled" in label(g)]
+
+
+def test_cancel_stops_a_semantic_query(proxy_server: ServerProcess, goods: str, provider: FakeProvider) -> None:
+    provider.behaviour.delay = 2.0
+    with proxy_server.connect() as c:
+        timer = threading.Timer(0.8, c.cancel)
+        timer.start()
+        try:
+            with pytest.raises(psycopg.errors.QueryCanceled):
+                c.execute(f"SELECT id FROM {goods} WHERE id % 100 = 50 AND label MEANS 'a fresh criterion'").fetchall()
+        finally:
+            timer.join()
+            provider.behaviour.delay = 0.0
+        assert c.execute("SELECT 1").fetchone() == (1,)
