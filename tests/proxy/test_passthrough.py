@@ -292,6 +292,10 @@ def test_passthrough_logs_in_as_the_client(upstream_pg: PostgresServer, proxy_pr
     try:
         with psycopg.connect(_url(server, "md5_user", "md5%20secret"), autocommit=True) as c:
             assert c.execute("SELECT current_user").fetchone() == ("md5_user",)
+            # The scanner would read with meansql's credentials, not the client's: refused, with the reason.
+            with psycopg.ClientCursor(c) as cur, pytest.raises(psycopg.errors.FeatureNotSupported, match="passthrough"):
+                cur.execute(MEANS)
+            assert c.execute("SELECT 1").fetchone() == (1,)
         with pytest.raises(psycopg.OperationalError, match='password authentication failed for user "scram_user"'):
             psycopg.connect(_url(server, "scram_user", "wrong"))
     finally:
@@ -302,13 +306,18 @@ def test_upstream_down_is_a_clear_fatal(proxy_provider: FakeProvider, tmp_path: 
     from tests.clients.conftest import _free_port
 
     server = ServerProcess(
-        tmp_path / "m.duckdb", server_env(proxy_provider), ["--upstream", f"postgresql://u:p@127.0.0.1:{_free_port()}/db"]
+        tmp_path / "m.duckdb",
+        server_env(proxy_provider),
+        ["--upstream", f"postgresql://u:p@127.0.0.1:{_free_port()}/db", "--log-format", "json"],
     ).start()
     try:
         with pytest.raises(psycopg.OperationalError, match="could not connect to the upstream server"):
             psycopg.connect(_url(server))
     finally:
-        server.stop()
+        output = server.stop()
+    # It started all the same; semantic statements are off, said without the URL's password.
+    assert "semantic statements are off in proxy mode: the upstream could not be attached" in output
+    assert "u:p@" not in output
 
 
 def test_a_client_that_vanishes_mid_query_stops_it_upstream(proxy_server: ServerProcess, upstream_pg: PostgresServer) -> None:
