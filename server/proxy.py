@@ -38,7 +38,6 @@ from sqlglot import exp
 
 from semantic_ops import dialect, functions
 from semantic_ops.operators import Registry
-from server import parameters as pgparameters
 from server import upstream_scan
 from server.pgwire import codec, upstream
 from server.pgwire.connection import ConnState
@@ -317,6 +316,8 @@ class Proxy:
                     if kind == 0x5A:  # 'Z'
                         ready += 1
                         status = bytes(buf[end - 1 : end])
+                    elif kind == 0x53:  # 'S' ParameterStatus: the upstream session's settings, for ours
+                        link.parameter(bytes(buf[pos + 5 : end]))
                     elif kind == 0x45 and (at := buf.find(marker, pos, end)) >= 0:  # 'E': a stand-in failed
                         reason = bytes(buf[at + len(marker) + 1 : buf.find(b"(", at, end)])
                         out += buf[start:pos]
@@ -356,6 +357,16 @@ class _Link:
         self.gate = threading.Lock()  # held while a batch of messages goes to the client
         self.state: ConnState | None = None
         self._cond = threading.Condition()
+        # The upstream session's reported settings (TimeZone, DateStyle...), applied to meansql's session.
+        self.settings: dict[str, str] = {}
+        for message in up.parameters:
+            if message[:1] == b"S":
+                self.parameter(message[5:])
+
+    def parameter(self, body: bytes) -> None:
+        """Note a ParameterStatus body (name NUL value NUL) the upstream sent."""
+        name, _, rest = body.partition(b"\x00")
+        self.settings[name.decode("utf-8", "replace").lower()] = rest.rstrip(b"\x00").decode("utf-8", "replace")
 
     def sent(self, kind: int) -> None:
         with self._cond:
@@ -387,18 +398,22 @@ class _Link:
         if self.state is None:
             app = self.handler.server.app
             session = app.new_proxy_session(user=self.params.get("user", ""), database=self.params.get("database", ""))
-            for key, value in self.params.items():
-                if key.lower() in pgparameters.SETTABLE:
-                    try:
-                        session.assign(key.lower(), value)
-                    except MeansqlError as exc:
-                        log.debug("proxy session: start-up parameter %s not applied: %s", key, exc.message)
-            session.take_reports()
             session.notice = lambda severity, message: self.handler._send(codec.notice_response(severity, message), flush=True)
             self.state = ConnState(session, self.pid, self.secret)
             self.handler._state = self.state
+        session = self.state.session
+        for name in _FOLLOWED:
+            value = self.settings.get(name)
+            if value is not None and session.settings.get(name) != value:
+                try:
+                    session.assign(name, value)
+                except MeansqlError as exc:
+                    log.debug("proxy session: upstream setting %s=%s not applied: %s", name, value, exc.message)
+        session.take_reports()  # the client has them from the upstream already
         return self.state
 
 
 _READY_AFTER = frozenset(b"QSF")
+# Settings of the upstream session that shape how meansql's session writes values.
+_FOLLOWED = ("timezone", "datestyle", "intervalstyle", "client_encoding")
 _EXTENDED = frozenset(b"PBDEC")

@@ -193,3 +193,11 @@ def test_cancel_stops_a_semantic_query(proxy_server: ServerProcess, goods: str, 
             timer.join()
             provider.behaviour.delay = 0.0
         assert c.execute("SELECT 1").fetchone() == (1,)
+
+
+def test_values_are_written_in_the_clients_timezone(conn: psycopg.Connection[Any], goods: str) -> None:
+    conn.execute("SET TimeZone = 'Asia/Tokyo'")  # relayed to PostgreSQL, followed by meansql's session
+    row = conn.execute(f"SELECT added, added::text FROM {goods} WHERE id = 10 AND label MEANS 'eco-friendly'").fetchone()
+    assert row[0].isoformat() == "2026-01-02T12:04:05+09:00"
+    assert row[1] == "2026-01-02 12:04:05+09"  # written by meansql's session in the client's time zone
+    conn.execute("RESET TimeZone")
