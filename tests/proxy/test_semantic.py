@@ -203,3 +203,9 @@ def test_values_are_written_in_the_clients_timezone(conn: psycopg.Connection[Any
     assert row[0].isoformat() == "2026-01-02T12:04:05+09:00"
     assert row[1] == "2026-01-02 12:04:05+09"  # written by meansql's session in the client's time zone
     conn.execute("RESET TimeZone")
+
+
+def test_psycopg_without_auto_prepare_repeats_a_semantic_query(proxy_server: ServerProcess, goods: str) -> None:
+    with psycopg.connect(proxy_server.url, autocommit=True, prepare_threshold=None) as c:
+        sql = f"SELECT id FROM {goods} WHERE id BETWEEN 1 AND 5 AND label MEANS 'eco-friendly'"
+        assert all(c.execute(sql).fetchall() == [(1,), (2,), (3,), (4,), (5,)] for _ in range(8))
