@@ -270,22 +270,23 @@ class Proxy:
 
     def _run_here(self, link: _Link, body: bytes) -> None:
         """Run a semantic simple query on this client's meansql session; the upstream is idle meanwhile."""
-        state = link.local()
-        with self._lock:
-            self._local[link.pid] = state.session
-        try:
-            with link.gate:  # nothing from the upstream (a NOTIFY) between our messages
-                try:
-                    upstream_scan.check(split(body.rstrip(b"\x00").decode("utf-8", "replace"))[0])
-                    upstream_scan.refresh(state.session.cursor)
-                except Exception as exc:
-                    link.handler._error(exc)
-                    link.handler._ready(state)
-                    return
-                link.handler._query(state, body)
-        finally:
+        handler = link.handler
+        with link.gate:  # nothing from the upstream (a NOTIFY) between our messages
+            try:
+                state = link.local()
+                upstream_scan.check(split(body.rstrip(b"\x00").decode("utf-8", "replace"))[0])
+                upstream_scan.refresh(state.session.cursor)
+            except Exception as exc:
+                handler._error(exc)
+                handler._send(codec.ready_for_query(b"I"), flush=True)
+                return
             with self._lock:
-                self._local.pop(link.pid, None)
+                self._local[link.pid] = state.session
+            try:
+                handler._query(state, body)
+            finally:
+                with self._lock:
+                    self._local.pop(link.pid, None)
 
     def _pump(self, link: _Link) -> None:
         """Upstream → client: whole messages only, so our own messages never split one; refusals swapped in."""
