@@ -107,7 +107,8 @@ class App:
             proxy=Proxy(upstream.Target.parse(s.upstream), self.registry, passthrough=s.upstream_auth == "passthrough",
                         semantic_off=self.upstream_error) if s.upstream else None,
         )
-        if self._needs_embeddings() and not (s.upstream and self.upstream_error):
+        # In proxy mode the relay comes first: the model loads on the first semantic statement that needs it.
+        if self._needs_embeddings() and not s.upstream:
             self.embedder.start()  # the model loads in the background; the first use waits for it
         if self.settings.model:
             # litellm takes seconds to import; do it before the first query needs it.
