@@ -10,7 +10,7 @@ from semantic_ops.executor import Executor, Options
 from semantic_ops.judges.litellm import LiteLLMJudge, embedding_encoder
 from semantic_ops.judges.local import LocalJudge, register_calibrate, store_examples
 from semantic_ops.operators import Registry
-from server import catalog, file_access
+from server import catalog, file_access, upstream_scan
 from server.config import Settings
 from server.http import HttpServer
 from server.pgwire import auth, tls, upstream
@@ -61,9 +61,25 @@ class App:
         except BaseException:
             self.store.close()
             raise
+        # Proxy mode: the upstream attached for semantic statements, or why it is not.
+        self.upstream_error: str | None = None
+        if settings.upstream:
+            self._attach_upstream()
         self.server: MeansqlServer | None = None
         self.http: HttpServer | None = None
         self.files: file_access.Lock | None = None  # set once clients may connect; None: the owner's full access
+
+    def _attach_upstream(self) -> None:
+        s = self.settings
+        if s.upstream_auth == "passthrough":
+            # Clients log in as themselves; a scan with meansql's own credentials would read past their rights.
+            self.upstream_error = "meansql logs in to the upstream as each client (upstream_auth: passthrough)"
+            return
+        try:
+            upstream_scan.attach(self.store.database, s.upstream or "")
+        except RuntimeError as exc:
+            self.upstream_error = f"the upstream could not be attached when meansql started: {exc}"
+            log.warning("semantic statements are off in proxy mode: %s", self.upstream_error)
 
     def lock_files(self) -> None:
         """Close DuckDB's access to server files before the first client connects.
@@ -78,6 +94,12 @@ class App:
     def new_session(self, *, user: str = "", database: str = "") -> Session:
         return Session(self.store, self.executor, user=user, database=database, files=self.files)
 
+    def new_proxy_session(self, *, user: str = "", database: str = "") -> Session:
+        """A session whose unqualified table names are the upstream's (proxy mode, upstream attached)."""
+        session = self.new_session(user=user, database=database)
+        upstream_scan.prepare_cursor(session.cursor)
+        return session
+
     def listen(self) -> MeansqlServer:
         """Bind the pg-wire listener (port 0 picks a free one)."""
         s = self.settings
@@ -85,10 +107,11 @@ class App:
         self.server = MeansqlServer(
             (s.host, s.port), self, max_message_size=s.max_message_size, users=auth.verifiers(s.users),
             ssl_context=self.tls, max_connections=s.max_connections, login_timeout=s.login_timeout,
-            proxy=Proxy(upstream.Target.parse(s.upstream), self.registry, passthrough=s.upstream_auth == "passthrough")
-            if s.upstream else None,
+            proxy=Proxy(upstream.Target.parse(s.upstream), self.registry, passthrough=s.upstream_auth == "passthrough",
+                        semantic_off=self.upstream_error) if s.upstream else None,
         )
-        if self._needs_embeddings() and not s.upstream:  # proxy mode runs no semantic statement yet
+        # In proxy mode the relay comes first: the model loads on the first semantic statement that needs it.
+        if self._needs_embeddings() and not s.upstream:
             self.embedder.start()  # the model loads in the background; the first use waits for it
         if self.settings.model:
             # litellm takes seconds to import; do it before the first query needs it.

@@ -198,15 +198,16 @@ def test_cancel_reaches_the_upstream_backend(proxy_server: ServerProcess) -> Non
 MEANS = "SELECT id FROM (VALUES (1, 'eco bottle')) t(id, d) WHERE d MEANS 'eco-friendly'"
 
 
-def test_semantic_statement_is_refused_and_the_session_goes_on(conn: psycopg.Connection[Any]) -> None:
-    with psycopg.ClientCursor(conn) as cur:  # simple query
-        with pytest.raises(psycopg.errors.FeatureNotSupported) as e1:
-            cur.execute(MEANS)
+def test_semantic_statement_runs_as_a_simple_query_and_is_refused_in_the_extended_protocol(
+    conn: psycopg.Connection[Any],
+) -> None:
+    with psycopg.ClientCursor(conn) as cur:  # simple query: meansql runs it
+        assert cur.execute(MEANS).fetchall() == [(1,)]
         assert cur.execute("SELECT 1").fetchone() == (1,)
-    assert e1.value.sqlstate == "0A000"
-    assert e1.value.diag.message_primary == "semantic operators in proxy mode are not available yet"
-    with pytest.raises(psycopg.errors.FeatureNotSupported):  # extended protocol, unnamed and prepared
+    with pytest.raises(psycopg.errors.FeatureNotSupported) as e1:  # extended protocol, unnamed and prepared
         conn.execute(MEANS + " AND id = %s", [1])
+    assert e1.value.sqlstate == "0A000"
+    assert e1.value.diag.message_primary == "semantic operators in proxy mode are not available in the extended query protocol yet"
     with pytest.raises(psycopg.errors.FeatureNotSupported):
         conn.execute(MEANS, prepare=True)
     assert conn.execute("SELECT %s::int", [2]).fetchone() == (2,)
@@ -227,13 +228,34 @@ def test_semantic_statement_in_a_pipeline_keeps_the_order(conn: psycopg.Connecti
 def test_semantic_statement_in_a_transaction_aborts_it(proxy_server: ServerProcess) -> None:
     with psycopg.connect(_url(proxy_server)) as c:
         c.execute("SELECT 1")
-        with pytest.raises(psycopg.errors.FeatureNotSupported):
+        with pytest.raises(psycopg.errors.ActiveSqlTransaction):
             c.execute(MEANS)
         assert c.info.transaction_status.name == "INERROR"  # as after any error in a transaction
         with pytest.raises(psycopg.errors.InFailedSqlTransaction):
             c.execute("SELECT 1")
         c.rollback()
         assert c.execute("SELECT 2").fetchone() == (2,)
+
+
+def test_pipelined_simple_queries_around_a_semantic_one_keep_their_order(proxy_server: ServerProcess) -> None:
+    """Sent in one write: meansql answers the MEANS query only after PostgreSQL has answered the one before."""
+    raw = wire.RawConnection("127.0.0.1", proxy_server.port)
+    try:
+        raw.login()
+        raw.send(
+            wire.query("SELECT pg_sleep(0.3), 1"),
+            wire.query(MEANS),
+            wire.query("SELECT 3"),
+            wire.query("BEGIN"),
+            wire.query(MEANS),
+            wire.query("ROLLBACK"),
+            wire.query("SELECT 'x' MEANS 'x'; SELECT 1"),
+        )
+        got = [(m.kind, m.fields().get("C", "")) if m.kind == "E" else (m.kind,) for m in raw.until_ready(7) if m.kind != "N"]
+    finally:
+        raw.close()
+    rows = [("T",), ("D",), ("C",), ("Z",)]
+    assert got == [*rows, *rows, *rows, ("C",), ("Z",), ("E", "25001"), ("Z",), ("C",), ("Z",), ("E", "0A000"), ("Z",)]
 
 
 @pytest.mark.parametrize("user", [u for u, *_ in PG_USERS])
@@ -270,6 +292,10 @@ def test_passthrough_logs_in_as_the_client(upstream_pg: PostgresServer, proxy_pr
     try:
         with psycopg.connect(_url(server, "md5_user", "md5%20secret"), autocommit=True) as c:
             assert c.execute("SELECT current_user").fetchone() == ("md5_user",)
+            # The scanner would read with meansql's credentials, not the client's: refused, with the reason.
+            with psycopg.ClientCursor(c) as cur, pytest.raises(psycopg.errors.FeatureNotSupported, match="passthrough"):
+                cur.execute(MEANS)
+            assert c.execute("SELECT 1").fetchone() == (1,)
         with pytest.raises(psycopg.OperationalError, match='password authentication failed for user "scram_user"'):
             psycopg.connect(_url(server, "scram_user", "wrong"))
     finally:
@@ -280,13 +306,18 @@ def test_upstream_down_is_a_clear_fatal(proxy_provider: FakeProvider, tmp_path: 
     from tests.clients.conftest import _free_port
 
     server = ServerProcess(
-        tmp_path / "m.duckdb", server_env(proxy_provider), ["--upstream", f"postgresql://u:p@127.0.0.1:{_free_port()}/db"]
+        tmp_path / "m.duckdb",
+        server_env(proxy_provider),
+        ["--upstream", f"postgresql://u:p@127.0.0.1:{_free_port()}/db", "--log-format", "json"],
     ).start()
     try:
         with pytest.raises(psycopg.OperationalError, match="could not connect to the upstream server"):
             psycopg.connect(_url(server))
     finally:
-        server.stop()
+        output = server.stop()
+    # It started all the same; semantic statements are off, said without the URL's password.
+    assert "semantic statements are off in proxy mode: the upstream could not be attached" in output
+    assert "u:p@" not in output
 
 
 def test_a_client_that_vanishes_mid_query_stops_it_upstream(proxy_server: ServerProcess, upstream_pg: PostgresServer) -> None:

@@ -42,9 +42,15 @@ def test_a_bulk_insert_mentioning_the_word_is_looked_at_quickly(proxy: Proxy) ->
 
 
 def test_refused_statements_become_stand_ins_that_fail_upstream(proxy: Proxy) -> None:
-    q = proxy.rewrite(ord("Q"), b"SELECT 1 FROM t WHERE d MEANS 'x'\x00")
-    assert q == f"SELECT {proxy.marker}()".encode() + b"\x00"
     p = proxy.rewrite(ord("P"), b"s1\x00SELECT 1 FROM t WHERE d MEANS $1\x00\x00\x01\x00\x00\x00\x19")
-    assert p == b"s1\x00" + f"SELECT {proxy.marker}()".encode() + b"\x00\x00\x00"
+    assert p == b"s1\x00" + f"SELECT {proxy.marker}_extended()".encode() + b"\x00\x00\x00"
     plain = b"s1\x00SELECT $1\x00\x00\x00"
     assert proxy.rewrite(ord("P"), plain) is plain
+    assert proxy.stand_in("transaction") == f"SELECT {proxy.marker}_transaction()".encode()
+
+
+def test_without_the_attached_upstream_every_semantic_statement_is_refused_with_the_reason() -> None:
+    off = Proxy(Target.parse("postgresql://u@localhost/db"), Registry.load(None), semantic_off="no scanner")
+    p = off.rewrite(ord("P"), b"\x00SELECT 1 FROM t WHERE d MEANS 'x'\x00\x00\x00")
+    assert p == b"\x00" + off.stand_in("off") + b"\x00\x00\x00"
+    assert b"not available: no scanner" in off._refusals[b"off"]

@@ -1,0 +1,94 @@
+"""Proxy mode's semantic path: the upstream PostgreSQL attached to DuckDB through postgres_scanner.
+
+At start-up, before DuckDB is locked (`server.file_access`), the postgres_scanner
+extension is loaded from the PyPI package ``duckdb-extension-postgres_scanner``
+and the upstream is attached read-only under `CATALOG`. DuckDB refuses to attach
+a PostgreSQL database once external access is off, but keeps using one attached
+before: its connection pool reconnects as needed.
+
+A proxy session's DuckDB cursor resolves unqualified table names in the
+upstream's `public` schema, so a semantic statement reads PostgreSQL's tables
+with filters and projections pushed into the scan, and is judged by the same
+executor as on a plain meansql server.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+from pathlib import Path
+
+import duckdb
+
+from server.errors import InsufficientPrivilege
+from server.pgwire import upstream
+from server.statements import Statement, split_tokens
+
+log = logging.getLogger(__name__)
+
+CATALOG = "meansql_upstream"
+SCHEMA = "public"
+# The scanner's own functions reach any PostgreSQL by connection string (and libpq reads files named in it), run
+# statements or change its pool: the server's to use, not its clients'.
+FUNCTIONS = frozenset(
+    {
+        "postgres_scan",
+        "postgres_scan_pushdown",
+        "postgres_query",
+        "postgres_execute",
+        "postgres_attach",
+        "postgres_configure_pool",
+        "pg_clear_cache",
+    }
+)
+
+
+def extension_file() -> Path | None:
+    """The postgres_scanner extension file of the installed duckdb-extension-postgres_scanner package, if any."""
+    spec = importlib.util.find_spec("duckdb_extension_postgres_scanner")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    for base in spec.submodule_search_locations:
+        found = sorted(Path(base).glob(f"extensions/v{duckdb.__version__}/postgres_scanner.duckdb_extension"))
+        if found:
+            return found[0]
+    return None
+
+
+def attach(con: duckdb.DuckDBPyConnection, url: str) -> None:
+    """Load postgres_scanner and attach the upstream read-only; raises RuntimeError with a password-free reason."""
+    path = extension_file()
+    if path is None:
+        raise RuntimeError(
+            f"the duckdb-extension-postgres_scanner package is not installed "
+            f"(pip install duckdb-extension-postgres_scanner=={duckdb.__version__})"
+        )
+    target = upstream.Target.parse(url)
+    try:
+        con.execute(f"INSTALL '{path}'")
+        con.execute("LOAD postgres_scanner")
+        # The URL is the server's own setting, checked by Target.parse; ATTACH takes no parameters.
+        con.execute(f"ATTACH '{url.replace(chr(39), chr(39) * 2)}' AS {CATALOG} (TYPE postgres, READ_ONLY)")
+    except duckdb.Error as exc:
+        message = str(exc).replace(url, target.describe())
+        if target.password:
+            message = message.replace(target.password, "********")
+        raise RuntimeError(message) from None
+
+
+def prepare_cursor(cur: duckdb.DuckDBPyConnection) -> None:
+    """Unqualified names on this cursor are the upstream's tables."""
+    cur.execute(f"USE {CATALOG}.{SCHEMA}")
+
+
+def refresh(cur: duckdb.DuckDBPyConnection) -> None:
+    """Forget cached upstream table definitions, so a column added through the proxy a moment ago is seen."""
+    cur.execute("CALL pg_clear_cache()")
+
+
+def check(stmt: Statement) -> None:
+    """Raise 42501 for a statement that calls one of the scanner's own functions."""
+    for tok in split_tokens(stmt.text):
+        name = tok.text.strip('"').lower()
+        if name in FUNCTIONS:
+            raise InsufficientPrivilege(f"permission denied for function {name}", hint="semantic statements read the upstream's tables by name")
