@@ -69,7 +69,7 @@ class QueryContext:
     example_pools: dict[tuple[str, str | None], tuple[list[Any], Any, str | None]] = field(default_factory=dict)  # semantic strategy
     error: BaseException | None = None
     calls: int = 0  # model requests asked for (distinct prompts, batches count once)
-    lookup_only: bool = False  # after a LIMIT's waves: values not judged yet are not needed
+    lookup_only: bool = False  # after the planned stages: values not judged yet are not needed
     stats: dict[str, OpStats] = field(default_factory=dict)
     arg_keys: dict[str, dict[tuple[Any, ...], str | None]] = field(default_factory=dict)
     started: float = field(default_factory=time.monotonic)

@@ -135,10 +135,21 @@ class Executor:
 
     # -- planning ahead -------------------------------------------------------
     def prepare(self, ctx: QueryContext, stages: Sequence[Stage], run_sql: Callable[[str], list[tuple[Any, ...]]]) -> None:
-        """Judge every value the planned stages need, before the query itself runs."""
+        """Judge every value the planned stages need, before the query itself runs.
+
+        The stages cover every semantic call of the statement (the planner plans all or none), so once
+        they are judged the query needs no other value: DuckDB may still call the operator on rows a
+        plain predicate drops (it orders filters as it likes), and those get no model call.
+        """
         for stage in stages:
             op = self._by_udf[stage.udf_name]
-            rows = run_sql(stage.sql)
+            # A stage filters by the semantic conjuncts judged before it; DuckDB may call them on rows
+            # its plain predicates drop, whose values need no answer.
+            ctx.lookup_only = True
+            try:
+                rows = run_sql(stage.sql)
+            finally:
+                ctx.lookup_only = False
             self._warm(op, [row[:stage.n_args] for row in rows])
             counts: dict[str, int] = {}
             items: dict[str, _Item] = {}
@@ -164,6 +175,7 @@ class Executor:
                 wave, remaining = remaining[:width * batch], remaining[width * batch:]
                 self._ensure(ctx, op, wave)
                 matched += sum(counts[i.key] for i in wave if ctx.memo.get(i.key) is stage.match)
+        if stages:
             ctx.lookup_only = True
 
     # -- judging ------------------------------------------------------------

@@ -122,6 +122,21 @@ def test_cheap_predicates_first(server: ServerProcess, fresh_provider: FakeProvi
     assert [r[0] for r in rows][:4] == [0, 1, 4, 7]
 
 
+@pytest.mark.parametrize("where", ["id % 100 = 1", "(id * 7) % 100 = 7 OR id = 5", "lower(d) LIKE '%tea #1%'"])
+def test_only_values_passing_any_plain_predicate_are_judged(server: ServerProcess, fresh_provider: FakeProvider,
+                                                           where: str) -> None:
+    """Whatever order DuckDB evaluates the filters in, values of rows the plain predicate drops cost no call."""
+    with server.connect() as conn:
+        fill(conn, 2000, 200)
+        rows = conn.execute(f"SELECT id, d MEANS 'eco-friendly' FROM items WHERE ({where}) AND d MEANS 'eco-friendly' "
+                            "ORDER BY id").fetchall()
+        kept = conn.execute(f"SELECT DISTINCT d FROM items WHERE {where}").fetchall()
+        everything = conn.execute(f"SELECT id, d FROM items WHERE {where} ORDER BY id").fetchall()
+    assert 0 < len(kept) < 200
+    assert fresh_provider.attempts == len(kept)
+    assert rows == [(i, True) for i, d in everything if decide("eco-friendly", d)]
+
+
 def test_limit_stops_early(start_server: Callable[..., ServerProcess], fresh_provider: FakeProvider) -> None:
     server = start_server(MEANSQL_MAX_CONCURRENCY="16")
     with server.connect() as conn:
