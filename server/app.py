@@ -48,11 +48,12 @@ class App:
                 num_retries=settings.num_retries,
             )
             self.local_judge = LocalJudge(self.embedder, store_examples(self.store))
+            self.vectors = VectorIndexes(self.store, settings.vector_index_threshold)  # stopped by store.close()
             self.executor = Executor(
                 self.store, self.registry, self.judge, default_model=settings.model,
                 defaults=Options(cache=settings.cache, on_error=settings.on_error, max_calls=settings.max_calls),
                 local=self.local_judge, embedder=self.embedder,
-                vectors=VectorIndexes(self.store, settings.vector_index_threshold),
+                vectors=self.vectors,
             )
             self.executor.register_udfs(self.store.database)
             self.publisher = Publisher(self.store, settings.redis_url).start()
@@ -84,11 +85,13 @@ class App:
     def lock_files(self) -> None:
         """Close DuckDB's access to server files before the first client connects.
 
-        What the server itself needs from the file system is done first: the fts extension is loaded
-        now rather than on the first search.
+        What the server itself needs from the file system is done first: the fts and vss extensions are
+        loaded now rather than on the first search.
         """
         if self.files is None:
             search.available(self.store)
+            if self.vectors.threshold:
+                self.vectors.available()
             self.files = file_access.lock(self.store.database)
 
     def new_session(self, *, user: str = "", database: str = "") -> Session:

@@ -37,8 +37,8 @@ class Settings(BaseModel):
     embedding_model: str = Field(
         "local", description="Embedding model: local (the packaged all-MiniLM-L6-v2, offline) or a litellm embedding model.")
     vector_index_threshold: int = Field(
-        10_000, ge=0, description="Vectors from which a nearest-neighbour search (VECTOR_SEARCH, the semantic strategy) "
-        "goes through an in-memory HNSW index instead of an exact scan (0: always exact).")
+        0, ge=0, description="Vectors from which a nearest-neighbour search (VECTOR_SEARCH, the semantic strategy) "
+        "goes through an in-memory HNSW index, built in the background, instead of an exact scan (0: always exact).")
     api_base: str | None = Field(None, description="Base URL of an OpenAI-compatible or self-hosted model server.")
     api_key: str | None = Field(None, description="API key passed to litellm; default: the provider's usual variable (OPENAI_API_KEY, ...).")
     operators_dir: Path | None = Field(None, description="Directory of operator YAML files that add to or override the built-ins.")

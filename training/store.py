@@ -75,6 +75,8 @@ class Store:
         self._closed = False
         # Called with the events of each committed change (events.py); hooks must not block.
         self.event_hooks: list[Callable[[list[dict[str, Any]]], None]] = []
+        # Called first by close(): background work on read cursors stops before the file closes.
+        self.closing: list[Callable[[], None]] = []
         # Full-text index state (examples.py): when it was built, and a lock so one build runs at a time.
         self.fts_extension: bool | None = None
         self.fts_built_at: Any = None
@@ -185,6 +187,8 @@ class Store:
         """Finish queued writes, checkpoint and close the file."""
         if self._closed:
             return
+        for stop in list(self.closing):
+            stop()
         self._closed = True
         self._queue.put(_STOP)
         self._writer.join(timeout=30)

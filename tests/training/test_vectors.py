@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import logging
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -36,6 +39,10 @@ def test_the_index_answers_above_the_threshold_with_the_exact_neighbours(store: 
     indexes = VectorIndexes(store, threshold=500)
     # below the threshold: exact search, nothing built
     assert indexes.ensure("small", "a", 499, lambda: (ids[:499], vectors[:499])) is None
+    assert indexes.wait(5) and indexes.builds == 0
+    # the first search starts the build and is answered exactly; the next ones, once it is built, by the index
+    assert indexes.ensure("docs", fingerprint(ids), len(ids), lambda: (ids, vectors)) is None
+    assert indexes.wait(120)
     table = indexes.ensure("docs", fingerprint(ids), len(ids), lambda: (ids, vectors))
     assert table is not None and indexes.builds == 1
     overlap = []
@@ -49,11 +56,65 @@ def test_the_index_answers_above_the_threshold_with_the_exact_neighbours(store: 
             assert abs(s - float(vectors[i - 1000] @ q)) < 1e-4
     assert np.mean(overlap) >= 0.9, overlap
     assert "HNSW_INDEX_SCAN" in indexes.explain(table, vectors[0], 10)
-    # same rows: the index is reused; other rows: rebuilt
+    # same rows: the index is reused; other rows: exact until the rebuild is done, then the new index
     assert indexes.ensure("docs", fingerprint(ids), len(ids), lambda: (ids, vectors)) == table and indexes.builds == 1
-    assert indexes.ensure("docs", fingerprint(ids[:550]), 550, lambda: (ids[:550], vectors[:550])) == table
-    assert indexes.builds == 2
-    assert {i for i, _ in indexes.search(table, vectors[590], 5)} <= set(ids[:550].tolist())
+    assert indexes.ensure("docs", fingerprint(ids[:550]), 550, lambda: (ids[:550], vectors[:550])) is None
+    assert indexes.wait(120) and indexes.builds == 2
+    rebuilt = indexes.ensure("docs", fingerprint(ids[:550]), 550, lambda: (ids[:550], vectors[:550]))
+    assert rebuilt is not None and rebuilt != table
+    assert {i for i, _ in indexes.search(rebuilt, vectors[590], 5)} <= set(ids[:550].tolist())
+    assert indexes.search(table, vectors[0], 1)[0][0] == 1000  # the replaced index stays readable until the next rebuild
+
+
+def test_a_search_during_the_build_is_exact_and_does_not_wait(store: Store) -> None:
+    if extension_file() is None:
+        pytest.skip("duckdb-extension-vss is not installed")
+    vectors = clustered(300, 16)
+    ids = np.arange(300, dtype=np.int64)
+    indexes = VectorIndexes(store, threshold=100)
+    reading, release = threading.Event(), threading.Event()
+
+    def rows() -> tuple[np.ndarray, np.ndarray]:
+        reading.set()
+        assert release.wait(60)  # the builder is busy with this set until the test lets it go
+        return ids, vectors
+
+    assert indexes.ensure("docs", "f", 300, rows) is None
+    assert reading.wait(30)
+    started = time.monotonic()
+    for _ in range(5):  # while the build runs: no wait, no second build queued
+        assert indexes.ensure("docs", "f", 300, rows) is None
+    assert time.monotonic() - started < 1.0
+    assert not indexes.wait(0.2) and indexes.builds == 0
+    release.set()
+    assert indexes.wait(60) and indexes.builds == 1
+    table = indexes.ensure("docs", "f", 300, rows)
+    assert table is not None and "HNSW_INDEX_SCAN" in indexes.explain(table, vectors[3], 5)
+    assert indexes.search(table, vectors[3], 1)[0][0] == 3
+
+
+def test_closing_the_store_stops_a_running_build(store: Store, caplog: pytest.LogCaptureFixture) -> None:
+    if extension_file() is None:
+        pytest.skip("duckdb-extension-vss is not installed")
+    indexes = VectorIndexes(store, threshold=100)
+    reading = threading.Event()
+
+    def rows() -> tuple[np.ndarray, np.ndarray]:
+        reading.set()
+        return np.arange(20_000, dtype=np.int64), clustered(20_000, 64)
+
+    assert indexes.ensure("big", "f", 20_000, rows) is None
+    assert indexes.ensure("other", "g", 300, lambda: (np.arange(300, dtype=np.int64), clustered(300, 16))) is None
+    assert reading.wait(30)
+    time.sleep(0.5)  # into CREATE INDEX
+    started = time.monotonic()
+    with caplog.at_level(logging.INFO, logger="training.vectors"):
+        store.close()
+    assert time.monotonic() - started < 15
+    assert indexes._builder is not None and not indexes._builder.is_alive()
+    assert indexes.builds == 0 and indexes.ensure("big", "f", 20_000, rows) is None
+    assert "vector index build stopped" in caplog.text
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING or r.exc_info], caplog.text
 
 
 def test_the_index_never_touches_the_database_file(store: Store, tmp_path: Path) -> None:
@@ -61,7 +122,8 @@ def test_the_index_never_touches_the_database_file(store: Store, tmp_path: Path)
         pytest.skip("duckdb-extension-vss is not installed")
     vectors = clustered(120, 16)
     indexes = VectorIndexes(store, threshold=100)
-    assert indexes.ensure("k", "f", 120, lambda: (np.arange(120, dtype=np.int64), vectors)) is not None
+    indexes.ensure("k", "f", 120, lambda: (np.arange(120, dtype=np.int64), vectors))
+    assert indexes.wait(60) and indexes.ensure("k", "f", 120, lambda: (np.arange(120, dtype=np.int64), vectors)) is not None
     cur = store.cursor()
     try:
         indexes_in_file = cur.execute("SELECT count(*) FROM duckdb_indexes() WHERE database_name <> 'meansql_vectors'")
