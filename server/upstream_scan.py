@@ -14,7 +14,6 @@ executor as on a plain meansql server.
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 from pathlib import Path
 
@@ -23,6 +22,7 @@ import duckdb
 from server.errors import InsufficientPrivilege
 from server.pgwire import upstream
 from server.statements import Statement, split_tokens
+from training.store import extension_file as store_extension_file
 
 log = logging.getLogger(__name__)
 
@@ -45,14 +45,7 @@ FUNCTIONS = frozenset(
 
 def extension_file() -> Path | None:
     """The postgres_scanner extension file of the installed duckdb-extension-postgres_scanner package, if any."""
-    spec = importlib.util.find_spec("duckdb_extension_postgres_scanner")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    for base in spec.submodule_search_locations:
-        found = sorted(Path(base).glob(f"extensions/v{duckdb.__version__}/postgres_scanner.duckdb_extension"))
-        if found:
-            return found[0]
-    return None
+    return store_extension_file("postgres_scanner")
 
 
 def attach(con: duckdb.DuckDBPyConnection, url: str) -> None:

@@ -20,7 +20,6 @@ rows of a term are a few row groups that DuckDB's zonemaps find.
 from __future__ import annotations
 
 import datetime as dt
-import importlib.util
 import logging
 import re
 import threading
@@ -30,6 +29,7 @@ from typing import Any
 import duckdb
 
 from training.store import Cursor, Store
+from training.store import extension_file as store_extension_file
 
 log = logging.getLogger(__name__)
 
@@ -41,14 +41,7 @@ _WORD = re.compile(r"\w+", re.UNICODE)
 
 def extension_file() -> Path | None:
     """The fts extension file of the installed duckdb-extension-fts package, if any."""
-    spec = importlib.util.find_spec("duckdb_extension_fts")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    for base in spec.submodule_search_locations:
-        found = sorted(Path(base).glob(f"extensions/v{duckdb.__version__}/fts.duckdb_extension"))
-        if found:
-            return found[0]
-    return None
+    return store_extension_file("fts")
 
 
 def available(store: Store) -> bool:

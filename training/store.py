@@ -8,6 +8,7 @@ durable (the WAL is synced on commit).
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import queue
 import threading
@@ -62,6 +63,18 @@ def insert_rows(cur: Cursor, table: str, columns: Sequence[str], rows: Sequence[
     finally:
         cur.unregister(view)
 
+
+
+def extension_file(name: str) -> Path | None:
+    """The file of DuckDB extension `name` shipped by the installed PyPI package duckdb-extension-<name>, if any."""
+    spec = importlib.util.find_spec(f"duckdb_extension_{name}")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    for base in spec.submodule_search_locations:
+        found = sorted(Path(base).glob(f"extensions/v{duckdb.__version__}/{name}.duckdb_extension"))
+        if found:
+            return found[0]
+    return None
 
 class Store:
     """A DuckDB database file holding the user's tables, logs and training data."""

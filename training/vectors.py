@@ -32,7 +32,6 @@ text is ever pasted into it.
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import logging
 import threading
 import time
@@ -44,6 +43,8 @@ import duckdb
 import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
+
+from training.store import extension_file as store_extension_file
 
 if TYPE_CHECKING:
     from training.store import Store
@@ -68,14 +69,7 @@ Ids = npt.NDArray[np.int64]
 
 def extension_file() -> Path | None:
     """The vss extension file of the installed duckdb-extension-vss package, if any."""
-    spec = importlib.util.find_spec("duckdb_extension_vss")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    for base in spec.submodule_search_locations:
-        found = sorted(Path(base).glob(f"extensions/v{duckdb.__version__}/vss.duckdb_extension"))
-        if found:
-            return found[0]
-    return None
+    return store_extension_file("vss")
 
 
 def vector_literal(vector: Vectors) -> str:
