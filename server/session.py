@@ -562,7 +562,12 @@ class Session:
             self._current = ctx
             self._active = cur
             self._running = True
+        # The planned stages and the query read one snapshot: a row committed by another session between
+        # them would otherwise reach the query with no answer judged for it.
+        snapshot = bool(ctx is not None and stages and self.tx is TxState.IDLE)
         try:
+            if snapshot:
+                cur.execute("BEGIN TRANSACTION")
             if ctx is not None and stages:
                 self.executor.prepare(ctx, stages, lambda sql: cur.execute(sql, args).fetchall())
             cur.execute(text, args)
@@ -570,6 +575,10 @@ class Session:
                 # Semantic results are materialised so every answer is judged and
                 # logged before the first row goes out.
                 rows: list[Any] | None = cur.fetchall() if cur.description else None
+            description = cur.description
+            if snapshot:
+                snapshot = False
+                cur.execute("COMMIT")
         except duckdb.Error as exc:
             if ctx is not None and ctx.error is not None:
                 raise ctx.error from exc
@@ -579,6 +588,11 @@ class Session:
                 raise self._argument_error(exc) from exc
             raise
         finally:
+            if snapshot:
+                try:
+                    cur.execute("ROLLBACK")
+                except duckdb.Error:
+                    pass  # DuckDB ended the failed transaction already
             with self._lock:
                 self._running = False
             if timer is not None:
@@ -586,7 +600,6 @@ class Session:
             if ctx is not None:
                 self._finish(ctx)
             self._cancel_reason = "user request"
-        description = cur.description
         if description is None:
             return Result(stmt.tag)
         if kind is Kind.DML and [d[0] for d in description] == ["Count"]:

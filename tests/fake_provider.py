@@ -21,6 +21,7 @@ import re
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -69,6 +70,7 @@ class Behaviour:
         self.slow_first = 0                # the first N requests take slow_delay seconds (client timeouts)
         self.slow_delay = 5.0
         self.embedding_dim = 64            # width of the /v1/embeddings vectors
+        self.on_request: Callable[[int], None] | None = None  # called with the attempt number before answering
 
 
 class FakeProvider:
@@ -213,6 +215,8 @@ class FakeProvider:
                 handler._json(429, {"error": {"message": "too many requests in flight"}},
                               {"Retry-After": str(b.retry_after or 1)})
                 return
+            if b.on_request is not None:
+                b.on_request(attempt)
             if attempt <= b.slow_first:
                 time.sleep(b.slow_delay)
             elif b.delay:

@@ -137,6 +137,31 @@ def test_only_values_passing_any_plain_predicate_are_judged(server: ServerProces
     assert rows == [(i, True) for i, d in everything if decide("eco-friendly", d)]
 
 
+def test_a_row_committed_while_values_are_judged_is_not_seen(server: ServerProcess,
+                                                              fresh_provider: FakeProvider) -> None:
+    """The values judged ahead of a query and the query itself read one snapshot."""
+    inserted: list[int] = []
+
+    def insert_once(attempt: int) -> None:
+        if attempt == 1:
+            with server.connect() as other:
+                other.execute("INSERT INTO items VALUES (999, 1, 'a bamboo thing committed meanwhile')")
+            inserted.append(attempt)
+
+    with server.connect() as conn:
+        fill(conn, 20, 20)
+        fresh_provider.behaviour.on_request = insert_once
+        rows = conn.execute("SELECT id, d MEANS 'eco-friendly' FROM items ORDER BY id").fetchall()
+        fresh_provider.behaviour.on_request = None
+        assert inserted == [1]
+        assert [i for i, _ in rows] == list(range(20))
+        assert all(m is not None for _, m in rows)
+        assert conn.execute("SELECT count(*) FROM items").fetchone() == (21,)
+        again = conn.execute("SELECT id, d MEANS 'eco-friendly' FROM items WHERE id = 999").fetchall()
+    assert again == [(999, True)]
+    assert fresh_provider.attempts == 21
+
+
 def test_limit_stops_early(start_server: Callable[..., ServerProcess], fresh_provider: FakeProvider) -> None:
     server = start_server(MEANSQL_MAX_CONCURRENCY="16")
     with server.connect() as conn:
