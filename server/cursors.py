@@ -4,7 +4,9 @@ A cursor's rows come from a DuckDB result held open (read with fetchmany), on a
 DuckDB connection of its own when the session's transaction has nothing the
 cursor must see that another connection cannot (its own uncommitted writes, its
 temporary tables); otherwise the rows are taken on the session's connection
-when the cursor is declared. Cursors scan forward only.
+when the cursor is declared. A SCROLL cursor keeps the rows it has read, so it
+can also move backward and to absolute or relative positions; the others scan
+forward only, as PostgreSQL's NO SCROLL cursors do.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Any
 
 import duckdb
 
-from server.errors import FeatureNotSupported, ObjectNotInPrerequisiteState, SqlSyntaxError
+from server.errors import ObjectNotInPrerequisiteState, SqlSyntaxError
 
 _NAME = r'(?:[A-Za-z_][\w$]*|"(?:[^"]|"")+")'
 _DECLARE = re.compile(
@@ -48,13 +50,15 @@ class Declare:
     query: str
     hold: bool
     binary: bool
+    scroll: bool = False
 
 
 @dataclass(frozen=True)
 class Fetch:
     verb: str  # FETCH or MOVE
     name: str
-    count: int  # rows forward; ALL for every remaining row
+    count: int  # rows (ALL for every remaining row), or the position of ABSOLUTE / RELATIVE
+    how: str = "forward"  # forward, backward, absolute or relative
 
 
 def parse_declare(text: str) -> Declare:
@@ -62,9 +66,8 @@ def parse_declare(text: str) -> Declare:
     if m is None:
         raise SqlSyntaxError("syntax error in DECLARE: expected DECLARE name [BINARY] [NO SCROLL] CURSOR [WITH HOLD | WITHOUT HOLD] FOR query")
     options = " ".join(m.group(2).upper().split())
-    if re.search(r"(?<!NO )SCROLL", options):
-        raise FeatureNotSupported("SCROLL cursors are not supported", hint="declare the cursor NO SCROLL and fetch forward")
-    return Declare(name_of(m.group(1)), m.group(4), (m.group(3) or "").upper() == "WITH", "BINARY" in options)
+    scroll = re.search(r"(?<!NO )SCROLL", options) is not None
+    return Declare(name_of(m.group(1)), m.group(4), (m.group(3) or "").upper() == "WITH", "BINARY" in options, scroll)
 
 
 def parse_fetch(text: str) -> Fetch:
@@ -72,25 +75,27 @@ def parse_fetch(text: str) -> Fetch:
     if m is None:
         raise SqlSyntaxError(f"syntax error in {text.split()[0].upper()}: expected a direction and a cursor name")
     verb, direction, name = m.group(1).upper(), " ".join((m.group(2) or "").upper().split()), m.group(3)
-    return Fetch(verb, name_of(name), _count(direction))
+    how, count = _direction(direction)
+    return Fetch(verb, name_of(name), count, how)
 
 
-def _count(direction: str) -> int:
-    """Rows forward for a FETCH/MOVE direction; backward and absolute moves are refused."""
-    if direction in ("", "NEXT", "FORWARD"):
-        return 1
-    if direction in ("ALL", "FORWARD ALL"):
-        return ALL
+def _direction(direction: str) -> tuple[str, int]:
+    """(how, count) of a FETCH/MOVE direction, as PostgreSQL's grammar reads it."""
+    fixed = {"": ("forward", 1), "NEXT": ("forward", 1), "FORWARD": ("forward", 1), "ALL": ("forward", ALL),
+             "FORWARD ALL": ("forward", ALL), "PRIOR": ("backward", 1), "BACKWARD": ("backward", 1),
+             "BACKWARD ALL": ("backward", ALL), "FIRST": ("absolute", 1), "LAST": ("absolute", -1)}
+    if direction in fixed:
+        return fixed[direction]
     words = direction.split()
-    number = words[-1]
-    if words[:-1] in ([], ["FORWARD"]) and re.fullmatch(r"[+-]?\d+", number):
-        n = int(number)
-        if n > 0:
-            return n
-        if n == 0:
-            raise FeatureNotSupported("FETCH 0 (the current row again) is not supported")
-    if words[0] in ("PRIOR", "BACKWARD", "FIRST", "LAST", "ABSOLUTE", "RELATIVE") or direction.startswith(("-", "FORWARD -")):
-        raise ObjectNotInPrerequisiteState("cursor can only scan forward", hint="Declare it with SCROLL option to enable backward scan.")
+    if re.fullmatch(r"[+-]?\d+", words[-1]) and len(words) <= 2:
+        n = int(words[-1])
+        head = words[0] if len(words) == 2 else ""
+        if head in ("", "FORWARD"):
+            return ("forward", n) if n >= 0 else ("backward", -n)
+        if head == "BACKWARD":
+            return ("backward", n) if n >= 0 else ("forward", -n)
+        if head in ("ABSOLUTE", "RELATIVE"):
+            return head.lower(), n
     raise SqlSyntaxError(f'syntax error at or near "{words[0]}"')
 
 
@@ -103,7 +108,11 @@ def parse_close(text: str) -> str | None:
 
 
 class Cursor:
-    """An open cursor: its columns and the rows not fetched yet."""
+    """An open cursor: its columns, and where it stands in its rows.
+
+    The position counts as PostgreSQL's does: 0 before the first row, k on row k, and
+    one past the last row once the rows ran out.
+    """
 
     def __init__(
         self,
@@ -114,6 +123,7 @@ class Cursor:
         hold: bool,
         binary: bool,
         in_transaction: bool,
+        scroll: bool = False,
         connection: duckdb.DuckDBPyConnection | None = None,
         duck_types: list[str] | None = None,
         on_close: Callable[[], None] | None = None,
@@ -123,18 +133,76 @@ class Cursor:
         self.duck_types = duck_types
         self.hold = hold
         self.binary = binary
+        self.scroll = scroll
         self.in_transaction = in_transaction  # declared in the open transaction (a ROLLBACK removes it)
         self._rows = rows
+        self._seen: list[Sequence[Any]] = []  # a SCROLL cursor's rows read so far
+        self._ended = False  # every row has been read
+        self._position = 0
         self._connection = connection
         self._on_close = on_close
 
     def take(self, count: int) -> Iterator[Sequence[Any]]:
         """The next `count` rows (ALL: the rest), read as they are sent."""
+        if self.scroll:
+            return iter(self.fetch(Fetch("FETCH", self.name, count)))
         return self._rows if count == ALL else itertools.islice(self._rows, count)
 
     def skip(self, count: int) -> int:
         """Move forward without sending rows; the number of rows passed."""
         return sum(1 for _ in self.take(count))
+
+    def fetch(self, step: Fetch) -> list[Sequence[Any]]:
+        """The rows a FETCH (or MOVE) of a SCROLL cursor passes, moving the cursor as PostgreSQL does."""
+        if not self.scroll:
+            if step.how == "forward" and step.count != 0:
+                return list(self.take(step.count))
+            raise ObjectNotInPrerequisiteState("cursor can only scan forward",
+                                               hint="Declare it with SCROLL option to enable backward scan.")
+        if step.how == "forward" and step.count != 0:
+            return self._walk(step.count, 1)
+        if step.how == "backward" and step.count != 0:
+            return self._walk(step.count, -1)
+        if step.how == "absolute":
+            target = step.count
+            if target < 0:
+                self._row(None)
+                target = len(self._seen) + 1 + target
+            return self._go(max(target, 0))
+        return self._go(self._position + (step.count if step.how == "relative" else 0))
+
+    def _row(self, k: int | None) -> Sequence[Any] | None:
+        """Row k (1-based) of a SCROLL cursor, reading ahead as needed; None past the end (k None: read all)."""
+        while not self._ended and (k is None or len(self._seen) < k):
+            nxt = next(self._rows, None)
+            if nxt is None:
+                self._ended = True
+            else:
+                self._seen.append(nxt)
+        return self._seen[k - 1] if k is not None and 1 <= k <= len(self._seen) else None
+
+    def _go(self, target: int) -> list[Sequence[Any]]:
+        if target <= 0:
+            self._position = 0
+            return []
+        row = self._row(target)
+        if row is None:
+            self._position = len(self._seen) + 1
+            return []
+        self._position = target
+        return [row]
+
+    def _walk(self, count: int, step: int) -> list[Sequence[Any]]:
+        out: list[Sequence[Any]] = []
+        while count == ALL or len(out) < count:
+            target = self._position + step
+            row = self._row(target) if target > 0 else None
+            if row is None:
+                self._position = 0 if step < 0 else len(self._seen) + 1
+                break
+            self._position = target
+            out.append(row)
+        return out
 
     def close(self) -> None:
         if self._on_close is not None:

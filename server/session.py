@@ -316,9 +316,14 @@ class Session:
             return Result("CLOSE CURSOR")
         fetch = cursors.parse_fetch(stmt.text)
         cur = self._cursor(fetch.name)
+        if not cur.scroll and fetch.how == "forward" and fetch.count != 0:  # streamed, never held
+            if fetch.verb == "MOVE":
+                return Result(f"MOVE {cur.skip(fetch.count)}")
+            return Result("FETCH", cur.columns, cur.take(fetch.count), count_rows=True, binary=cur.binary)
+        rows = cur.fetch(fetch)
         if fetch.verb == "MOVE":
-            return Result(f"MOVE {cur.skip(fetch.count)}")
-        return Result("FETCH", cur.columns, cur.take(fetch.count), count_rows=True, binary=cur.binary)
+            return Result(f"MOVE {len(rows)}")
+        return Result("FETCH", cur.columns, iter(rows), count_rows=True, binary=cur.binary)
 
     def _cursor(self, name: str) -> cursors.Cursor:
         cur = self.cursors.get(name) or self.find_portal(name)
@@ -354,7 +359,7 @@ class Session:
         assert result.columns is not None
         self.cursors[spec.name] = cursors.Cursor(
             spec.name, result.columns, result.rows or iter(()), hold=spec.hold, binary=spec.binary,
-            in_transaction=self.tx is not TxState.IDLE, connection=conn, duck_types=result.duck_types)
+            scroll=spec.scroll, in_transaction=self.tx is not TxState.IDLE, connection=conn, duck_types=result.duck_types)
         return Result("DECLARE CURSOR")
 
     def _cursor_connection(self) -> duckdb.DuckDBPyConnection:

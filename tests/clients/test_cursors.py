@@ -183,3 +183,69 @@ def test_psql_fetch_output(target: Target, numbers: str) -> None:
         "COMMIT",
         "",
     ]
+
+
+SCROLL_STEPS = [
+    ("FETCH 3 FROM s", "FETCH 3", [1, 2, 3]),
+    ("FETCH PRIOR FROM s", "FETCH 1", [2]),
+    ("FETCH BACKWARD 5 FROM s", "FETCH 1", [1]),
+    ("FETCH NEXT FROM s", "FETCH 1", [1]),
+    ("FETCH LAST FROM s", "FETCH 1", [10]),
+    ("FETCH NEXT FROM s", "FETCH 0", []),
+    ("FETCH PRIOR FROM s", "FETCH 1", [10]),
+    ("FETCH ABSOLUTE 4 FROM s", "FETCH 1", [4]),
+    ("FETCH RELATIVE -2 FROM s", "FETCH 1", [2]),
+    ("FETCH RELATIVE 0 FROM s", "FETCH 1", [2]),
+    ("FETCH 0 FROM s", "FETCH 1", [2]),
+    ("FETCH ABSOLUTE -3 FROM s", "FETCH 1", [8]),
+    ("FETCH FIRST FROM s", "FETCH 1", [1]),
+    ("MOVE FORWARD ALL IN s", "MOVE 9", None),
+    ("FETCH BACKWARD 2 FROM s", "FETCH 2", [10, 9]),
+    ("FETCH ABSOLUTE 20 FROM s", "FETCH 0", []),
+    ("FETCH -1 FROM s", "FETCH 1", [10]),
+    ("MOVE ABSOLUTE 0 IN s", "MOVE 0", None),
+    ("FETCH FORWARD 2 FROM s", "FETCH 2", [1, 2]),
+    ("FETCH BACKWARD ALL FROM s", "FETCH 1", [1]),
+    ("FETCH RELATIVE 3 FROM s", "FETCH 1", [3]),
+    ("MOVE ABSOLUTE 11 IN s", "MOVE 0", None),
+    ("FETCH RELATIVE -1 FROM s", "FETCH 1", [10]),
+    ("MOVE BACKWARD 4 IN s", "MOVE 4", None),
+    ("FETCH FORWARD -2 FROM s", "FETCH 2", [5, 4]),
+]
+
+
+def test_scroll_cursor_moves_both_ways(target: Target, numbers: str) -> None:
+    seen = []
+    with target.connect() as conn, conn.transaction():
+        conn.execute(f"DECLARE s SCROLL CURSOR FOR SELECT n FROM {numbers} WHERE n <= 10 ORDER BY n")
+        for sql, _, _ in SCROLL_STEPS:
+            cur = conn.execute(sql)
+            seen.append((sql, cur.statusmessage, [r[0] for r in cur.fetchall()] if cur.description else None))
+    assert seen == SCROLL_STEPS
+
+
+def test_scroll_cursor_with_hold_and_psycopg_scroll(target: Target, numbers: str) -> None:
+    with psycopg.connect(target.url) as conn:
+        with conn.cursor(name="sc", scrollable=True) as cur:
+            cur.execute(f"SELECT n, name FROM {numbers} WHERE n <= 100 ORDER BY n")
+            assert cur.fetchmany(3) == [(1, "n1"), (2, "n2"), (3, "n3")]
+            cur.scroll(-2)
+            assert cur.fetchone() == (2, "n2")
+            cur.scroll(50, mode="absolute")
+            assert cur.fetchone() == (51, "n51")
+    with target.connect() as conn:
+        conn.execute(f"DECLARE h SCROLL CURSOR WITH HOLD FOR SELECT n FROM {numbers} WHERE n > 997 ORDER BY n")
+        assert conn.execute("FETCH LAST FROM h").fetchall() == [(1000,)]
+        assert conn.execute("FETCH BACKWARD ALL FROM h").fetchall() == [(999,), (998,)]
+        conn.execute("CLOSE h")
+
+
+def test_no_scroll_cursor_refuses_to_move_backward(target: Target, numbers: str) -> None:
+    with target.connect() as conn, conn.transaction():
+        conn.execute(f"DECLARE f NO SCROLL CURSOR FOR SELECT n FROM {numbers} ORDER BY n")
+        assert conn.execute("FETCH 2 FROM f").fetchall() == [(1,), (2,)]
+        with pytest.raises(psycopg.errors.ObjectNotInPrerequisiteState) as refused:
+            conn.execute("FETCH PRIOR FROM f")
+        assert refused.value.sqlstate == "55000"
+        assert "cursor can only scan forward" in str(refused.value)
+        conn.execute("ROLLBACK")
