@@ -18,8 +18,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import duckdb
+import pyarrow as pa
 
 from server.errors import ObjectNotInPrerequisiteState, SqlSyntaxError
+from server.pgwire import codec
 
 _NAME = r'(?:[A-Za-z_][\w$]*|"(?:[^"]|"")+")'
 _DECLARE = re.compile(
@@ -31,6 +33,9 @@ _FETCH = re.compile(rf"^(FETCH|MOVE)\s+(?:(.*?)\s+)??(?:(?:FROM|IN)\s+)?({_NAME}
 _CLOSE = re.compile(rf"^CLOSE\s+(ALL|{_NAME})\s*;?\s*$", re.I)
 
 ALL = -1  # a count meaning every remaining row
+BULK_ROWS = 8_192  # rows per Arrow batch a bulk cursor reads
+# Types whose Arrow values are the Python values DuckDB's fetch gives (HUGEINT would come back as Decimal).
+BULK_TYPES = codec.BULK_TEXT_TYPES - {"HUGEINT"}
 
 WORDS = frozenset({"DECLARE", "FETCH", "MOVE", "CLOSE"})
 # Statements the session answers itself, which DuckDB's parser does not know.
@@ -99,6 +104,12 @@ def _direction(direction: str) -> tuple[str, int]:
     raise SqlSyntaxError(f'syntax error at or near "{words[0]}"')
 
 
+def rows_of(batches: Iterator[pa.RecordBatch]) -> Iterator[Sequence[Any]]:
+    """Python rows of Arrow batches."""
+    for batch in batches:
+        yield from zip(*(column.to_pylist() for column in batch.columns))
+
+
 def parse_close(text: str) -> str | None:
     """The cursor CLOSE names; None for CLOSE ALL."""
     m = _CLOSE.match(text)
@@ -126,6 +137,7 @@ class Cursor:
         scroll: bool = False,
         connection: duckdb.DuckDBPyConnection | None = None,
         duck_types: list[str] | None = None,
+        batches: pa.RecordBatchReader | None = None,
         on_close: Callable[[], None] | None = None,
     ) -> None:
         self.name = name
@@ -135,21 +147,55 @@ class Cursor:
         self.binary = binary
         self.scroll = scroll
         self.in_transaction = in_transaction  # declared in the open transaction (a ROLLBACK removes it)
-        self._rows = rows
+        # A forward cursor over a DuckDB result of plain types reads it as Arrow batches, which FETCH frames
+        # in bulk; otherwise rows, one by one.
+        self._batches = None if scroll else batches
+        self._left: pa.RecordBatch | None = None  # the part of a batch the last FETCH did not take
+        self._rows = rows if self._batches is None else rows_of(self.take_batches(ALL))
         self._seen: list[Sequence[Any]] = []  # a SCROLL cursor's rows read so far
         self._ended = False  # every row has been read
         self._position = 0
         self._connection = connection
         self._on_close = on_close
 
+    @property
+    def bulk(self) -> bool:
+        """FETCH can hand out Arrow batches (take_batches) rather than rows."""
+        return self._batches is not None
+
     def take(self, count: int) -> Iterator[Sequence[Any]]:
         """The next `count` rows (ALL: the rest), read as they are sent."""
         if self.scroll:
             return iter(self.fetch(Fetch("FETCH", self.name, count)))
+        if self._batches is not None:
+            return rows_of(self.take_batches(count))
         return self._rows if count == ALL else itertools.islice(self._rows, count)
+
+    def take_batches(self, count: int) -> Iterator[pa.RecordBatch]:
+        """The next `count` rows (ALL: the rest) of a bulk cursor, as Arrow batches read as they are sent."""
+        reader = self._batches
+        if reader is None:
+            raise RuntimeError("this cursor reads rows, not batches")
+        want = count
+        while want == ALL or want > 0:
+            if self._left is not None:
+                batch, self._left = self._left, None
+            else:
+                try:
+                    batch = reader.read_next_batch()
+                except StopIteration:
+                    return
+            if want != ALL:
+                if batch.num_rows > want:
+                    batch, self._left = batch.slice(0, want), batch.slice(want)
+                want -= batch.num_rows
+            if batch.num_rows:
+                yield batch
 
     def skip(self, count: int) -> int:
         """Move forward without sending rows; the number of rows passed."""
+        if self._batches is not None:
+            return sum(b.num_rows for b in self.take_batches(count))
         return sum(1 for _ in self.take(count))
 
     def fetch(self, step: Fetch) -> list[Sequence[Any]]:

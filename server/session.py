@@ -120,6 +120,7 @@ class Result:
     duck_types: list[str] | None = None  # DuckDB type names of the columns, when `source` is set
     binary: bool = False  # rows go out in binary format whatever the client asked (a BINARY cursor's FETCH)
     origins: list[tuple[int, int]] | None = None  # per column: table OID and column number, or (0, 0)
+    batches: Any = None  # the same rows as Arrow batches (a cursor's FETCH): the wire may frame them in bulk
 
 
 def _unquote(name: str) -> str:
@@ -319,6 +320,10 @@ class Session:
         if not cur.scroll and fetch.how == "forward" and fetch.count != 0:  # streamed, never held
             if fetch.verb == "MOVE":
                 return Result(f"MOVE {cur.skip(fetch.count)}")
+            if cur.bulk:
+                batches = cur.take_batches(fetch.count)
+                return Result("FETCH", cur.columns, cursors.rows_of(batches), count_rows=True, binary=cur.binary,
+                              batches=batches, duck_types=cur.duck_types)
             return Result("FETCH", cur.columns, cur.take(fetch.count), count_rows=True, binary=cur.binary)
         rows = cur.fetch(fetch)
         if fetch.verb == "MOVE":
@@ -357,9 +362,12 @@ class Session:
             result = self._execute(query, query.kind, params)
             result.rows = iter(list(result.rows or ()))
         assert result.columns is not None
+        bulk = (conn is not None and result.source is not None and not spec.scroll and result.duck_types is not None
+                and all(t in cursors.BULK_TYPES for t in result.duck_types))
         self.cursors[spec.name] = cursors.Cursor(
             spec.name, result.columns, result.rows or iter(()), hold=spec.hold, binary=spec.binary,
-            scroll=spec.scroll, in_transaction=self.tx is not TxState.IDLE, connection=conn, duck_types=result.duck_types)
+            scroll=spec.scroll, in_transaction=self.tx is not TxState.IDLE, connection=conn, duck_types=result.duck_types,
+            batches=result.source.to_arrow_reader(cursors.BULK_ROWS) if bulk else None)
         return Result("DECLARE CURSOR")
 
     def _cursor_connection(self) -> duckdb.DuckDBPyConnection:

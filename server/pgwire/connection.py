@@ -454,11 +454,12 @@ class MeansqlHandler(BuenaVistaHandler):
         oids = [oid for _, oid in result.columns]
         fmts = [formats[i] if i < len(formats) else (formats[0] if len(formats) == 1 else 0)
                 for i in range(len(oids))]
-        if (result.source is not None and not limit and not sent and not any(fmts) and result.duck_types
-                and all(t in codec.BULK_TEXT_TYPES for t in result.duck_types)):
+        if ((result.source is not None or result.batches is not None) and not limit and not sent and not any(fmts)
+                and result.duck_types and all(t in codec.BULK_TEXT_TYPES for t in result.duck_types)):
             # Framed in bulk from Arrow batches: no Python step per row.
             count = 0
-            for batch in result.source.to_arrow_reader(BULK_ROWS):
+            batches = result.batches if result.batches is not None else result.source.to_arrow_reader(BULK_ROWS)
+            for batch in batches:
                 if batch.num_rows:
                     self._send(codec.data_rows(batch.columns))
                     count += batch.num_rows

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime
 from typing import Any
 
 import asyncpg
@@ -249,3 +250,21 @@ def test_no_scroll_cursor_refuses_to_move_backward(target: Target, numbers: str)
         assert refused.value.sqlstate == "55000"
         assert "cursor can only scan forward" in str(refused.value)
         conn.execute("ROLLBACK")
+
+
+def test_cursor_of_plain_types_in_text_and_binary(target: Target, numbers: str) -> None:
+    """Rows of ints, text, dates and booleans (which meansql reads as Arrow batches) come out the same both ways."""
+    query = (f"SELECT n, name, DATE '2026-01-01' + n AS day, n % 2 = 0 AS even, NULL::integer AS nothing "
+             f"FROM {numbers} WHERE n BETWEEN 3 AND 9000 ORDER BY n")
+    expected = [(n, f"n{n}", datetime.date(2026, 1, 1) + datetime.timedelta(days=n), n % 2 == 0, None)
+                for n in range(3, 1001)]
+    for binary in (False, True):
+        with psycopg.connect(target.url) as conn:
+            with conn.cursor(name="plain", binary=binary) as cur:
+                cur.itersize = 7
+                cur.execute(query)
+                head = cur.fetchmany(10)
+                cur.scroll(5)
+                rest = cur.fetchall()
+            assert head == expected[:10]
+            assert rest == expected[15:]
