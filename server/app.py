@@ -109,7 +109,8 @@ class App:
         self.lock_files()
         self.server = MeansqlServer(
             (s.host, s.port), self, max_message_size=s.max_message_size, users=auth.verifiers(s.users),
-            ssl_context=self.tls, max_connections=s.max_connections, login_timeout=s.login_timeout,
+            ssl_context=self.tls, tls_end_point=tls.end_point_hash(s.ssl_cert) if self.tls else None,
+            max_connections=s.max_connections, login_timeout=s.login_timeout,
             proxy=Proxy(upstream.Target.parse(s.upstream), self.registry, passthrough=s.upstream_auth == "passthrough",
                         semantic_off=self.upstream_error) if s.upstream else None,
         )

@@ -25,6 +25,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 MECHANISM = "SCRAM-SHA-256"
+MECHANISM_PLUS = "SCRAM-SHA-256-PLUS"  # with tls-server-end-point channel binding
+BINDING_TYPE = "tls-server-end-point"
 ITERATIONS = 4096  # PostgreSQL's scram_iterations default
 SALT_BYTES = 16
 NONCE_BYTES = 18
@@ -223,10 +225,12 @@ class ScramServer:
     """
 
     def __init__(self, user: str, verifier: ScramVerifier, *, doomed: bool = False,
-                 server_nonce: str | None = None) -> None:
+                 server_nonce: str | None = None, binding: bytes | None = None, plus: bool = False) -> None:
         self.user = user
         self.verifier = verifier
         self.doomed = doomed
+        self.binding = binding  # this connection's channel binding data, when the server offers -PLUS
+        self.plus = plus  # the client chose SCRAM-SHA-256-PLUS
         self.server_nonce = server_nonce or _b64(secrets.token_bytes(NONCE_BYTES))
         self._gs2 = ""
         self._client_first_bare = ""
@@ -242,10 +246,23 @@ class ScramServer:
         if len(parts) < 3:
             raise _malformed("Comma expected in the GS2 header.")
         flag, authzid, bare = parts
-        if flag.startswith("p="):
+        if self.plus:
+            if flag in ("n", "y"):
+                raise _malformed("The client selected SCRAM-SHA-256-PLUS, but the SCRAM message does not include "
+                                 "channel binding data.")
+            if not flag.startswith("p="):
+                raise _malformed(f"Unexpected channel-binding flag {flag[:1]!r}.")
+            if flag[2:] != BINDING_TYPE or self.binding is None:
+                raise ProtocolViolation("unsupported SCRAM channel-binding type", f'"{flag[2:]}"')
+        elif flag.startswith("p="):
             raise _malformed("The client selected SCRAM-SHA-256 without channel binding, but the SCRAM message "
                              "includes channel binding data.")
-        if flag not in ("n", "y"):
+        elif flag == "y" and self.binding is not None:
+            # The client could bind but believes we cannot: a man in the middle may have removed -PLUS.
+            raise ProtocolViolation("SCRAM channel binding negotiation error",
+                                    "The client supports SCRAM channel binding but thinks the server does not.  "
+                                    "However, this server does support channel binding.")
+        elif flag not in ("n", "y"):
             raise _malformed(f"Unexpected channel-binding flag {flag[:1]!r}.")
         if authzid:
             raise ProtocolViolation("client uses authorization identity, but it is not supported")
@@ -274,7 +291,8 @@ class ScramServer:
         attrs = _attributes(text)
         if len(attrs) < 3 or attrs[0][0] != "c" or attrs[1][0] != "r" or attrs[-1][0] != "p":
             raise _malformed("Expected c=, r= and p= attributes.")
-        if attrs[0][1] != _b64(self._gs2.encode("ascii")):
+        expected = self._gs2.encode("ascii") + ((self.binding or b"") if self.plus else b"")
+        if attrs[0][1] != _b64(expected):
             raise ProtocolViolation("SCRAM channel binding check failed")
         if attrs[1][1] != self._nonce:
             raise _malformed("Nonce does not match.")

@@ -216,12 +216,15 @@ class MeansqlHandler(BuenaVistaHandler):
                 if not auth.check_md5(verifier, salt, self._auth_response("password")):
                     raise auth.failed(user)
                 return
-            scram = auth.ScramServer(user, verifier or auth.mock_verifier(user, self.server.mock_nonce),
-                                     doomed=verifier is None)
-            self._send(auth.authentication_sasl(), flush=True)
+            # Over TLS, SCRAM-SHA-256-PLUS binds the exchange to the server's certificate (tls-server-end-point).
+            binding = self.server.tls_end_point if isinstance(self.request, ssl.SSLSocket) else None
+            mechanisms = [auth.MECHANISM_PLUS, auth.MECHANISM] if binding is not None else [auth.MECHANISM]
+            self._send(auth.authentication_sasl(mechanisms), flush=True)
             mechanism, first = auth.parse_sasl_initial(self._auth_response("SASL"))
-            if mechanism != auth.MECHANISM:
+            if mechanism not in mechanisms:
                 raise auth.ProtocolViolation("client selected an invalid SASL authentication mechanism")
+            scram = auth.ScramServer(user, verifier or auth.mock_verifier(user, self.server.mock_nonce),
+                                     doomed=verifier is None, binding=binding, plus=mechanism == auth.MECHANISM_PLUS)
             self._send(auth.authentication_sasl_continue(scram.first(first)), flush=True)
             self._send(auth.authentication_sasl_final(scram.final(self._auth_response("SASL"))))
         except auth.AuthError as exc:
@@ -753,7 +756,8 @@ class MeansqlServer(BuenaVistaServer):
 
     def __init__(self, address: tuple[str, int], app: Any, *, max_message_size: int = 1 << 30,
                  users: dict[str, auth.Verifier] | None = None, ssl_context: ssl.SSLContext | None = None,
-                 max_connections: int = 100, login_timeout: float = 60.0, proxy: Proxy | None = None) -> None:
+                 max_connections: int = 100, login_timeout: float = 60.0, proxy: Proxy | None = None,
+                 tls_end_point: bytes | None = None) -> None:
         super().__init__(address, conn=None)  # type: ignore[arg-type]
         self.proxy = proxy
         self.RequestHandlerClass = MeansqlHandler
@@ -762,6 +766,7 @@ class MeansqlServer(BuenaVistaServer):
         self.users = users or {}
         self.mock_nonce = auth.mock_nonce(self.users.values())
         self.ssl_context = ssl_context
+        self.tls_end_point = tls_end_point if ssl_context is not None else None  # SCRAM-SHA-256-PLUS binding data
         self.max_connections = max_connections
         # Sockets before start-up is done are not sessions (as in PostgreSQL), but they are threads: cap them too.
         self.max_sockets = 2 * max_connections + 256

@@ -550,3 +550,22 @@ def test_user_add_writes_a_verifier_that_logs_in(tmp_path: Path, start_server: C
         assert conn.execute("SELECT 1").fetchone() == (1,)
     with pytest.raises(psycopg.OperationalError, match="no password supplied"):
         server.connect()  # a password is now asked of everyone
+
+
+def test_channel_binding_required_over_tls(secure: Target) -> None:
+    """libpq's channel_binding=require: SCRAM-SHA-256-PLUS with tls-server-end-point, as PostgreSQL offers it."""
+    env_extra = {"PGCHANNELBINDING": "require"}
+    out = subprocess.run(["psql", "-X", "-At", "-h", secure.host, "-p", str(secure.port), "-U", ALICE, "-d",
+                          secure.dbname, "-c", "SELECT 'bound'"], capture_output=True, text=True, timeout=60,
+                         env={**os.environ, "PGPASSWORD": ALICE_PW, "PGSSLMODE": "require", **env_extra})
+    assert (out.returncode, out.stdout.strip()) == (0, "bound"), out.stderr
+    with psycopg.connect(conninfo(secure, ALICE, ALICE_PW, sslmode="require", channel_binding="require")) as conn:
+        assert conn.pgconn.ssl_in_use
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+    with pytest.raises(psycopg.OperationalError) as plain:
+        psycopg.connect(conninfo(secure, ALICE, ALICE_PW, sslmode="disable", channel_binding="require"))
+    assert "channel binding" in str(plain.value)
+    # md5 cannot bind: a client that requires binding refuses it.
+    with pytest.raises(psycopg.OperationalError) as md5:
+        psycopg.connect(conninfo(secure, BOB, BOB_PW, sslmode="require", channel_binding="require"))
+    assert "channel binding" in str(md5.value)

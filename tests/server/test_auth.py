@@ -6,10 +6,12 @@ import base64
 import hashlib
 import hmac
 import struct
+import subprocess
+from pathlib import Path
 
 import pytest
 
-from server.pgwire import auth
+from server.pgwire import auth, tls
 
 # RFC 7677 section 3: user "user", password "pencil".
 RFC_CLIENT_FIRST = b"n,,n=user,r=rOprNGfwEbeRWgbNEkqO"
@@ -135,3 +137,68 @@ def test_saslprep() -> None:
     assert auth.saslprep("a\u00a0b") == "a b"  # non-ASCII space
     assert auth.saslprep("a\x07b") == "a\x07b"  # prohibited: used as it is, as PostgreSQL does
     assert auth.scram_verifier("\u2168", salt=RFC_SALT) == auth.scram_verifier("IX", salt=RFC_SALT)
+
+
+def _client_final(password: bytes, salt: bytes, client_first_bare: str, server_first: str, channel: str) -> str:
+    """A SCRAM client's final message, written out from RFC 5802 independently of the module."""
+    attrs = dict(a.split("=", 1) for a in server_first.split(","))
+    u = hmac.new(password, salt + b"\x00\x00\x00\x01", hashlib.sha256).digest()
+    salted = bytearray(u)
+    for _ in range(int(attrs["i"]) - 1):
+        u = hmac.new(password, u, hashlib.sha256).digest()
+        salted = bytearray(a ^ b for a, b in zip(salted, u))
+    client_key = hmac.new(bytes(salted), b"Client Key", hashlib.sha256).digest()
+    without_proof = f"c={channel},r={attrs['r']}"
+    message = f"{client_first_bare},{server_first},{without_proof}".encode()
+    signature = hmac.new(hashlib.sha256(client_key).digest(), message, hashlib.sha256).digest()
+    proof = bytes(a ^ b for a, b in zip(client_key, signature))
+    return f"{without_proof},p={base64.b64encode(proof).decode()}"
+
+
+BINDING = hashlib.sha256(b"the server certificate").digest()
+
+
+def test_scram_sha_256_plus_binds_the_exchange_to_the_certificate() -> None:
+    gs2 = b"p=tls-server-end-point,,"
+    server = auth.ScramServer("user", auth.scram_verifier("pencil", salt=RFC_SALT), binding=BINDING, plus=True)
+    server_first = server.first(gs2 + b"n=,r=abc").decode()
+    final = _client_final(b"pencil", RFC_SALT, "n=,r=abc", server_first, base64.b64encode(gs2 + BINDING).decode())
+    assert server.final(final.encode()).startswith(b"v=")
+    # A client that saw another certificate (a man in the middle's) fails the binding check.
+    other = auth.ScramServer("user", auth.scram_verifier("pencil", salt=RFC_SALT), binding=BINDING, plus=True)
+    server_first = other.first(gs2 + b"n=,r=abc").decode()
+    forged = _client_final(b"pencil", RFC_SALT, "n=,r=abc", server_first,
+                           base64.b64encode(gs2 + hashlib.sha256(b"another").digest()).decode())
+    with pytest.raises(auth.AuthError) as exc:
+        other.final(forged.encode())
+    assert (exc.value.sqlstate, exc.value.message) == ("08P01", "SCRAM channel binding check failed")
+
+
+@pytest.mark.parametrize(("message", "plus", "text"), [
+    (b"n,,n=,r=abc", True, "does not include channel binding data"),
+    (b"p=tls-unique,,n=,r=abc", True, "unsupported SCRAM channel-binding type"),
+    (b"y,,n=,r=abc", False, "SCRAM channel binding negotiation error"),
+])
+def test_channel_binding_negotiation_errors(message: bytes, plus: bool, text: str) -> None:
+    server = auth.ScramServer("user", auth.scram_verifier("pencil", salt=RFC_SALT), binding=BINDING, plus=plus)
+    with pytest.raises(auth.AuthError) as exc:
+        server.first(message)
+    assert exc.value.sqlstate == "08P01" and text in f"{exc.value.message} {exc.value.detail}"
+
+
+@pytest.mark.parametrize(("key", "digest"), [
+    (["-newkey", "rsa:2048", "-sha256"], "sha256"),
+    (["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-384", "-sha384"], "sha384"),
+    (["-newkey", "rsa:2048", "-sha1"], "sha256"),  # RFC 5929: SHA-1 is replaced by SHA-256
+])
+def test_end_point_hash_of_a_certificate(tmp_path: Path, key: list[str], digest: str) -> None:
+    cert = tmp_path / "server.crt"
+    subprocess.run(["openssl", "req", "-x509", *key, "-nodes", "-days", "1", "-subj", "/CN=localhost",
+                    "-keyout", str(tmp_path / "server.key"), "-out", str(cert)], check=True, capture_output=True)
+    der = subprocess.run(["openssl", "x509", "-in", str(cert), "-outform", "DER"], check=True,
+                         capture_output=True).stdout
+    assert tls.end_point_hash(cert) == hashlib.new(digest, der).digest()
+    ed = tmp_path / "ed.crt"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ed25519", "-nodes", "-days", "1", "-subj", "/CN=x",
+                    "-keyout", str(tmp_path / "ed.key"), "-out", str(ed)], check=True, capture_output=True)
+    assert tls.end_point_hash(ed) is None  # no hash defined: only SCRAM-SHA-256 is offered
