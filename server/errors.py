@@ -152,6 +152,7 @@ _DUCKDB_TABLE: list[tuple[type[BaseException], str | None, str]] = [
     (duckdb.TypeMismatchException, None, "42804"),
     (duckdb.TransactionException, r"aborted", "25P02"),
     (duckdb.TransactionException, r"[Cc]onflict", "40001"),
+    (duckdb.TransactionException, r"Failed to commit: .*(PRIMARY KEY|UNIQUE|[Dd]uplicate key)", "23505"),
     (duckdb.TransactionException, None, "25000"),
     (duckdb.PermissionException, None, "42501"),
     (duckdb.IOException, None, "58030"),

@@ -7,14 +7,17 @@ go to DuckDB as written.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import decimal
 import enum
 import json
 import logging
+import random
 import re
 import secrets
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -583,7 +586,10 @@ class Session:
                 cur.execute("BEGIN TRANSACTION")
             if ctx is not None and stages:
                 self.executor.prepare(ctx, stages, lambda sql: cur.execute(sql, args).fetchall())
-            cur.execute(text, args)
+            if self.tx is TxState.IDLE and not snapshot:
+                _autocommit(cur, text, args)
+            else:
+                cur.execute(text, args)
             if ctx is not None:
                 # Semantic results are materialised so every answer is judged and
                 # logged before the first row goes out.
@@ -633,21 +639,27 @@ class Session:
         """DML on a training table, with its outbox events in the same transaction."""
         cur = self.cursor
         own = self.tx is TxState.IDLE
-        if own:
-            cur.execute("BEGIN TRANSACTION")
-        try:
-            rows = cur.execute(door.sql, list(params) if params else None).fetchall()
-            changes = door.events(rows)
-            events.record(cur, changes)
+        for attempt in range(CONFLICT_RETRIES if own else 1):
             if own:
-                cur.execute("COMMIT")
-        except BaseException:
-            if own:
-                try:
-                    cur.execute("ROLLBACK")
-                except duckdb.Error:
-                    pass  # DuckDB ended the failed transaction already
-            raise
+                cur.execute("BEGIN TRANSACTION")
+            try:
+                with _RETRY_LOCK if attempt else contextlib.nullcontext():
+                    rows = cur.execute(door.sql, list(params) if params else None).fetchall()
+                    changes = door.events(rows)
+                    events.record(cur, changes)
+                    if own:
+                        cur.execute("COMMIT")
+                break
+            except BaseException as exc:
+                if own:
+                    try:
+                        cur.execute("ROLLBACK")
+                    except duckdb.Error:
+                        pass  # DuckDB ended the failed transaction already
+                if own and attempt < CONFLICT_RETRIES - 1 and _lost_race(exc, "ON CONFLICT" in door.sql.upper()):
+                    _conflict_pause(attempt)
+                    continue  # lost a write race with another session: nothing was written, so again
+                raise
         if own:
             self.store.committed(changes)
         else:
@@ -944,6 +956,50 @@ def pgparams_count(text: str) -> int:
         return pgparams.count(sqlglot.parse_one(text, read="duckdb"))
     except sqlglot.errors.SqlglotError:
         return 0
+
+
+# A statement that lost a write-write race with another session's transaction (DuckDB checks at commit time).
+_WRITE_CONFLICT = re.compile(r"[Cc]onflict|Failed to commit")
+_DUPLICATE = re.compile(r"[Dd]uplicate key")
+_RETRY_LOCK = threading.Lock()
+CONFLICT_RETRIES = 12
+
+
+def _conflict_pause(attempt: int) -> None:
+    """Randomised exponential backoff between attempts of a statement that lost a write conflict (up to 50 ms)."""
+    time.sleep(random.uniform(0, min(0.05, 0.001 * 2 ** attempt)))
+
+
+def _lost_race(exc: BaseException, upsert: bool) -> bool:
+    """The statement failed only because another session's transaction touched the same rows first."""
+    if isinstance(exc, duckdb.TransactionException):
+        return _WRITE_CONFLICT.search(str(exc)) is not None
+    # An upsert meets another session's uncommitted row of its key as a duplicate: PostgreSQL would wait for
+    # that row and then update it.
+    return upsert and isinstance(exc, duckdb.ConstraintException) and _DUPLICATE.search(str(exc)) is not None
+
+
+def _autocommit(cur: duckdb.DuckDBPyConnection, text: str, args: Any) -> None:
+    """Run one statement in its own transaction, again if it lost a write conflict.
+
+    PostgreSQL makes a second writer of a row wait for the first and then goes on (READ COMMITTED); DuckDB fails
+    it instead. A statement outside a transaction block changed nothing when it failed, so running it again is
+    what PostgreSQL's wait amounts to: an UPDATE of a row another session just changed, or two upserts of one
+    annotation, succeed; a real duplicate key still fails, with 23505, on the next attempt.
+    """
+    upsert = "ON CONFLICT" in text.upper()
+    for attempt in range(CONFLICT_RETRIES):
+        try:
+            if attempt == 0:
+                cur.execute(text, args)
+            else:
+                with _RETRY_LOCK:  # statements that lost once take turns, so they cannot keep beating each other
+                    cur.execute(text, args)
+            return
+        except (duckdb.TransactionException, duckdb.ConstraintException) as exc:
+            if attempt == CONFLICT_RETRIES - 1 or not _lost_race(exc, upsert):
+                raise
+            _conflict_pause(attempt)
 
 
 def _stream(cur: duckdb.DuckDBPyConnection, size: int = 2048) -> Iterator[Sequence[Any]]:
