@@ -8,19 +8,25 @@ connection's checks (type byte, length limit) on the connection thread and
 written to the upstream; a pump thread writes everything the upstream sends to
 the client as it arrives (so NOTIFYs and pipelined responses flow).
 
-A simple Query with a semantic operator runs in meansql once the upstream has
-answered everything sent before it (the relay counts the ReadyForQuery it owes)
-and is idle outside a transaction: on a meansql Session whose DuckDB cursor
-reads the upstream's tables through postgres_scanner (`server.upstream_scan`).
-Its rows, NOTICEs and ReadyForQuery go to the client in place of the upstream's.
+A semantic statement runs in meansql once the upstream has answered everything
+sent before it (the relay counts the ReadyForQuery it owes) and is idle outside
+a transaction: on a meansql Session whose DuckDB cursor reads the upstream's
+tables through postgres_scanner (`server.upstream_scan`). A simple Query is
+answered whole by meansql. In the extended protocol, a Parse of a semantic
+statement opens a *local batch*: it and every message up to Sync (Bind,
+Describe, Execute, Close of what it made) are answered by meansql's session;
+later batches that name a statement meansql holds are local too. Each name
+belongs to one side: meansql refuses a name the other side holds with 42P05,
+as PostgreSQL would.
 
-A semantic statement meansql does not run (inside a transaction block, in the
-extended protocol, among other statements in one Query) is replaced by a
-statement that fails at once on the upstream (a call of a function named with
-a per-process random marker and the reason), and the pump replaces that error
-with meansql's own. The upstream thus keeps the order of responses, skips to
-Sync after the error and sets the transaction status, exactly as it does for
-any failing statement.
+A semantic statement meansql does not run (inside a transaction block, after
+other extended messages before Sync, among other statements in one Query) is
+replaced by a statement that fails at once on the upstream (a call of a
+function named with a per-process random marker and the reason), and the pump
+replaces that error with meansql's own. The upstream thus keeps the order of
+responses, skips to Sync after the error and sets the transaction status,
+exactly as it does for any failing statement (in an aborted transaction it
+answers 25P02, as for any statement).
 """
 
 from __future__ import annotations
@@ -32,21 +38,19 @@ import socket
 import struct
 import threading
 from collections.abc import Collection
-from typing import TYPE_CHECKING
+from collections.abc import Callable
 
 from sqlglot import exp
 
 from semantic_ops import dialect, functions
 from semantic_ops.operators import Registry
-from server import upstream_scan
+from server import errors, upstream_scan
+from server.errors import DuplicatePreparedStatement, FeatureNotSupported
 from server.pgwire import codec, upstream
-from server.pgwire.connection import ConnState
+from server.pgwire.connection import ConnState, MeansqlHandler, Prepared
 from server.session import Session
 from server.statements import Kind, split
 from training.errors import MeansqlError
-
-if TYPE_CHECKING:
-    from server.pgwire.connection import MeansqlHandler
 
 log = logging.getLogger(__name__)
 
@@ -58,12 +62,12 @@ _ELSEWHERE = "Run this statement on a meansql server without --upstream; plain S
 # Why a semantic statement is refused: (SQLSTATE, message, detail, hint). 25001 is PostgreSQL's own code for a
 # statement that "cannot run inside a transaction block" (VACUUM, CREATE DATABASE).
 REASONS: dict[str, tuple[str, str, str | None, str | None]] = {
-    "extended": (
+    "pipeline": (
         "0A000",
-        "semantic operators in proxy mode are not available in the extended query protocol yet",
-        None,
-        "Send the statement as a simple query (psql, or psycopg's cursor.execute without parameters "
-        "and prepare=False); plain SQL is relayed to PostgreSQL.",
+        "a semantic statement must be sent in a Sync of its own in proxy mode",
+        "Its Parse, Bind, Describe and Execute are answered by meansql; other statements before the same Sync "
+        "are answered by PostgreSQL, whose answers come only at Sync.",
+        "Send Sync (psycopg: outside a pipeline; pgjdbc: not in a batch) before and after the semantic statement.",
     ),
     "transaction": (
         "25001",
@@ -140,16 +144,9 @@ class Proxy:
         """A statement that fails at once on the upstream; the pump swaps its error for the refusal `reason`."""
         return f"SELECT {self.marker}_{reason}()".encode()
 
-    def rewrite(self, kind: int, body: bytes) -> bytes:
-        """A Parse body to send upstream: unchanged, or the failing stand-in of a semantic statement."""
-        if kind == ord("P"):
-            name_end = body.find(b"\x00")
-            text_end = body.find(b"\x00", name_end + 1)
-            if name_end >= 0 and text_end > name_end:
-                if self.is_semantic(body[name_end + 1 : text_end].decode("utf-8", "replace")):
-                    reason = "off" if self.semantic_off else "extended"
-                    return body[: name_end + 1] + self.stand_in(reason) + b"\x00" + b"\x00\x00"
-        return body
+    def stand_in_parse(self, reason: str) -> bytes:
+        """A Parse body of the stand-in under a name no client uses (a failed Parse leaves no statement)."""
+        return f"{self.marker}\x00".encode() + self.stand_in(reason) + b"\x00\x00\x00"
 
     def refusal(self, sql: str, link: _Link) -> str | None:
         """Why a semantic simple query cannot run in meansql now (None: it can); waits for the upstream first."""
@@ -157,7 +154,7 @@ class Proxy:
             return "off"
         if not link.wait_idle():
             return "transaction"  # the upstream is gone; the stand-in's send fails and ends the session
-        if link.status != b"I" or link.unsynced:
+        if link.status != b"I" or link.batch is not None:
             return "transaction"
         stmts = split(sql)
         if len(stmts) != 1:
@@ -250,23 +247,145 @@ class Proxy:
             if message is None:
                 return False
             kind, body = message
-            if kind == ord("Q"):
+            if kind == 0x51:  # 'Q'
                 sql = body.rstrip(b"\x00").decode("utf-8", "replace")
+                link.simple_query()
                 if self.is_semantic(sql):
                     reason = self.refusal(sql, link)
                     if reason is None:
                         self._run_here(link, body)
                         continue
                     body = self.stand_in(reason) + b"\x00"
-            else:
-                body = self.rewrite(kind, body)
+            elif kind in _EXTENDED:
+                routed = self._route(link, kind, body)
+                if routed is None:
+                    continue  # answered by meansql
+                kind, body = routed
             link.sent(kind)
             try:
                 up.sock.sendall(bytes((kind,)) + struct.pack("!i", len(body) + 4) + body)
             except OSError:
                 return True  # the upstream is gone: nothing left to cancel; the pump tells the client
-            if kind == ord("X"):
+            if kind == 0x58:  # 'X'
                 return True
+
+    # -- the extended protocol ------------------------------------------------------------
+    def _route(self, link: _Link, kind: int, body: bytes) -> tuple[int, bytes] | None:
+        """Where an extended-protocol message goes: None when meansql answered it, else what to send upstream."""
+        local = self._is_local(link, kind, body)
+        if link.batch == "local":
+            if local or kind in (0x48, 0x53):  # 'H' Flush, 'S' Sync: of the batch meansql answers
+                self._answer(link, kind, body)
+            else:
+                self._answer(link, kind, body, refuse="pipeline")
+            return None
+        if not local:
+            if kind == 0x50:  # 'P'
+                name, query, _ = codec.parse_parse(body)
+                held = link.held()
+                if name and name in held:
+                    link.batch = "upstream"
+                    return 0x50, self._refuse_parse(link, DuplicatePreparedStatement(f'prepared statement "{name}" already exists'))
+                if name:
+                    link.upstream_names.add(name)
+                else:
+                    held.pop("", None)  # the client's unnamed statement is PostgreSQL's again
+                if _BEGINS.match(query):
+                    link.began = True
+            elif kind == 0x43 and body[:1] == b"S":  # 'C'
+                link.upstream_names.discard(body[1:].rstrip(b"\x00").decode("utf-8", "replace"))
+            if kind != 0x48:  # 'H'
+                link.batch = None if kind == 0x53 else "upstream"
+            return kind, body
+        if kind == 0x43:  # 'C' of a statement meansql holds: drop it, and let PostgreSQL answer in order
+            name = body[1:].rstrip(b"\x00").decode("utf-8", "replace")
+            link.held().pop(name, None)
+            return kind, b"S" + self.marker.encode() + b"\x00"
+        if link.batch is None:
+            reason = self._local_refusal(link)
+            if reason is None:
+                link.batch = "local"
+                self._answer(link, kind, body)
+                return None
+        else:
+            reason = "transaction" if link.status != b"I" or link.began else "pipeline"
+        link.batch = "upstream"
+        return 0x50, self.stand_in_parse(reason)
+
+    def _is_local(self, link: _Link, kind: int, body: bytes) -> bool:
+        """Whether a message is meansql's: a Parse of a semantic statement, or one naming what meansql holds."""
+        if kind == 0x50:  # 'P'
+            name_end = body.find(b"\x00")
+            text_end = body.find(b"\x00", name_end + 1)
+            return name_end >= 0 and text_end > name_end and self.is_semantic(body[name_end + 1 : text_end].decode("utf-8", "replace"))
+        state = link.state
+        if state is None or not (state.statements or state.portals):
+            return False
+        if kind == 0x42:  # 'B': its portal name, then its statement's
+            portal_end = body.find(b"\x00")
+            return body[portal_end + 1 : body.find(b"\x00", portal_end + 1)].decode("utf-8", "replace") in state.statements
+        if kind == 0x45:  # 'E'
+            return body[: body.find(b"\x00")].decode("utf-8", "replace") in state.portals
+        if kind in (0x44, 0x43):  # 'D', 'C'
+            name = body[1:].rstrip(b"\x00").decode("utf-8", "replace")
+            return name in (state.statements if body[:1] == b"S" else state.portals)
+        return False
+
+    def _local_refusal(self, link: _Link) -> str | None:
+        """Why a local batch cannot start now (None: it can); waits until the upstream has answered all."""
+        if self.semantic_off:
+            return "off"
+        if not link.wait_idle() or link.status != b"I":
+            return "transaction"
+        return None
+
+    def _refuse_parse(self, link: _Link, exc: MeansqlError) -> bytes:
+        """A stand-in Parse whose failure upstream the pump turns into this error."""
+        f = errors.translate(exc)
+        return self.stand_in_parse(link.refusal(codec.error_response(f.severity, f.sqlstate, f.message, f.hint, None, f.detail)))
+
+    def _answer(self, link: _Link, kind: int, body: bytes, refuse: str | None = None) -> None:
+        """One message of a local batch, answered by this client's meansql session."""
+        handler = link.handler
+        state = link.local()
+        if state.skipping and kind != 0x53:
+            return
+        with link.gate:  # nothing from the upstream (a NOTIFY) between our messages
+            with self._lock:
+                self._local[link.pid] = state.session
+            try:
+                if refuse is not None:  # as _fail_extended does, with the refusal's detail
+                    handler._send(self._refusals[refuse.encode()], flush=True)
+                    state.skipping = True
+                elif kind == 0x50 and not self._checked_parse(link, state, body):
+                    pass
+                else:
+                    _HANDLERS[kind](handler, state, body)
+                    if kind == 0x53:
+                        link.batch = None
+            except (ValueError, UnicodeDecodeError, struct.error) as exc:
+                handler._fatal("08P01", f"invalid message format: {exc}")
+            finally:
+                with self._lock:
+                    self._local.pop(link.pid, None)
+
+    def _checked_parse(self, link: _Link, state: ConnState, body: bytes) -> bool:
+        """Checks of a semantic Parse before the session's own; False after a refusal."""
+        name, query, _ = codec.parse_parse(body)
+        try:
+            if name and name in link.upstream_names:
+                raise DuplicatePreparedStatement(f'prepared statement "{name}" already exists')
+            stmts = split(query)
+            if len(stmts) == 1:
+                if stmts[0].kind is not Kind.ROWS:
+                    _, message, _, hint = REASONS["query"]
+                    raise FeatureNotSupported(message, hint=hint)
+                upstream_scan.check(stmts[0])
+            upstream_scan.refresh(state.session.cursor)
+        except Exception as exc:
+            link.handler._fail_extended(state, exc, query)
+            return False
+        return True
 
     def _run_here(self, link: _Link, body: bytes) -> None:
         """Run a semantic simple query on this client's meansql session; the upstream is idle meanwhile."""
@@ -322,7 +441,7 @@ class Proxy:
                     elif kind == 0x45 and (at := buf.find(marker, pos, end)) >= 0:  # 'E': a stand-in failed
                         reason = bytes(buf[at + len(marker) + 1 : buf.find(b"(", at, end)])
                         out += buf[start:pos]
-                        out += self._refusals.get(reason, self._refusals[b"extended"])
+                        out += self._refusals.get(reason) or link.refusals.pop(reason, None) or self._refusals[b"pipeline"]
                         start = end
                     pos = end
                 if pos:
@@ -353,7 +472,12 @@ class _Link:
         self.params = params
         self.status = up.status
         self.owed = 0  # ReadyForQuery the upstream owes: one per Query, Sync and FunctionCall sent
-        self.unsynced = False  # extended-protocol messages sent since the last Sync (an implicit transaction)
+        # Who answers the extended-protocol messages since the last Sync: None (none yet), "upstream" or "local".
+        self.batch: str | None = None
+        self.began = False  # a BEGIN was relayed in this batch
+        self.upstream_names: set[str] = set()  # named statements relayed to PostgreSQL (and not closed)
+        self.refusals: dict[bytes, bytes] = {}  # stand-in reason -> the ErrorResponse the pump sends instead
+        self._refusal_count = 0
         self.closed = False
         self.gate = threading.Lock()  # held while a batch of messages goes to the client
         self.state: ConnState | None = None
@@ -370,12 +494,33 @@ class _Link:
         self.settings[name.decode("utf-8", "replace").lower()] = rest.rstrip(b"\x00").decode("utf-8", "replace")
 
     def sent(self, kind: int) -> None:
-        with self._cond:
-            if kind in _READY_AFTER:
+        if kind in _READY_AFTER:
+            with self._cond:
                 self.owed += 1
-                self.unsynced = False
-            elif kind in _EXTENDED:
-                self.unsynced = True
+            if kind == 0x53:  # 'S'
+                self.batch = None
+                self.began = False
+
+    def held(self) -> dict[str, Prepared]:
+        """The prepared statements meansql's session holds for this client."""
+        return self.state.statements if self.state is not None else {}
+
+    def simple_query(self) -> None:
+        """A Query replaces the unnamed statement and portal, as PostgreSQL's does."""
+        if self.state is not None:
+            self.state.statements.pop("", None)
+            self.state.portals.pop("", None)
+            if self.batch == "local":  # a Query ends the batch meansql was answering
+                self.state.portals.clear()
+                self.state.skipping = False
+                self.batch = None
+
+    def refusal(self, error: bytes) -> str:
+        """A stand-in reason for one error message (taken by the pump when it swaps it in)."""
+        self._refusal_count += 1
+        reason = f"r{self._refusal_count}"
+        self.refusals[reason.encode()] = error
+        return reason
 
     def answered(self, ready: int, status: bytes) -> None:
         with self._cond:
@@ -417,4 +562,14 @@ class _Link:
 _READY_AFTER = frozenset(b"QSF")
 # Settings of the upstream session that shape how meansql's session writes values.
 _FOLLOWED = ("timezone", "datestyle", "intervalstyle", "client_encoding")
-_EXTENDED = frozenset(b"PBDEC")
+_EXTENDED = frozenset(b"PBDECHS")
+_BEGINS = re.compile(r"\s*(BEGIN|START\s+TRANSACTION)\b", re.I)
+_HANDLERS: dict[int, Callable[[MeansqlHandler, ConnState, bytes], None]] = {
+    ord("P"): MeansqlHandler._parse,
+    ord("B"): MeansqlHandler._bind,
+    ord("D"): MeansqlHandler._describe,
+    ord("E"): MeansqlHandler._execute,
+    ord("C"): MeansqlHandler._close,
+    ord("H"): lambda handler, state, body: handler.flush(),
+    ord("S"): MeansqlHandler._sync,
+}
