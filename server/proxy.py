@@ -37,8 +37,7 @@ import secrets
 import socket
 import struct
 import threading
-from collections.abc import Collection
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 
 from sqlglot import exp
 
