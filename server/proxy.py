@@ -296,10 +296,13 @@ class Proxy:
             if kind != 0x48:  # 'H'
                 link.batch = None if kind == 0x53 else "upstream"
             return kind, body
-        if kind == 0x43:  # 'C' of a statement meansql holds: drop it, and let PostgreSQL answer in order
-            name = body[1:].rstrip(b"\x00").decode("utf-8", "replace")
-            link.held().pop(name, None)
-            return kind, b"S" + self.marker.encode() + b"\x00"
+        if kind == 0x43:  # 'C' of a statement meansql holds: drop it; CloseComplete comes in order
+            link.held().pop(body[1:].rstrip(b"\x00").decode("utf-8", "replace"), None)
+            if link.batch is None:  # nothing of this batch is upstream: answer once it has answered the rest
+                link.wait_idle()
+                link.handler._send(codec.close_complete(), flush=True)
+                return None
+            return kind, b"S" + self.marker.encode() + b"\x00"  # PostgreSQL answers a Close of a name it lacks
         if link.batch is None:
             reason = self._local_refusal(link)
             if reason is None:

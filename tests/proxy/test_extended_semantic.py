@@ -184,3 +184,21 @@ def test_statement_names_do_not_clash(proxy_server: ServerProcess, wares: str, p
     finally:
         raw.close()
     assert len(provider.requests) == len({label(g) for g in range(1, 9)})
+
+
+def test_close_then_parse_in_one_batch_keeps_the_order(proxy_server: ServerProcess, wares: str, provider: FakeProvider) -> None:
+    """pgjdbc sends the Close of a statement it dropped with its next statement, before the same Sync."""
+    text = sql("$1", "close")
+    raw = RawConnection("127.0.0.1", proxy_server.port)
+    try:
+        raw.login()
+        raw.send(fw.parse(text, "a"), fw.sync())
+        assert _summary(raw, 1) == [("1",), ("Z",)]
+        raw.send(fw.close(b"S", "a"), fw.parse(text, "b"), fw.bind("", "b", [b"5"]), fw.execute(), fw.sync())
+        raw.send(fw.close(b"S", "b"), fw.parse("SELECT 2", "a"), fw.bind("", "a"), fw.execute(), fw.sync())
+        got = _summary(raw, 2)
+    finally:
+        raw.close()
+    rows = [("D",)] * len(eco(range(1, 5)))
+    assert got == [("3",), ("1",), ("2",), *rows, ("C",), ("Z",), ("3",), ("1",), ("2",), ("D",), ("C",), ("Z",)]
+    assert len(provider.requests) == len({label(g) for g in range(1, 5)})
