@@ -46,7 +46,7 @@ from semantic_ops.operators import Registry
 from server import errors, upstream_scan
 from server.errors import DuplicatePreparedStatement, FeatureNotSupported
 from server.pgwire import codec, upstream
-from server.pgwire.connection import ConnState, MeansqlHandler, Prepared
+from server.pgwire.connection import ConnState, MeansqlHandler, Prepared, _Closed
 from server.session import Session
 from server.statements import Kind, split
 from training.errors import MeansqlError
@@ -239,39 +239,92 @@ class Proxy:
         return handler._auth_response("password").rstrip(b"\x00").decode("utf-8")
 
     def _relay(self, link: _Link) -> bool:
-        """Client → upstream, on the connection thread, one framed message at a time; True after Terminate."""
-        handler, up = link.handler, link.up
+        """Client → upstream, on the connection thread; True after Terminate.
+
+        Reads what the client has sent (`read1`: the bytes buffered since login first), checks each message's
+        type and length as the connection's message loop does, and writes all the messages of one read that go
+        upstream in one send, before anything meansql answers itself.
+        """
+        handler = link.handler
+        read = handler.rfile.read1
+        cap = handler.server.max_message_size
+        buf = bytearray()
+        out = bytearray()
         while True:
-            message = handler._next_message()
-            if message is None:
-                return False
-            kind, body = message
-            if kind == 0x51:  # 'Q'
-                sql = body.rstrip(b"\x00").decode("utf-8", "replace")
-                link.simple_query()
-                if self.is_semantic(sql):
-                    reason = self.refusal(sql, link)
-                    if reason is None:
-                        self._run_here(link, body)
-                        continue
-                    body = self.stand_in(reason) + b"\x00"
-            elif kind in _EXTENDED:
-                routed = self._route(link, kind, body)
-                if routed is None:
-                    continue  # answered by meansql
-                kind, body = routed
-            link.sent(kind)
             try:
-                up.sock.sendall(bytes((kind,)) + struct.pack("!i", len(body) + 4) + body)
+                chunk = read(RELAY_CHUNK)
             except OSError:
+                chunk = b""
+            if not chunk:
+                return False  # closed between messages, or mid-message (PostgreSQL ends the session alike)
+            buf += chunk
+            pos, n = 0, len(buf)
+            while n - pos >= 5:
+                kind = buf[pos]
+                (length,) = _LENGTH(buf, pos + 1)
+                if kind not in codec.KNOWN_TYPES:
+                    self._send_up(link, out)
+                    handler._fatal("08P01", f"invalid frontend message type {kind}")
+                if length < 4 or length > (codec.SMALL_MESSAGE_LIMIT if kind in codec.SMALL_TYPES else cap):
+                    self._send_up(link, out)
+                    raise _Closed(f"invalid message length {length} for message type {chr(kind)!r}")
+                end = pos + 1 + length
+                if end > n:
+                    break
+                if kind in _PLAIN and link.state is None:  # the fast path: relayed as it is
+                    out += buf[pos:end]
+                    link.sent(kind)
+                else:
+                    routed = self._route_message(link, kind, bytes(buf[pos + 5 : end]), out)
+                    if routed is not None:
+                        kind, body = routed
+                        out += bytes((kind,)) + struct.pack("!i", len(body) + 4) + body
+                        link.sent(kind)
+                pos = end
+                if kind == 0x58:  # 'X'
+                    self._send_up(link, out)
+                    return True
+            del buf[:pos]
+            if not self._send_up(link, out):
                 return True  # the upstream is gone: nothing left to cancel; the pump tells the client
-            if kind == 0x58:  # 'X'
-                return True
+
+    def _send_up(self, link: _Link, out: bytearray) -> bool:
+        """Write the relayed messages gathered so far to the upstream; False if it is gone."""
+        if not out:
+            return True
+        try:
+            link.up.sock.sendall(out)
+        except OSError:
+            return False
+        finally:
+            out.clear()
+        return True
+
+    def _route_message(self, link: _Link, kind: int, body: bytes, out: bytearray) -> tuple[int, bytes] | None:
+        """What goes upstream for one client message (None: nothing); meansql's own answers wait until the
+        upstream has been sent everything before them (`out`)."""
+        if kind == 0x51:  # 'Q'
+            sql = body.rstrip(b"\x00").decode("utf-8", "replace")
+            link.simple_query()
+            if self.is_semantic(sql):
+                self._send_up(link, out)
+                reason = self.refusal(sql, link)
+                if reason is None:
+                    self._run_here(link, body)
+                    return None
+                body = self.stand_in(reason) + b"\x00"
+            return kind, body
+        if kind in _EXTENDED:
+            local = self._is_local(link, kind, body)
+            if local or link.batch == "local":
+                self._send_up(link, out)
+            return self._route(link, kind, body, local)
+        return kind, body
 
     # -- the extended protocol ------------------------------------------------------------
-    def _route(self, link: _Link, kind: int, body: bytes) -> tuple[int, bytes] | None:
+    def _route(self, link: _Link, kind: int, body: bytes, local: bool) -> tuple[int, bytes] | None:
         """Where an extended-protocol message goes: None when meansql answered it, else what to send upstream."""
-        local = self._is_local(link, kind, body)
+
         if link.batch == "local":
             if local or kind in (0x48, 0x53):  # 'H' Flush, 'S' Sync: of the batch meansql answers
                 self._answer(link, kind, body)
@@ -283,7 +336,6 @@ class Proxy:
                 name, query, _ = codec.parse_parse(body)
                 held = link.held()
                 if name and name in held:
-                    link.batch = "upstream"
                     return 0x50, self._refuse_parse(link, DuplicatePreparedStatement(f'prepared statement "{name}" already exists'))
                 if name:
                     link.upstream_names.add(name)
@@ -293,8 +345,6 @@ class Proxy:
                     link.began = True
             elif kind == 0x43 and body[:1] == b"S":  # 'C'
                 link.upstream_names.discard(body[1:].rstrip(b"\x00").decode("utf-8", "replace"))
-            if kind != 0x48:  # 'H'
-                link.batch = None if kind == 0x53 else "upstream"
             return kind, body
         if kind == 0x43:  # 'C' of a statement meansql holds: drop it; CloseComplete comes in order
             link.held().pop(body[1:].rstrip(b"\x00").decode("utf-8", "replace"), None)
@@ -311,7 +361,6 @@ class Proxy:
                 return None
         else:
             reason = "transaction" if link.status != b"I" or link.began else "pipeline"
-        link.batch = "upstream"
         return 0x50, self.stand_in_parse(reason)
 
     def _is_local(self, link: _Link, kind: int, body: bytes) -> bool:
@@ -410,11 +459,16 @@ class Proxy:
                     self._local.pop(link.pid, None)
 
     def _pump(self, link: _Link) -> None:
-        """Upstream → client: whole messages only, so our own messages never split one; refusals swapped in."""
+        """Upstream → client: whole messages only, so our own messages never split one; refusals swapped in.
+
+        The hot loop of a streamed result hops over DataRows; other messages are looked at only for what the
+        relay needs: ReadyForQuery (what the upstream still owes, its transaction status), ParameterStatus
+        (settings meansql's session follows) and the error of a stand-in.
+        """
         handler, up = link.handler, link.up
         marker = self.marker.encode()
         buf = bytearray()
-        length_at = struct.Struct("!i").unpack_from
+        length_at = _LENGTH
         try:
             while True:
                 try:
@@ -424,33 +478,38 @@ class Proxy:
                 if not chunk:
                     break
                 buf += chunk
-                out = bytearray()
                 pos = start = 0
                 n = len(buf)
                 limit = n - 5
                 ready = 0
                 status = b""
-                while pos <= limit:  # the hot loop of a streamed result: one pass per message
+                swapped: bytearray | None = None
+                while pos <= limit:
                     kind = buf[pos]
                     end = pos + 1 + length_at(buf, pos + 1)[0]
                     if end > n:
                         break
-                    if kind == 0x5A:  # 'Z'
-                        ready += 1
-                        status = bytes(buf[end - 1 : end])
-                    elif kind == 0x53:  # 'S' ParameterStatus: the upstream session's settings, for ours
-                        link.parameter(bytes(buf[pos + 5 : end]))
-                    elif kind == 0x45 and (at := buf.find(marker, pos, end)) >= 0:  # 'E': a stand-in failed
-                        reason = bytes(buf[at + len(marker) + 1 : buf.find(b"(", at, end)])
-                        out += buf[start:pos]
-                        out += self._refusals.get(reason) or link.refusals.pop(reason, None) or self._refusals[b"pipeline"]
-                        start = end
+                    if kind != 0x44:  # 'D' DataRow: nothing to see
+                        if kind == 0x5A:  # 'Z'
+                            ready += 1
+                            status = bytes(buf[end - 1 : end])
+                        elif kind == 0x53:  # 'S' ParameterStatus: the upstream session's settings, for ours
+                            link.parameter(bytes(buf[pos + 5 : end]))
+                        elif kind == 0x45 and (at := buf.find(marker, pos, end)) >= 0:  # 'E': a stand-in failed
+                            reason = bytes(buf[at + len(marker) + 1 : buf.find(b"(", at, end)])
+                            swapped = swapped if swapped is not None else bytearray()
+                            swapped += buf[start:pos]
+                            swapped += self._refusals.get(reason) or link.refusals.pop(reason, None) or self._refusals[b"pipeline"]
+                            start = end
                     pos = end
                 if pos:
-                    out += buf[start:pos]
-                    del buf[:pos]
                     with link.gate:
-                        handler._send(bytes(out), flush=True)
+                        if swapped is None:
+                            link.write(memoryview(buf)[:pos])
+                        else:
+                            swapped += buf[start:pos]
+                            link.write(swapped)
+                    del buf[:pos]
                     if ready:
                         link.answered(ready, status)
         except Exception as exc:  # the client is gone: end the upstream session too
@@ -496,12 +555,21 @@ class _Link:
         self.settings[name.decode("utf-8", "replace").lower()] = rest.rstrip(b"\x00").decode("utf-8", "replace")
 
     def sent(self, kind: int) -> None:
-        if kind in _READY_AFTER:
+        if kind in _UPSTREAM_BATCH:
+            self.batch = "upstream"
+        elif kind in _READY_AFTER:
             with self._cond:
                 self.owed += 1
             if kind == 0x53:  # 'S'
                 self.batch = None
                 self.began = False
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        """Send relayed bytes to the client after whatever meansql's session has queued, without copying them."""
+        handler = self.handler
+        with handler._wlock:
+            handler._flush_locked()
+            handler.wfile.write(data)
 
     def held(self) -> dict[str, Prepared]:
         """The prepared statements meansql's session holds for this client."""
@@ -562,6 +630,11 @@ class _Link:
 
 
 _READY_AFTER = frozenset(b"QSF")
+_UPSTREAM_BATCH = frozenset(b"PBDEC")  # messages that open an extended-protocol batch PostgreSQL answers
+# Relayed as they are while meansql holds nothing for the session: they name no statement meansql could hold.
+_PLAIN = frozenset(b"BDEHSdcfF")
+_LENGTH = struct.Struct("!i").unpack_from
+RELAY_CHUNK = 256 * 1024
 # Settings of the upstream session that shape how meansql's session writes values.
 _FOLLOWED = ("timezone", "datestyle", "intervalstyle", "client_encoding")
 _EXTENDED = frozenset(b"PBDECHS")
