@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import sys
 import tempfile
 from pathlib import Path
@@ -26,7 +27,7 @@ if str(ROOT) not in sys.path:  # also runnable as `python bench/proxy.py`
 
 import psycopg  # noqa: E402
 
-from bench.wire import MeansqlProcess, measure  # noqa: E402
+from bench.wire import THREADS, MeansqlProcess, round_trips, streaming  # noqa: E402
 
 if TYPE_CHECKING:
     from tests.clients.conftest import PostgresServer
@@ -37,6 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--part", choices=["a", "b"], help="one part only")
+    parser.add_argument("--rounds", type=int, default=3, help="(a): proxy and direct runs, alternating")
     args = parser.parse_args(argv)
 
     from tests.clients.conftest import PostgresServer
@@ -46,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     direct = f"postgresql://postgres@127.0.0.1:{pg.port}/postgres"
     try:
         if args.part != "b":
-            throughput(direct, args.rows, args.seconds)
+            throughput(direct, args.rows, args.seconds, args.rounds)
         if args.part != "a":
             print()
             head = f"(b) MEANS over {TABLE_ROWS:,} rows"
@@ -60,19 +62,52 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def throughput(direct: str, rows: int, seconds: float) -> None:
-    """Part (a): the same figures through the proxy and directly."""
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time of a process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def throughput(direct: str, rows: int, seconds: float, rounds: int) -> None:
+    """Part (a): the same figures through the proxy and directly, alternating, `rounds` times each; medians.
+
+    On a shared machine the load moves between two runs: alternating keeps both sides under the same load,
+    and the proxy's own CPU time (per 1,000,000 rows streamed, per 1,000 round trips) is printed too.
+    """
     proxy = MeansqlProcess(["--log-level", "WARNING", "--no-http", "--upstream", direct]).start()
+    assert proxy.proc is not None
+    through: dict[str, list[float]] = {}
+    plain: dict[str, list[float]] = {}
+    cost: dict[str, list[float]] = {}  # the proxy's CPU microseconds per row or per round trip
     try:
-        through = measure(f"postgresql://postgres@127.0.0.1:{proxy.port}/postgres", rows, seconds)
+        via = f"postgresql://postgres@127.0.0.1:{proxy.port}/postgres"
+        streaming(via, min(rows, 100_000), 1)  # warm-up: imports, first connections
+        for _ in range(rounds):
+            for url, into in ((via, through), (direct, plain)):
+                for n in THREADS:
+                    name = f"stream rows/s, {n} thread{'s' if n > 1 else ''}"
+                    before = cpu_seconds(proxy.proc.pid)
+                    into.setdefault(name, []).append(streaming(url, rows, n))
+                    if url == via:
+                        cost.setdefault(name, []).append((cpu_seconds(proxy.proc.pid) - before) * 1e6 / rows)
+                for n in THREADS:
+                    name = f"SELECT 1 trips/s, {n} thread{'s' if n > 1 else ''}"
+                    before = cpu_seconds(proxy.proc.pid)
+                    into.setdefault(name, []).append(round_trips(url, seconds, n))
+                    if url == via:
+                        trips = into[name][-1] * seconds
+                        cost.setdefault(name, []).append((cpu_seconds(proxy.proc.pid) - before) * 1e6 / trips)
     finally:
         proxy.stop()
-    plain = measure(direct, rows, seconds)
     goals = {"stream": 0.8, "SELECT": 0.6}
-    print(f"{'(a) figure':<28}{'proxy':>12}{'direct':>12}{'ratio':>8}{'goal':>7}")
-    for name, value in through.items():
-        base = plain[name]
-        print(f"{name:<28}{value:>12,.0f}{base:>12,.0f}{value / base:>8.0%}{'>=' + format(goals[name.split()[0]], '.0%'):>7}")
+    print(f"{'(a) median of ' + str(rounds):<28}{'proxy':>12}{'direct':>12}{'ratio':>8}{'goal':>7}{'proxy CPU':>11}  ratio per round")
+    for name, values in through.items():
+        value, base = statistics.median(values), statistics.median(plain[name])
+        each = " ".join(f"{v / b:.0%}" for v, b in zip(values, plain[name]))
+        unit = "row" if name.startswith("stream") else "trip"
+        goal = ">=" + format(goals[name.split()[0]], ".0%")
+        spent = f"{statistics.median(cost[name]):.1f} us/{unit}"
+        print(f"{name:<28}{value:>12,.0f}{base:>12,.0f}{value / base:>8.0%}{goal:>7}{spent:>14}  {each}")
 
 
 # -- (b) filter pushdown ------------------------------------------------------------------------------------
