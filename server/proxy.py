@@ -108,6 +108,7 @@ class Proxy:
         self._sessions: dict[int, tuple[int, int, int]] = {}  # our pid -> (our secret, upstream pid, secret)
         self._local: dict[int, Session] = {}  # our pid -> the meansql session running a semantic statement
         self._lock = threading.Lock()
+        self._parsed: dict[str, bool] = {}  # texts with an operator's word -> whether they call one (parsing is slow)
 
     # -- semantic statements ------------------------------------------------------------
     def is_semantic(self, sql: str) -> bool:
@@ -121,6 +122,15 @@ class Proxy:
         lower = _LITERALS.sub(" ", sql).lower()
         if not any(w in lower for w in self._words):
             return False
+        known = self._parsed.get(sql)
+        if known is None:
+            if len(self._parsed) >= 512:
+                self._parsed.clear()
+            known = self._parsed[sql] = self._calls_operator(sql)
+        return known
+
+    def _calls_operator(self, sql: str) -> bool:
+        """Whether the parse tree of sql (which holds an operator's word) calls a semantic operator."""
         if not dialect.has_semantic_words(sql, self.infix, self.functions):
             return False
         try:
