@@ -34,7 +34,9 @@ from __future__ import annotations
 import logging
 import re
 import secrets
+import select
 import socket
+import ssl
 import struct
 import threading
 from collections.abc import Callable, Collection
@@ -256,18 +258,22 @@ class Proxy:
         upstream in one send, before anything meansql answers itself.
         """
         handler = link.handler
-        read = handler.rfile.read1
+        sock = handler.request
         cap = handler.server.max_message_size
-        buf = bytearray()
+        buf = bytearray(link.leftover)
         out = bytearray()
         while True:
-            try:
-                chunk = read(RELAY_CHUNK)
-            except OSError:
-                chunk = b""
-            if not chunk:
-                return False  # closed between messages, or mid-message (PostgreSQL ends the session alike)
-            buf += chunk
+            if not buf or link.leftover is None:
+                try:
+                    chunk = _recv(sock, handler._wlock) if isinstance(sock, ssl.SSLSocket) else sock.recv(RELAY_CHUNK)
+                except OSError:
+                    chunk = b""
+                if chunk is None:
+                    continue  # part of a TLS record: wait for the rest
+                if not chunk:
+                    return False  # closed between messages, or mid-message (PostgreSQL ends the session alike)
+                buf += chunk
+            link.leftover = None
             pos, n = 0, len(buf)
             while n - pos >= 5:
                 kind = buf[pos]
@@ -302,8 +308,12 @@ class Proxy:
         """Write the relayed messages gathered so far to the upstream; False if it is gone."""
         if not out:
             return True
+        sock = link.up.sock
         try:
-            link.up.sock.sendall(out)
+            if isinstance(sock, ssl.SSLSocket):
+                _sendall(sock, link.up_lock, out)
+            else:
+                sock.sendall(out)
         except OSError:
             return False
         finally:
@@ -479,12 +489,15 @@ class Proxy:
         marker = self.marker.encode()
         buf = bytearray()
         length_at = _LENGTH
+        tls = isinstance(up.sock, ssl.SSLSocket)
         try:
             while True:
                 try:
-                    chunk = up.sock.recv(PUMP_CHUNK)
+                    chunk = _recv(up.sock, link.up_lock) if tls else up.sock.recv(PUMP_CHUNK)
                 except OSError:
                     chunk = b""
+                if chunk is None:
+                    continue
                 if not chunk:
                     break
                 buf += chunk
@@ -545,6 +558,8 @@ class _Link:
         self.owed = 0  # ReadyForQuery the upstream owes: one per Query, Sync and FunctionCall sent
         # Who answers the extended-protocol messages since the last Sync: None (none yet), "upstream" or "local".
         self.batch: str | None = None
+        self.leftover: bytes | None = _leftover(handler)
+        self.up_lock = threading.Lock()  # a TLS upstream socket: one SSL call at a time (see _recv)
         self.began = False  # a BEGIN was relayed in this batch
         self.upstream_names: set[str] = set()  # named statements relayed to PostgreSQL (and not closed)
         self.refusals: dict[bytes, bytes] = {}  # stand-in reason -> the ErrorResponse the pump sends instead
@@ -637,6 +652,55 @@ class _Link:
                     log.debug("proxy session: upstream setting %s=%s not applied: %s", name, value, exc.message)
         session.take_reports()  # the client has them from the upstream already
         return self.state
+
+
+def _leftover(handler: MeansqlHandler) -> bytes:
+    """What the client sent right after its login and the connection's buffered reader holds (no wait)."""
+    sock = handler.request
+    timeout = sock.gettimeout()
+    sock.setblocking(False)
+    try:
+        return handler.rfile.read1(RELAY_CHUNK) or b""
+    except OSError:  # nothing there (BlockingIOError, SSLWantReadError)
+        return b""
+    finally:
+        sock.settimeout(timeout)
+
+
+# A TLS socket is read by one thread and written by another, but OpenSSL allows one call at a time on a
+# connection: each thread waits for its socket outside the lock (select), then reads or writes inside it
+# without blocking, so neither holds the lock while the peer is silent.
+def _recv(sock: ssl.SSLSocket, lock: threading.Lock) -> bytes | None:
+    """What a TLS socket has (b"": closed; None: only part of a record yet)."""
+    if not sock.pending():
+        select.select([sock], [], [])
+    with lock:
+        timeout = sock.gettimeout()
+        sock.setblocking(False)
+        try:
+            return sock.recv(PUMP_CHUNK)
+        except (ssl.SSLWantReadError, ssl.SSLWantWriteError, BlockingIOError):
+            return None
+        finally:
+            sock.settimeout(timeout)
+
+
+def _sendall(sock: ssl.SSLSocket, lock: threading.Lock, data: bytes | bytearray) -> None:
+    """Write all of data to a TLS socket whose reads run on another thread."""
+    view = memoryview(data)
+    while view:
+        with lock:
+            timeout = sock.gettimeout()
+            sock.setblocking(False)
+            try:
+                sent = sock.send(view)
+            except (ssl.SSLWantReadError, ssl.SSLWantWriteError, BlockingIOError):
+                sent = 0
+            finally:
+                sock.settimeout(timeout)
+        view = view[sent:]
+        if view and not sent:
+            select.select([], [sock], [], 1.0)
 
 
 _READY_AFTER = frozenset(b"QSF")
