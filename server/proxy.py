@@ -373,6 +373,13 @@ class Proxy:
                 link.handler._send(codec.close_complete(), flush=True)
                 return None
             return kind, b"S" + self.marker.encode() + b"\x00"  # PostgreSQL answers a Close of a name it lacks
+        if link.batch == "upstream" and link.closes_only:
+            # pgjdbc sends the Close of a statement it dropped ahead of its next one: end that Close's batch
+            # upstream with a Sync of meansql's own, whose ReadyForQuery the pump does not relay.
+            link.sent(0x53)
+            link.swallow.add(link.requested)
+            if not self._send_up(link, bytearray(_SYNC)):
+                return None
         if link.batch is None:
             reason = self._local_refusal(link)
             if reason is None:
@@ -516,6 +523,11 @@ class Proxy:
                         if kind == 0x5A:  # 'Z'
                             ready += 1
                             status = bytes(buf[end - 1 : end])
+                            if link.swallow and link.received + ready in link.swallow:
+                                link.swallow.discard(link.received + ready)
+                                swapped = swapped if swapped is not None else bytearray()
+                                swapped += buf[start:pos]
+                                start = end
                         elif kind == 0x53:  # 'S' ParameterStatus: the upstream session's settings, for ours
                             link.parameter(bytes(buf[pos + 5 : end]))
                         elif kind == 0x45 and (at := buf.find(marker, pos, end)) >= 0:  # 'E': a stand-in failed
@@ -558,6 +570,9 @@ class _Link:
         self.owed = 0  # ReadyForQuery the upstream owes: one per Query, Sync and FunctionCall sent
         # Who answers the extended-protocol messages since the last Sync: None (none yet), "upstream" or "local".
         self.batch: str | None = None
+        self.closes_only = False  # the upstream batch holds only Close messages so far
+        self.requested = self.received = 0  # ReadyForQuery asked for (Query, Sync, FunctionCall) and received
+        self.swallow: set[int] = set()  # numbers of the ReadyForQuery answering meansql's own Syncs: not relayed
         self.leftover: bytes | None = _leftover(handler)
         self.up_lock = threading.Lock()  # a TLS upstream socket: one SSL call at a time (see _recv)
         self.began = False  # a BEGIN was relayed in this batch
@@ -581,10 +596,12 @@ class _Link:
 
     def sent(self, kind: int) -> None:
         if kind in _UPSTREAM_BATCH:
+            self.closes_only = kind == 0x43 and (self.batch is None or self.closes_only)
             self.batch = "upstream"
         elif kind in _READY_AFTER:
             with self._cond:
                 self.owed += 1
+                self.requested += 1
             if kind == 0x53:  # 'S'
                 self.batch = None
                 self.began = False
@@ -619,6 +636,7 @@ class _Link:
 
     def answered(self, ready: int, status: bytes) -> None:
         with self._cond:
+            self.received += ready
             self.owed -= ready
             self.status = status
             self._cond.notify_all()
@@ -704,6 +722,7 @@ def _sendall(sock: ssl.SSLSocket, lock: threading.Lock, data: bytes | bytearray)
 
 
 _READY_AFTER = frozenset(b"QSF")
+_SYNC = b"S\x00\x00\x00\x04"
 _UPSTREAM_BATCH = frozenset(b"PBDEC")  # messages that open an extended-protocol batch PostgreSQL answers
 # Relayed as they are while meansql holds nothing for the session: they name no statement meansql could hold.
 _PLAIN = frozenset(b"BDEHSdcfF")

@@ -202,3 +202,20 @@ def test_close_then_parse_in_one_batch_keeps_the_order(proxy_server: ServerProce
     rows = [("D",)] * len(eco(range(1, 5)))
     assert got == [("3",), ("1",), ("2",), *rows, ("C",), ("Z",), ("3",), ("1",), ("2",), ("D",), ("C",), ("Z",)]
     assert len(provider.requests) == len({label(g) for g in range(1, 5)})
+
+
+def test_close_of_a_plain_statement_then_a_semantic_one_in_one_batch(proxy_server: ServerProcess, wares: str, provider: FakeProvider) -> None:
+    """pgjdbc's Close of a dropped plain statement goes ahead of a semantic Parse, before one Sync."""
+    raw = RawConnection("127.0.0.1", proxy_server.port)
+    try:
+        raw.login()
+        raw.send(fw.parse("SELECT 1", "p9"), fw.sync())
+        assert _summary(raw, 1) == [("1",), ("Z",)]
+        raw.send(fw.close(b"S", "p9"), fw.parse(sql("$1", "jdbc close"), ""), fw.bind("", "", [b"5"]), fw.execute(), fw.sync())
+        raw.send(fw.bind("", "p9"), fw.sync())  # closed upstream: PostgreSQL says so
+        got = _summary(raw, 2)
+    finally:
+        raw.close()
+    rows = [("D",)] * len(eco(range(1, 5)))
+    assert got == [("3",), ("1",), ("2",), *rows, ("C",), ("Z",), ("E", "26000"), ("Z",)]
+    assert len(provider.requests) == len({label(g) for g in range(1, 5)})
