@@ -1,9 +1,12 @@
 """Proxy mode throughput: the same PostgreSQL, through `meansql serve --upstream` and directly, in one run.
 
-Part (a) of the proxy bench: streaming of `--rows` rows and simple-query `SELECT 1` round trips, with 1 and 16
-client threads, as bench/wire.py measures them. Goals: round trips >= 60% of direct, streaming >= 80%.
+(a) streaming of `--rows` rows and simple-query `SELECT 1` round trips, with 1 and 16 client threads, as
+bench/wire.py measures them. Goals: round trips >= 60% of direct, streaming >= 80%.
+(b) a MEANS query over a 100,000-row PostgreSQL table where a plain predicate keeps 1% of the rows: rows
+PostgreSQL sent the scanner (pg_stat_statements' row count of its COPY queries) and model calls (the fake
+provider's request log). Goal: only the kept rows cross, calls = their distinct values.
 
-    .venv/bin/python -m bench.proxy [--rows 1000000] [--seconds 3]
+    .venv/bin/python -m bench.proxy [--rows 1000000] [--seconds 3] [--part a|b]
 
 The client runs in this process, so on a small machine its own CPU is part of both figures.
 """
@@ -11,42 +14,172 @@ The client runs in this process, so on a small machine its own CPU is part of bo
 from __future__ import annotations
 
 import argparse
+import os
+import statistics
 import sys
+import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # also runnable as `python bench/proxy.py`
     sys.path.insert(0, str(ROOT))
 
-from bench.wire import MeansqlProcess, measure  # noqa: E402
+import psycopg  # noqa: E402
+
+from bench.wire import THREADS, MeansqlProcess, round_trips, streaming  # noqa: E402
+
+if TYPE_CHECKING:
+    from tests.clients.conftest import PostgresServer
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--part", choices=["a", "b"], help="one part only")
+    parser.add_argument("--rounds", type=int, default=3, help="(a): proxy and direct runs, alternating")
     args = parser.parse_args(argv)
 
     from tests.clients.conftest import PostgresServer
 
+    print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     pg = PostgresServer().start()
     direct = f"postgresql://postgres@127.0.0.1:{pg.port}/postgres"
     try:
-        proxy = MeansqlProcess(["--log-level", "WARNING", "--no-http", "--upstream", direct]).start()
-        try:
-            through = measure(f"postgresql://postgres@127.0.0.1:{proxy.port}/postgres", args.rows, args.seconds)
-        finally:
-            proxy.stop()
-        plain = measure(direct, args.rows, args.seconds)
+        if args.part != "b":
+            throughput(direct, args.rows, args.seconds, args.rounds)
+        if args.part != "a":
+            print()
+            head = f"(b) MEANS over {TABLE_ROWS:,} rows"
+            print(f"{head:<36}{'kept':>7}{'distinct':>9}{'sent by PG':>11}{'scans':>6}{'requests':>9}{'judged':>8}")
+            for name, kept, distinct, sent, scans, requests, judged, scan in pushdown(pg):
+                print(f"{name:<36}{kept:>7,}{distinct:>9,}{sent:>11,}{scans:>6}{requests:>9,}{judged:>8,}")
+                print(f"    scan: {scan[:160]}")
     finally:
         pg.stop()
-
-    goals = {"stream": 0.8, "SELECT": 0.6}
-    print(f"{'figure':<28}{'proxy':>12}{'direct':>12}{'ratio':>8}{'goal':>7}")
-    for name, value in through.items():
-        base = plain[name]
-        print(f"{name:<28}{value:>12,.0f}{base:>12,.0f}{value / base:>8.0%}{'>=' + format(goals[name.split()[0]], '.0%'):>7}")
+    print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     return 0
+
+
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time of a process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def throughput(direct: str, rows: int, seconds: float, rounds: int) -> None:
+    """Part (a): the same figures through the proxy and directly, alternating, `rounds` times each; medians.
+
+    On a shared machine the load moves between two runs: alternating keeps both sides under the same load,
+    and the proxy's own CPU time (per 1,000,000 rows streamed, per 1,000 round trips) is printed too.
+    """
+    proxy = MeansqlProcess(["--log-level", "WARNING", "--no-http", "--upstream", direct]).start()
+    assert proxy.proc is not None
+    through: dict[str, list[float]] = {}
+    plain: dict[str, list[float]] = {}
+    cost: dict[str, list[float]] = {}  # the proxy's CPU microseconds per row or per round trip
+    try:
+        via = f"postgresql://postgres@127.0.0.1:{proxy.port}/postgres"
+        streaming(via, min(rows, 100_000), 1)  # warm-up: imports, first connections
+        for _ in range(rounds):
+            for url, into in ((via, through), (direct, plain)):
+                for n in THREADS:
+                    name = f"stream rows/s, {n} thread{'s' if n > 1 else ''}"
+                    before = cpu_seconds(proxy.proc.pid)
+                    into.setdefault(name, []).append(streaming(url, rows, n))
+                    if url == via:
+                        cost.setdefault(name, []).append((cpu_seconds(proxy.proc.pid) - before) * 1e6 / rows)
+                for n in THREADS:
+                    name = f"SELECT 1 trips/s, {n} thread{'s' if n > 1 else ''}"
+                    before = cpu_seconds(proxy.proc.pid)
+                    into.setdefault(name, []).append(round_trips(url, seconds, n))
+                    if url == via:
+                        trips = into[name][-1] * seconds
+                        cost.setdefault(name, []).append((cpu_seconds(proxy.proc.pid) - before) * 1e6 / trips)
+    finally:
+        proxy.stop()
+    goals = {"stream": 0.8, "SELECT": 0.6}
+    print(f"{'(a) median of ' + str(rounds):<28}{'proxy':>12}{'direct':>12}{'ratio':>8}{'goal':>7}{'proxy CPU':>11}  ratio per round")
+    for name, values in through.items():
+        value, base = statistics.median(values), statistics.median(plain[name])
+        each = " ".join(f"{v / b:.0%}" for v, b in zip(values, plain[name]))
+        unit = "row" if name.startswith("stream") else "trip"
+        goal = ">=" + format(goals[name.split()[0]], ".0%")
+        spent = f"{statistics.median(cost[name]):.1f} us/{unit}"
+        print(f"{name:<28}{value:>12,.0f}{base:>12,.0f}{value / base:>8.0%}{goal:>7}{spent:>14}  {each}")
+
+
+# -- (b) filter pushdown ------------------------------------------------------------------------------------
+TABLE_ROWS = 100_000
+SHELVES = 100  # `shelf = 7` keeps 1% of the rows
+WORDS = ["bamboo brush", "plastic fork", "steel bottle", "recycled paper", "silk scarf", "cotton bag", "glass jar"]
+
+
+def judged_values(requests: list[dict[str, Any]]) -> int:
+    """Values the fake provider was asked about: one per request, or each numbered item of a batch prompt."""
+    from tests.fake_provider import _BATCH_ITEM
+
+    total = 0
+    for request in requests:
+        text = "\n".join(str(m.get("content", "")) for m in request.get("messages", []))
+        total += len(_BATCH_ITEM.findall(text)) or 1
+    return total
+
+
+def pushdown(pg: PostgresServer) -> list[tuple[str, int, int, int, int, int, int, str]]:
+    """Part (b), per query: rows kept, their distinct values, rows PostgreSQL sent the scanner in how many COPY
+    queries, model requests, values judged; and the first COPY query."""
+    from tests.clients.conftest import _pg_bin
+    from tests.conftest import ServerProcess, server_env
+    from tests.fake_provider import FakeProvider
+
+    admin = f"postgresql://postgres@127.0.0.1:{pg.port}/postgres"
+    with psycopg.connect(admin, autocommit=True) as c:
+        c.execute("ALTER SYSTEM SET shared_preload_libraries = 'pg_stat_statements'")
+    pg._run(_pg_bin("pg_ctl"), "-D", str(pg.data), "-w", "-l", str(pg.dir / "log"), "restart")
+    with psycopg.connect(admin, autocommit=True) as c:
+        c.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+        c.execute("DROP TABLE IF EXISTS wares")
+        c.execute("CREATE TABLE wares (id int PRIMARY KEY, shelf int NOT NULL, label text NOT NULL, note text)")
+        c.execute(
+            f"INSERT INTO wares SELECT g, g % {SHELVES}, (ARRAY{WORDS!r})[1 + (g * 7 + g / 1000) % {len(WORDS)}] || ' ' || (g % 13), "
+            f"repeat('x', 100) FROM generate_series(1, {TABLE_ROWS}) g"
+        )
+        c.execute("ANALYZE wares")
+    provider = FakeProvider().start()
+    server = ServerProcess(
+        Path(tempfile.mkdtemp(prefix="meansql-bench-")) / "b.duckdb",
+        server_env(provider),
+        ["--log-level", "WARNING", "--no-http", "--upstream", admin],
+    ).start()
+    out = []
+    try:
+        queries = [
+            ("shelf = 7 (pushed to PostgreSQL)", "shelf = 7"),
+            ("id % 100 = 7 (applied by DuckDB)", "id % 100 = 7"),
+        ]
+        for i, (name, predicate) in enumerate(queries):
+            criterion = f"eco-friendly {i}"  # its own criterion: no answer comes from the cache
+            sql = f"SELECT id, label FROM wares WHERE {predicate} AND label MEANS '{criterion}'"
+            with psycopg.connect(admin, autocommit=True) as c:
+                kept, distinct = c.execute(f"SELECT count(*), count(DISTINCT label) FROM wares WHERE {predicate}").fetchone()
+                c.execute("SELECT pg_stat_statements_reset()")
+            provider.reset()
+            with psycopg.connect(f"postgresql://postgres@127.0.0.1:{server.port}/postgres", autocommit=True) as c:
+                c.execute(sql, prepare=False).fetchall()
+            with psycopg.connect(admin, autocommit=True) as c:
+                scans = c.execute(
+                    "SELECT query, rows, calls FROM pg_stat_statements WHERE query LIKE 'COPY (SELECT%' ORDER BY rows DESC"
+                ).fetchall()
+            sent = sum(r for _, r, _ in scans)
+            runs = sum(n for _, _, n in scans)
+            requests = len(provider.requests)
+            out.append((name, kept, distinct, sent, runs, requests, judged_values(provider.requests), scans[0][0] if scans else ""))
+    finally:
+        server.stop()
+        provider.stop()
+    return out
 
 
 if __name__ == "__main__":

@@ -8,19 +8,25 @@ connection's checks (type byte, length limit) on the connection thread and
 written to the upstream; a pump thread writes everything the upstream sends to
 the client as it arrives (so NOTIFYs and pipelined responses flow).
 
-A simple Query with a semantic operator runs in meansql once the upstream has
-answered everything sent before it (the relay counts the ReadyForQuery it owes)
-and is idle outside a transaction: on a meansql Session whose DuckDB cursor
-reads the upstream's tables through postgres_scanner (`server.upstream_scan`).
-Its rows, NOTICEs and ReadyForQuery go to the client in place of the upstream's.
+A semantic statement runs in meansql once the upstream has answered everything
+sent before it (the relay counts the ReadyForQuery it owes) and is idle outside
+a transaction: on a meansql Session whose DuckDB cursor reads the upstream's
+tables through postgres_scanner (`server.upstream_scan`). A simple Query is
+answered whole by meansql. In the extended protocol, a Parse of a semantic
+statement opens a *local batch*: it and every message up to Sync (Bind,
+Describe, Execute, Close of what it made) are answered by meansql's session;
+later batches that name a statement meansql holds are local too. Each name
+belongs to one side: meansql refuses a name the other side holds with 42P05,
+as PostgreSQL would.
 
-A semantic statement meansql does not run (inside a transaction block, in the
-extended protocol, among other statements in one Query) is replaced by a
-statement that fails at once on the upstream (a call of a function named with
-a per-process random marker and the reason), and the pump replaces that error
-with meansql's own. The upstream thus keeps the order of responses, skips to
-Sync after the error and sets the transaction status, exactly as it does for
-any failing statement.
+A semantic statement meansql does not run (inside a transaction block, after
+other extended messages before Sync, among other statements in one Query) is
+replaced by a statement that fails at once on the upstream (a call of a
+function named with a per-process random marker and the reason), and the pump
+replaces that error with meansql's own. The upstream thus keeps the order of
+responses, skips to Sync after the error and sets the transaction status,
+exactly as it does for any failing statement (in an aborted transaction it
+answers 25P02, as for any statement).
 """
 
 from __future__ import annotations
@@ -28,25 +34,24 @@ from __future__ import annotations
 import logging
 import re
 import secrets
+import select
 import socket
+import ssl
 import struct
 import threading
-from collections.abc import Collection
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Collection
 
 from sqlglot import exp
 
 from semantic_ops import dialect, functions
 from semantic_ops.operators import Registry
-from server import upstream_scan
+from server import errors, upstream_scan
+from server.errors import DuplicatePreparedStatement, FeatureNotSupported
 from server.pgwire import codec, upstream
-from server.pgwire.connection import ConnState
+from server.pgwire.connection import ConnState, MeansqlHandler, Prepared, _Closed
 from server.session import Session
 from server.statements import Kind, split
 from training.errors import MeansqlError
-
-if TYPE_CHECKING:
-    from server.pgwire.connection import MeansqlHandler
 
 log = logging.getLogger(__name__)
 
@@ -58,12 +63,12 @@ _ELSEWHERE = "Run this statement on a meansql server without --upstream; plain S
 # Why a semantic statement is refused: (SQLSTATE, message, detail, hint). 25001 is PostgreSQL's own code for a
 # statement that "cannot run inside a transaction block" (VACUUM, CREATE DATABASE).
 REASONS: dict[str, tuple[str, str, str | None, str | None]] = {
-    "extended": (
+    "pipeline": (
         "0A000",
-        "semantic operators in proxy mode are not available in the extended query protocol yet",
-        None,
-        "Send the statement as a simple query (psql, or psycopg's cursor.execute without parameters "
-        "and prepare=False); plain SQL is relayed to PostgreSQL.",
+        "a semantic statement must be sent in a Sync of its own in proxy mode",
+        "Its Parse, Bind, Describe and Execute are answered by meansql; other statements before the same Sync "
+        "are answered by PostgreSQL, whose answers come only at Sync.",
+        "Send Sync (psycopg: outside a pipeline; pgjdbc: not in a batch) before and after the semantic statement.",
     ),
     "transaction": (
         "25001",
@@ -105,6 +110,7 @@ class Proxy:
         self._sessions: dict[int, tuple[int, int, int]] = {}  # our pid -> (our secret, upstream pid, secret)
         self._local: dict[int, Session] = {}  # our pid -> the meansql session running a semantic statement
         self._lock = threading.Lock()
+        self._parsed: dict[str, bool] = {}  # texts with an operator's word -> whether they call one (parsing is slow)
 
     # -- semantic statements ------------------------------------------------------------
     def is_semantic(self, sql: str) -> bool:
@@ -118,6 +124,15 @@ class Proxy:
         lower = _LITERALS.sub(" ", sql).lower()
         if not any(w in lower for w in self._words):
             return False
+        known = self._parsed.get(sql)
+        if known is None:
+            if len(self._parsed) >= 512:
+                self._parsed.clear()
+            known = self._parsed[sql] = self._calls_operator(sql)
+        return known
+
+    def _calls_operator(self, sql: str) -> bool:
+        """Whether the parse tree of sql (which holds an operator's word) calls a semantic operator."""
         if not dialect.has_semantic_words(sql, self.infix, self.functions):
             return False
         try:
@@ -140,16 +155,9 @@ class Proxy:
         """A statement that fails at once on the upstream; the pump swaps its error for the refusal `reason`."""
         return f"SELECT {self.marker}_{reason}()".encode()
 
-    def rewrite(self, kind: int, body: bytes) -> bytes:
-        """A Parse body to send upstream: unchanged, or the failing stand-in of a semantic statement."""
-        if kind == ord("P"):
-            name_end = body.find(b"\x00")
-            text_end = body.find(b"\x00", name_end + 1)
-            if name_end >= 0 and text_end > name_end:
-                if self.is_semantic(body[name_end + 1 : text_end].decode("utf-8", "replace")):
-                    reason = "off" if self.semantic_off else "extended"
-                    return body[: name_end + 1] + self.stand_in(reason) + b"\x00" + b"\x00\x00"
-        return body
+    def stand_in_parse(self, reason: str) -> bytes:
+        """A Parse body of the stand-in under a name no client uses (a failed Parse leaves no statement)."""
+        return f"{self.marker}\x00".encode() + self.stand_in(reason) + b"\x00\x00\x00"
 
     def refusal(self, sql: str, link: _Link) -> str | None:
         """Why a semantic simple query cannot run in meansql now (None: it can); waits for the upstream first."""
@@ -157,7 +165,7 @@ class Proxy:
             return "off"
         if not link.wait_idle():
             return "transaction"  # the upstream is gone; the stand-in's send fails and ends the session
-        if link.status != b"I" or link.unsynced:
+        if link.status != b"I" or link.batch is not None:
             return "transaction"
         stmts = split(sql)
         if len(stmts) != 1:
@@ -243,30 +251,219 @@ class Proxy:
         return handler._auth_response("password").rstrip(b"\x00").decode("utf-8")
 
     def _relay(self, link: _Link) -> bool:
-        """Client → upstream, on the connection thread, one framed message at a time; True after Terminate."""
-        handler, up = link.handler, link.up
+        """Client → upstream, on the connection thread; True after Terminate.
+
+        Reads what the client has sent (`read1`: the bytes buffered since login first), checks each message's
+        type and length as the connection's message loop does, and writes all the messages of one read that go
+        upstream in one send, before anything meansql answers itself.
+        """
+        handler = link.handler
+        sock = handler.request
+        cap = handler.server.max_message_size
+        buf = bytearray(link.leftover)
+        out = bytearray()
         while True:
-            message = handler._next_message()
-            if message is None:
-                return False
-            kind, body = message
-            if kind == ord("Q"):
-                sql = body.rstrip(b"\x00").decode("utf-8", "replace")
-                if self.is_semantic(sql):
-                    reason = self.refusal(sql, link)
-                    if reason is None:
-                        self._run_here(link, body)
-                        continue
-                    body = self.stand_in(reason) + b"\x00"
-            else:
-                body = self.rewrite(kind, body)
-            link.sent(kind)
-            try:
-                up.sock.sendall(bytes((kind,)) + struct.pack("!i", len(body) + 4) + body)
-            except OSError:
+            if not buf or link.leftover is None:
+                try:
+                    chunk = _recv(sock, handler._wlock) if isinstance(sock, ssl.SSLSocket) else sock.recv(RELAY_CHUNK)
+                except OSError:
+                    chunk = b""
+                if chunk is None:
+                    continue  # part of a TLS record: wait for the rest
+                if not chunk:
+                    return False  # closed between messages, or mid-message (PostgreSQL ends the session alike)
+                buf += chunk
+            link.leftover = None
+            pos, n = 0, len(buf)
+            while n - pos >= 5:
+                kind = buf[pos]
+                (length,) = _LENGTH(buf, pos + 1)
+                if kind not in codec.KNOWN_TYPES:
+                    self._send_up(link, out)
+                    handler._fatal("08P01", f"invalid frontend message type {kind}")
+                if length < 4 or length > (codec.SMALL_MESSAGE_LIMIT if kind in codec.SMALL_TYPES else cap):
+                    self._send_up(link, out)
+                    raise _Closed(f"invalid message length {length} for message type {chr(kind)!r}")
+                end = pos + 1 + length
+                if end > n:
+                    break
+                if kind in _PLAIN and link.state is None:  # the fast path: relayed as it is
+                    out += buf[pos:end]
+                    link.sent(kind)
+                else:
+                    routed = self._route_message(link, kind, bytes(buf[pos + 5 : end]), out)
+                    if routed is not None:
+                        kind, body = routed
+                        out += bytes((kind,)) + struct.pack("!i", len(body) + 4) + body
+                        link.sent(kind)
+                pos = end
+                if kind == 0x58:  # 'X'
+                    self._send_up(link, out)
+                    return True
+            del buf[:pos]
+            if not self._send_up(link, out):
                 return True  # the upstream is gone: nothing left to cancel; the pump tells the client
-            if kind == ord("X"):
-                return True
+
+    def _send_up(self, link: _Link, out: bytearray) -> bool:
+        """Write the relayed messages gathered so far to the upstream; False if it is gone."""
+        if not out:
+            return True
+        sock = link.up.sock
+        try:
+            if isinstance(sock, ssl.SSLSocket):
+                _sendall(sock, link.up_lock, out)
+            else:
+                sock.sendall(out)
+        except OSError:
+            return False
+        finally:
+            out.clear()
+        return True
+
+    def _route_message(self, link: _Link, kind: int, body: bytes, out: bytearray) -> tuple[int, bytes] | None:
+        """What goes upstream for one client message (None: nothing); meansql's own answers wait until the
+        upstream has been sent everything before them (`out`)."""
+        if kind == 0x51:  # 'Q'
+            sql = body.rstrip(b"\x00").decode("utf-8", "replace")
+            link.simple_query()
+            if self.is_semantic(sql):
+                self._send_up(link, out)
+                reason = self.refusal(sql, link)
+                if reason is None:
+                    self._run_here(link, body)
+                    return None
+                body = self.stand_in(reason) + b"\x00"
+            return kind, body
+        if kind in _EXTENDED:
+            local = self._is_local(link, kind, body)
+            if local or link.batch == "local":
+                self._send_up(link, out)
+            return self._route(link, kind, body, local)
+        return kind, body
+
+    # -- the extended protocol ------------------------------------------------------------
+    def _route(self, link: _Link, kind: int, body: bytes, local: bool) -> tuple[int, bytes] | None:
+        """Where an extended-protocol message goes: None when meansql answered it, else what to send upstream."""
+
+        if link.batch == "local":
+            if local or kind in (0x48, 0x53):  # 'H' Flush, 'S' Sync: of the batch meansql answers
+                self._answer(link, kind, body)
+            else:
+                self._answer(link, kind, body, refuse="pipeline")
+            return None
+        if not local:
+            if kind == 0x50:  # 'P'
+                name, query, _ = codec.parse_parse(body)
+                held = link.held()
+                if name and name in held:
+                    return 0x50, self._refuse_parse(link, DuplicatePreparedStatement(f'prepared statement "{name}" already exists'))
+                if name:
+                    link.upstream_names.add(name)
+                else:
+                    held.pop("", None)  # the client's unnamed statement is PostgreSQL's again
+                if _BEGINS.match(query):
+                    link.began = True
+            elif kind == 0x43 and body[:1] == b"S":  # 'C'
+                link.upstream_names.discard(body[1:].rstrip(b"\x00").decode("utf-8", "replace"))
+            return kind, body
+        if kind == 0x43:  # 'C' of a statement meansql holds: drop it; CloseComplete comes in order
+            link.held().pop(body[1:].rstrip(b"\x00").decode("utf-8", "replace"), None)
+            if link.batch is None:  # nothing of this batch is upstream: answer once it has answered the rest
+                link.wait_idle()
+                link.handler._send(codec.close_complete(), flush=True)
+                return None
+            return kind, b"S" + self.marker.encode() + b"\x00"  # PostgreSQL answers a Close of a name it lacks
+        if link.batch == "upstream" and link.closes_only:
+            # pgjdbc sends the Close of a statement it dropped ahead of its next one: end that Close's batch
+            # upstream with a Sync of meansql's own, whose ReadyForQuery the pump does not relay.
+            link.sent(0x53)
+            link.swallow.add(link.requested)
+            if not self._send_up(link, bytearray(_SYNC)):
+                return None
+        if link.batch is None:
+            reason = self._local_refusal(link)
+            if reason is None:
+                link.batch = "local"
+                self._answer(link, kind, body)
+                return None
+        else:
+            reason = "transaction" if link.status != b"I" or link.began else "pipeline"
+        return 0x50, self.stand_in_parse(reason)
+
+    def _is_local(self, link: _Link, kind: int, body: bytes) -> bool:
+        """Whether a message is meansql's: a Parse of a semantic statement, or one naming what meansql holds."""
+        if kind == 0x50:  # 'P'
+            name_end = body.find(b"\x00")
+            text_end = body.find(b"\x00", name_end + 1)
+            return name_end >= 0 and text_end > name_end and self.is_semantic(body[name_end + 1 : text_end].decode("utf-8", "replace"))
+        state = link.state
+        if state is None or not (state.statements or state.portals):
+            return False
+        if kind == 0x42:  # 'B': its portal name, then its statement's
+            portal_end = body.find(b"\x00")
+            return body[portal_end + 1 : body.find(b"\x00", portal_end + 1)].decode("utf-8", "replace") in state.statements
+        if kind == 0x45:  # 'E'
+            return body[: body.find(b"\x00")].decode("utf-8", "replace") in state.portals
+        if kind in (0x44, 0x43):  # 'D', 'C'
+            name = body[1:].rstrip(b"\x00").decode("utf-8", "replace")
+            return name in (state.statements if body[:1] == b"S" else state.portals)
+        return False
+
+    def _local_refusal(self, link: _Link) -> str | None:
+        """Why a local batch cannot start now (None: it can); waits until the upstream has answered all."""
+        if self.semantic_off:
+            return "off"
+        if not link.wait_idle() or link.status != b"I":
+            return "transaction"
+        return None
+
+    def _refuse_parse(self, link: _Link, exc: MeansqlError) -> bytes:
+        """A stand-in Parse whose failure upstream the pump turns into this error."""
+        f = errors.translate(exc)
+        return self.stand_in_parse(link.refusal(codec.error_response(f.severity, f.sqlstate, f.message, f.hint, None, f.detail)))
+
+    def _answer(self, link: _Link, kind: int, body: bytes, refuse: str | None = None) -> None:
+        """One message of a local batch, answered by this client's meansql session."""
+        handler = link.handler
+        state = link.local()
+        if state.skipping and kind != 0x53:
+            return
+        with link.gate:  # nothing from the upstream (a NOTIFY) between our messages
+            with self._lock:
+                self._local[link.pid] = state.session
+            try:
+                if refuse is not None:  # as _fail_extended does, with the refusal's detail
+                    handler._send(self._refusals[refuse.encode()], flush=True)
+                    state.skipping = True
+                elif kind == 0x50 and not self._checked_parse(link, state, body):
+                    pass
+                else:
+                    _HANDLERS[kind](handler, state, body)
+                    if kind == 0x53:
+                        link.batch = None
+            except (ValueError, UnicodeDecodeError, struct.error) as exc:
+                handler._fatal("08P01", f"invalid message format: {exc}")
+            finally:
+                with self._lock:
+                    self._local.pop(link.pid, None)
+
+    def _checked_parse(self, link: _Link, state: ConnState, body: bytes) -> bool:
+        """Checks of a semantic Parse before the session's own; False after a refusal."""
+        name, query, _ = codec.parse_parse(body)
+        try:
+            if name and name in link.upstream_names:
+                raise DuplicatePreparedStatement(f'prepared statement "{name}" already exists')
+            stmts = split(query)
+            if len(stmts) == 1:
+                if stmts[0].kind is not Kind.ROWS:
+                    _, message, _, hint = REASONS["query"]
+                    raise FeatureNotSupported(message, hint=hint)
+                upstream_scan.check(stmts[0])
+            upstream_scan.refresh(state.session.cursor)
+        except Exception as exc:
+            link.handler._fail_extended(state, exc, query)
+            return False
+        return True
 
     def _run_here(self, link: _Link, body: bytes) -> None:
         """Run a semantic simple query on this client's meansql session; the upstream is idle meanwhile."""
@@ -289,47 +486,65 @@ class Proxy:
                     self._local.pop(link.pid, None)
 
     def _pump(self, link: _Link) -> None:
-        """Upstream → client: whole messages only, so our own messages never split one; refusals swapped in."""
+        """Upstream → client: whole messages only, so our own messages never split one; refusals swapped in.
+
+        The hot loop of a streamed result hops over DataRows; other messages are looked at only for what the
+        relay needs: ReadyForQuery (what the upstream still owes, its transaction status), ParameterStatus
+        (settings meansql's session follows) and the error of a stand-in.
+        """
         handler, up = link.handler, link.up
         marker = self.marker.encode()
         buf = bytearray()
-        length_at = struct.Struct("!i").unpack_from
+        length_at = _LENGTH
+        tls = isinstance(up.sock, ssl.SSLSocket)
         try:
             while True:
                 try:
-                    chunk = up.sock.recv(PUMP_CHUNK)
+                    chunk = _recv(up.sock, link.up_lock) if tls else up.sock.recv(PUMP_CHUNK)
                 except OSError:
                     chunk = b""
+                if chunk is None:
+                    continue
                 if not chunk:
                     break
                 buf += chunk
-                out = bytearray()
                 pos = start = 0
                 n = len(buf)
                 limit = n - 5
                 ready = 0
                 status = b""
-                while pos <= limit:  # the hot loop of a streamed result: one pass per message
+                swapped: bytearray | None = None
+                while pos <= limit:
                     kind = buf[pos]
                     end = pos + 1 + length_at(buf, pos + 1)[0]
                     if end > n:
                         break
-                    if kind == 0x5A:  # 'Z'
-                        ready += 1
-                        status = bytes(buf[end - 1 : end])
-                    elif kind == 0x53:  # 'S' ParameterStatus: the upstream session's settings, for ours
-                        link.parameter(bytes(buf[pos + 5 : end]))
-                    elif kind == 0x45 and (at := buf.find(marker, pos, end)) >= 0:  # 'E': a stand-in failed
-                        reason = bytes(buf[at + len(marker) + 1 : buf.find(b"(", at, end)])
-                        out += buf[start:pos]
-                        out += self._refusals.get(reason, self._refusals[b"extended"])
-                        start = end
+                    if kind != 0x44:  # 'D' DataRow: nothing to see
+                        if kind == 0x5A:  # 'Z'
+                            ready += 1
+                            status = bytes(buf[end - 1 : end])
+                            if link.swallow and link.received + ready in link.swallow:
+                                link.swallow.discard(link.received + ready)
+                                swapped = swapped if swapped is not None else bytearray()
+                                swapped += buf[start:pos]
+                                start = end
+                        elif kind == 0x53:  # 'S' ParameterStatus: the upstream session's settings, for ours
+                            link.parameter(bytes(buf[pos + 5 : end]))
+                        elif kind == 0x45 and (at := buf.find(marker, pos, end)) >= 0:  # 'E': a stand-in failed
+                            reason = bytes(buf[at + len(marker) + 1 : buf.find(b"(", at, end)])
+                            swapped = swapped if swapped is not None else bytearray()
+                            swapped += buf[start:pos]
+                            swapped += self._refusals.get(reason) or link.refusals.pop(reason, None) or self._refusals[b"pipeline"]
+                            start = end
                     pos = end
                 if pos:
-                    out += buf[start:pos]
-                    del buf[:pos]
                     with link.gate:
-                        handler._send(bytes(out), flush=True)
+                        if swapped is None:
+                            link.write(memoryview(buf)[:pos])
+                        else:
+                            swapped += buf[start:pos]
+                            link.write(swapped)
+                    del buf[:pos]
                     if ready:
                         link.answered(ready, status)
         except Exception as exc:  # the client is gone: end the upstream session too
@@ -353,7 +568,17 @@ class _Link:
         self.params = params
         self.status = up.status
         self.owed = 0  # ReadyForQuery the upstream owes: one per Query, Sync and FunctionCall sent
-        self.unsynced = False  # extended-protocol messages sent since the last Sync (an implicit transaction)
+        # Who answers the extended-protocol messages since the last Sync: None (none yet), "upstream" or "local".
+        self.batch: str | None = None
+        self.closes_only = False  # the upstream batch holds only Close messages so far
+        self.requested = self.received = 0  # ReadyForQuery asked for (Query, Sync, FunctionCall) and received
+        self.swallow: set[int] = set()  # numbers of the ReadyForQuery answering meansql's own Syncs: not relayed
+        self.leftover: bytes | None = _leftover(handler)
+        self.up_lock = threading.Lock()  # a TLS upstream socket: one SSL call at a time (see _recv)
+        self.began = False  # a BEGIN was relayed in this batch
+        self.upstream_names: set[str] = set()  # named statements relayed to PostgreSQL (and not closed)
+        self.refusals: dict[bytes, bytes] = {}  # stand-in reason -> the ErrorResponse the pump sends instead
+        self._refusal_count = 0
         self.closed = False
         self.gate = threading.Lock()  # held while a batch of messages goes to the client
         self.state: ConnState | None = None
@@ -370,15 +595,48 @@ class _Link:
         self.settings[name.decode("utf-8", "replace").lower()] = rest.rstrip(b"\x00").decode("utf-8", "replace")
 
     def sent(self, kind: int) -> None:
-        with self._cond:
-            if kind in _READY_AFTER:
+        if kind in _UPSTREAM_BATCH:
+            self.closes_only = kind == 0x43 and (self.batch is None or self.closes_only)
+            self.batch = "upstream"
+        elif kind in _READY_AFTER:
+            with self._cond:
                 self.owed += 1
-                self.unsynced = False
-            elif kind in _EXTENDED:
-                self.unsynced = True
+                self.requested += 1
+            if kind == 0x53:  # 'S'
+                self.batch = None
+                self.began = False
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        """Send relayed bytes to the client after whatever meansql's session has queued, without copying them."""
+        handler = self.handler
+        with handler._wlock:
+            handler._flush_locked()
+            handler.wfile.write(data)
+
+    def held(self) -> dict[str, Prepared]:
+        """The prepared statements meansql's session holds for this client."""
+        return self.state.statements if self.state is not None else {}
+
+    def simple_query(self) -> None:
+        """A Query replaces the unnamed statement and portal, as PostgreSQL's does."""
+        if self.state is not None:
+            self.state.statements.pop("", None)
+            self.state.portals.pop("", None)
+            if self.batch == "local":  # a Query ends the batch meansql was answering
+                self.state.portals.clear()
+                self.state.skipping = False
+                self.batch = None
+
+    def refusal(self, error: bytes) -> str:
+        """A stand-in reason for one error message (taken by the pump when it swaps it in)."""
+        self._refusal_count += 1
+        reason = f"r{self._refusal_count}"
+        self.refusals[reason.encode()] = error
+        return reason
 
     def answered(self, ready: int, status: bytes) -> None:
         with self._cond:
+            self.received += ready
             self.owed -= ready
             self.status = status
             self._cond.notify_all()
@@ -414,7 +672,72 @@ class _Link:
         return self.state
 
 
+def _leftover(handler: MeansqlHandler) -> bytes:
+    """What the client sent right after its login and the connection's buffered reader holds (no wait)."""
+    sock = handler.request
+    timeout = sock.gettimeout()
+    sock.setblocking(False)
+    try:
+        return handler.rfile.read1(RELAY_CHUNK) or b""
+    except OSError:  # nothing there (BlockingIOError, SSLWantReadError)
+        return b""
+    finally:
+        sock.settimeout(timeout)
+
+
+# A TLS socket is read by one thread and written by another, but OpenSSL allows one call at a time on a
+# connection: each thread waits for its socket outside the lock (select), then reads or writes inside it
+# without blocking, so neither holds the lock while the peer is silent.
+def _recv(sock: ssl.SSLSocket, lock: threading.Lock) -> bytes | None:
+    """What a TLS socket has (b"": closed; None: only part of a record yet)."""
+    if not sock.pending():
+        select.select([sock], [], [])
+    with lock:
+        timeout = sock.gettimeout()
+        sock.setblocking(False)
+        try:
+            return sock.recv(PUMP_CHUNK)
+        except (ssl.SSLWantReadError, ssl.SSLWantWriteError, BlockingIOError):
+            return None
+        finally:
+            sock.settimeout(timeout)
+
+
+def _sendall(sock: ssl.SSLSocket, lock: threading.Lock, data: bytes | bytearray) -> None:
+    """Write all of data to a TLS socket whose reads run on another thread."""
+    view = memoryview(data)
+    while view:
+        with lock:
+            timeout = sock.gettimeout()
+            sock.setblocking(False)
+            try:
+                sent = sock.send(view)
+            except (ssl.SSLWantReadError, ssl.SSLWantWriteError, BlockingIOError):
+                sent = 0
+            finally:
+                sock.settimeout(timeout)
+        view = view[sent:]
+        if view and not sent:
+            select.select([], [sock], [], 1.0)
+
+
 _READY_AFTER = frozenset(b"QSF")
+_SYNC = b"S\x00\x00\x00\x04"
+_UPSTREAM_BATCH = frozenset(b"PBDEC")  # messages that open an extended-protocol batch PostgreSQL answers
+# Relayed as they are while meansql holds nothing for the session: they name no statement meansql could hold.
+_PLAIN = frozenset(b"BDEHSdcfF")
+_LENGTH = struct.Struct("!i").unpack_from
+RELAY_CHUNK = 256 * 1024
 # Settings of the upstream session that shape how meansql's session writes values.
 _FOLLOWED = ("timezone", "datestyle", "intervalstyle", "client_encoding")
-_EXTENDED = frozenset(b"PBDEC")
+_EXTENDED = frozenset(b"PBDECHS")
+_BEGINS = re.compile(r"\s*(BEGIN|START\s+TRANSACTION)\b", re.I)
+_HANDLERS: dict[int, Callable[[MeansqlHandler, ConnState, bytes], None]] = {
+    ord("P"): MeansqlHandler._parse,
+    ord("B"): MeansqlHandler._bind,
+    ord("D"): MeansqlHandler._describe,
+    ord("E"): MeansqlHandler._execute,
+    ord("C"): MeansqlHandler._close,
+    ord("H"): lambda handler, state, body: handler.flush(),
+    ord("S"): MeansqlHandler._sync,
+}

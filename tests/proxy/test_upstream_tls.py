@@ -112,3 +112,33 @@ def test_proxy_over_tls_relays_queries_and_notifications(
         assert payloads == [str(i) for i in range(20)]
     finally:
         server.stop()
+
+
+def test_tls_on_both_sides_with_results_notifications_and_a_semantic_statement(
+    tls_pg: tuple[PostgresServer, Path], proxy_provider: FakeProvider, tmp_path: Path
+) -> None:
+    """Each TLS socket is read on one thread and written on another: results, NOTIFYs and meansql's own answers
+    cross both at once without a stall or a TLS error."""
+    pg, cert = tls_pg
+    url = f"postgresql://scram_user:scram%20secret@localhost:{pg.port}/postgres?sslmode=verify-full&sslrootcert={cert}"
+    env = server_env(proxy_provider, MEANSQL_SSL_CERT=str(cert), MEANSQL_SSL_KEY=str(cert.parent / "server.key"))
+    server = ServerProcess(tmp_path / "m.duckdb", env, ["--upstream", url]).start()
+    client = f"postgresql://postgres@127.0.0.1:{server.port}/postgres?sslmode=require"
+    try:
+        with psycopg.connect(client, autocommit=True) as a, psycopg.connect(client, autocommit=True) as b:
+            assert a.info.pgconn.ssl_in_use and b.info.pgconn.ssl_in_use
+            a.execute("LISTEN tls_both")
+            b.execute("CREATE TABLE IF NOT EXISTS tls_notes (id int, note text)")
+            b.execute("TRUNCATE tls_notes")
+            b.execute("INSERT INTO tls_notes VALUES (1, 'bamboo straw'), (2, 'plastic cup'), (3, 'recycled bag')")
+            for i in range(10):
+                got = b.execute("SELECT i, md5(i::text) FROM generate_series(1, 50000) i").fetchall()
+                assert len(got) == 50000 and got[-1][0] == 50000
+                b.execute("SELECT pg_notify('tls_both', %s)", [str(i)])
+                rows = a.execute("SELECT id FROM tls_notes WHERE note MEANS 'eco-friendly' AND id < %s ORDER BY id", [4 + i]).fetchall()
+                assert rows == [(1,), (3,)]
+            payloads = [n.payload for n in a.notifies(timeout=5, stop_after=10)]
+        assert payloads == [str(i) for i in range(10)]
+    finally:
+        output = server.stop()
+    assert "Traceback" not in output

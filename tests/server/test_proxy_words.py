@@ -42,15 +42,14 @@ def test_a_bulk_insert_mentioning_the_word_is_looked_at_quickly(proxy: Proxy) ->
 
 
 def test_refused_statements_become_stand_ins_that_fail_upstream(proxy: Proxy) -> None:
-    p = proxy.rewrite(ord("P"), b"s1\x00SELECT 1 FROM t WHERE d MEANS $1\x00\x00\x01\x00\x00\x00\x19")
-    assert p == b"s1\x00" + f"SELECT {proxy.marker}_extended()".encode() + b"\x00\x00\x00"
-    plain = b"s1\x00SELECT $1\x00\x00\x00"
-    assert proxy.rewrite(ord("P"), plain) is plain
+    # A Parse under a name no client uses: a Parse that fails leaves no statement behind.
+    p = proxy.stand_in_parse("pipeline")
+    assert p == proxy.marker.encode() + b"\x00" + f"SELECT {proxy.marker}_pipeline()".encode() + b"\x00\x00\x00"
     assert proxy.stand_in("transaction") == f"SELECT {proxy.marker}_transaction()".encode()
+    assert b"in a Sync of its own" in proxy._refusals[b"pipeline"]
 
 
 def test_without_the_attached_upstream_every_semantic_statement_is_refused_with_the_reason() -> None:
     off = Proxy(Target.parse("postgresql://u@localhost/db"), Registry.load(None), semantic_off="no scanner")
-    p = off.rewrite(ord("P"), b"\x00SELECT 1 FROM t WHERE d MEANS 'x'\x00\x00\x00")
-    assert p == b"\x00" + off.stand_in("off") + b"\x00\x00\x00"
+    assert off.stand_in_parse("off") == off.marker.encode() + b"\x00" + off.stand_in("off") + b"\x00\x00\x00"
     assert b"not available: no scanner" in off._refusals[b"off"]
