@@ -155,7 +155,8 @@ def normalise(name: str, value: str, settings: dict[str, str]) -> str:
     return value
 
 
-def _needs_rewrite(text: str) -> bool:
+def needs_rewrite(text: str) -> bool:
+    """Whether `rewrite` may change the text: it holds a division, a modulo or a session-setting call."""
     # Most statements have no operator or function to look at: skip tokenizing them.
     lower = text.lower()
     if "/" not in text and "%" not in text and "div" not in lower and "current_setting" not in lower \
@@ -188,7 +189,7 @@ ConfigCall = Callable[[str, list[str | None]], str | None]
 
 def rewrite(text: str, config_call: ConfigCall) -> str:
     """DuckDB text in which x / 0 and x % 0 raise 22012 and current_setting/set_config see the session."""
-    if not _needs_rewrite(text):
+    if not needs_rewrite(text):
         return text
     try:
         tree = sqlglot.parse_one(text, read="duckdb")

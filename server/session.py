@@ -161,6 +161,7 @@ class Session:
         self._has_temp = False  # temporary objects exist, visible on the session's connection only
         self._savepoints: list[_Savepoint] = []
         self._origins: dict[str, list[tuple[int, int]] | None] = {}  # by statement text; DDL here clears it
+        self._as_written: set[str] = set()  # statement texts DuckDB runs unchanged (no operator, catalog, rewrite)
         self._duck_database: str | None = None
         self._lookup: duckdb.DuckDBPyConnection | None = None
         self._catalog = catalog.Rewriter(self.settings, lambda: self.user or "postgres",
@@ -205,7 +206,7 @@ class Session:
 
     def _note_private(self, stmt: Statement, kind: Kind) -> None:
         """Remember what another DuckDB connection could not see: writes of the open transaction, temp objects."""
-        if stmt.words[:1] and stmt.words[0] in cursors.WORDS | {"SAVEPOINT", "RELEASE"}:
+        if stmt.words[:1] and stmt.words[0] in _SESSION_ONLY:
             return
         if kind is Kind.OTHER:
             self._origins.clear()
@@ -447,6 +448,8 @@ class Session:
         """The DuckDB text of a statement, rewritten if it has a semantic operator, and its stages."""
         registry = self.executor.registry
         text = stmt.text
+        if text in self._as_written:
+            return text, None, []
         if m := _SHOW_LIKE.match(text):
             return f"SELECT name FROM (SHOW TABLES) WHERE name LIKE {m.group(1)}", None, []
         if not self._maybe_semantic(text) or \
@@ -455,7 +458,14 @@ class Session:
                 text = _annotation_upsert(text)
             elif catalog.mentions_catalog(text):
                 text = self._catalog_text(text)
-            return self._postgres_semantics(stmt, text), None, []
+            out = self._postgres_semantics(stmt, text)
+            if out == stmt.text and not catalog.mentions_catalog(out) and \
+                    (stmt.kind not in (Kind.ROWS, Kind.DML) or not pgsettings.needs_rewrite(out)):
+                # Nothing in it depends on the session: the next run of this text skips the looks above.
+                if len(self._as_written) >= 1024:
+                    self._as_written.clear()
+                self._as_written.add(out)
+            return out, None, []
         ctx = self.executor.begin(self.id, self.notice, self.settings)
         try:
             parsed = dialect.parse(text, registry.infix)
@@ -788,7 +798,10 @@ class Session:
         self.executor.end(ctx)
 
     def _start_timer(self) -> threading.Timer | None:
-        ms = _duration_ms(self.settings.get("statement_timeout", "0"))
+        value = self.settings.get("statement_timeout", "0")
+        if value == "0":
+            return None
+        ms = _duration_ms(value)
         if ms <= 0:
             return None
         timer = threading.Timer(ms / 1000, self.cancel, kwargs={"reason": "statement timeout"})
@@ -891,6 +904,9 @@ def _positional(text: str, params: Sequence[Any]) -> list[Any] | dict[str, Any]:
         if tok.token_type == TokenType.PARAMETER and nxt.token_type == TokenType.NUMBER and nxt.text.isdigit():
             used.add(int(nxt.text))
     return {str(n): params[n - 1] for n in sorted(used) if 0 < n <= len(params)}
+
+
+_SESSION_ONLY = cursors.WORDS | {"SAVEPOINT", "RELEASE"}  # statements the session answers without DuckDB
 
 
 class CannotDescribe(Exception):
