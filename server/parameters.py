@@ -33,6 +33,9 @@ DIVISOR_MACRO = "meansql_nonzero"
 _MACRO_SQL = (f"CREATE OR REPLACE TEMP MACRO {DIVISOR_MACRO}(x) AS "
               "CASE WHEN x = 0 THEN error('division by zero') ELSE x END")
 
+# DuckDB has one JSON type: jsonb is a name for it.
+_PREPARE_SQL = f"SET integer_division = true; {_MACRO_SQL}; CREATE TEMP TYPE IF NOT EXISTS jsonb AS JSON"
+
 _TOKENIZER = DuckDB().tokenizer_class()
 _CONFIG_FUNCTIONS = ("CURRENT_SETTING", "SET_CONFIG")
 
@@ -48,9 +51,9 @@ def display_name(name: str) -> str:
 
 def prepare_cursor(cursor: duckdb.DuckDBPyConnection) -> None:
     """Per-session DuckDB settings so arithmetic works as in Postgres (7 / 2 = 3)."""
-    cursor.execute("SET integer_division = true")
-    cursor.execute(_MACRO_SQL)
-    cursor.execute("CREATE TEMP TYPE IF NOT EXISTS jsonb AS JSON")  # DuckDB has one JSON type
+    # One call for the three: each execute() costs a parse and a commit, and every connection (a fuzzed
+    # or dropped one too) pays for them before its first message.
+    cursor.execute(_PREPARE_SQL)
 
 
 def apply_timezone(cursor: duckdb.DuckDBPyConnection, value: str) -> None:
