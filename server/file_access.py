@@ -72,8 +72,16 @@ def _words(stmt: Statement, n: int = 6) -> list[str]:
     return [t.text.upper() for t in split_tokens(stmt.text)[:n]]
 
 
+# The first words of every statement `check` refuses; the rest need no tokenizing.
+_CHECKED_VERBS = frozenset(
+    {"SET", "RESET", "PRAGMA", "COPY", "ATTACH", "DETACH", "INSTALL", "LOAD", "FORCE", "UPDATE", "EXPORT", "IMPORT", "CREATE", "DROP"}
+)
+
+
 def check(stmt: Statement) -> None:
     """Raise 42501 for a statement that would touch the server's files or undo the lock."""
+    if not stmt.words or stmt.words[0].upper() not in _CHECKED_VERBS:
+        return
     words = _words(stmt)
     first = words[0] if words else ""
     if first in ("SET", "RESET", "PRAGMA") and any(w.lower() in SERVER_CONFIGS for w in words):

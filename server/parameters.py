@@ -33,6 +33,9 @@ DIVISOR_MACRO = "meansql_nonzero"
 _MACRO_SQL = (f"CREATE OR REPLACE TEMP MACRO {DIVISOR_MACRO}(x) AS "
               "CASE WHEN x = 0 THEN error('division by zero') ELSE x END")
 
+# DuckDB has one JSON type: jsonb is a name for it.
+_PREPARE_SQL = f"SET integer_division = true; {_MACRO_SQL}; CREATE TEMP TYPE IF NOT EXISTS jsonb AS JSON"
+
 _TOKENIZER = DuckDB().tokenizer_class()
 _CONFIG_FUNCTIONS = ("CURRENT_SETTING", "SET_CONFIG")
 
@@ -48,9 +51,9 @@ def display_name(name: str) -> str:
 
 def prepare_cursor(cursor: duckdb.DuckDBPyConnection) -> None:
     """Per-session DuckDB settings so arithmetic works as in Postgres (7 / 2 = 3)."""
-    cursor.execute("SET integer_division = true")
-    cursor.execute(_MACRO_SQL)
-    cursor.execute("CREATE TEMP TYPE IF NOT EXISTS jsonb AS JSON")  # DuckDB has one JSON type
+    # One call for the three: each execute() costs a parse and a commit, and every connection (a fuzzed
+    # or dropped one too) pays for them before its first message.
+    cursor.execute(_PREPARE_SQL)
 
 
 def apply_timezone(cursor: duckdb.DuckDBPyConnection, value: str) -> None:
@@ -155,7 +158,8 @@ def normalise(name: str, value: str, settings: dict[str, str]) -> str:
     return value
 
 
-def _needs_rewrite(text: str) -> bool:
+def needs_rewrite(text: str) -> bool:
+    """Whether `rewrite` may change the text: it holds a division, a modulo or a session-setting call."""
     # Most statements have no operator or function to look at: skip tokenizing them.
     lower = text.lower()
     if "/" not in text and "%" not in text and "div" not in lower and "current_setting" not in lower \
@@ -188,7 +192,7 @@ ConfigCall = Callable[[str, list[str | None]], str | None]
 
 def rewrite(text: str, config_call: ConfigCall) -> str:
     """DuckDB text in which x / 0 and x % 0 raise 22012 and current_setting/set_config see the session."""
-    if not _needs_rewrite(text):
+    if not needs_rewrite(text):
         return text
     try:
         tree = sqlglot.parse_one(text, read="duckdb")

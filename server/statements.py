@@ -41,7 +41,7 @@ class Statement:
     text: str
     words: tuple[str, ...]  # the first few words, upper case
 
-    @property
+    @functools.cached_property  # Statements are cached by text (split), so each is classified once
     def kind(self) -> Kind:
         first = self.words[0] if self.words else ""
         if first in ("BEGIN", "START"):
@@ -64,7 +64,7 @@ class Statement:
             return Kind.ROWS
         return Kind.OTHER
 
-    @property
+    @functools.cached_property
     def tag(self) -> str:
         """The command tag Postgres sends for statements without a row count."""
         words = [w for w in self.words if w not in ("OR", "REPLACE", "TEMP", "TEMPORARY", "UNIQUE")]

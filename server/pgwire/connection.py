@@ -359,7 +359,7 @@ class MeansqlHandler(BuenaVistaHandler):
                     if stmt.kind is Kind.COPY and self._copy(state, stmt):
                         continue
                     result = session.run(stmt)
-                    self._send_result(result, describe=True, formats=[1] if result.binary else [])
+                    self._send_result(result, describe=True, formats=[1] if result.binary else [], key=stmt.text)
                 except _Closed:
                     raise
                 except Exception as exc:
@@ -447,8 +447,12 @@ class MeansqlHandler(BuenaVistaHandler):
                 self._fatal("08P01", "terminating connection because protocol synchronization was lost")
 
     def _send_result(self, result: Result, *, describe: bool, formats: Sequence[int],
-                     rows: Iterator[Sequence[Any]] | None = None, limit: int = 0, sent: int = 0) -> int | None:
-        """Send rows and CommandComplete; returns the row count if the limit suspended the portal."""
+                     rows: Iterator[Sequence[Any]] | None = None, limit: int = 0, sent: int = 0,
+                     key: str | None = None) -> int | None:
+        """Send rows and CommandComplete; returns the row count if the limit suspended the portal.
+
+        key: the statement's text, under which the server remembers whether it returns only a few rows.
+        """
         if result.columns is None:
             self._send(codec.command_complete(result.tag))
             return None
@@ -457,8 +461,9 @@ class MeansqlHandler(BuenaVistaHandler):
         oids = [oid for _, oid in result.columns]
         fmts = [formats[i] if i < len(formats) else (formats[0] if len(formats) == 1 else 0)
                 for i in range(len(oids))]
-        if ((result.source is not None or result.batches is not None) and not limit and not sent and not any(fmts)
-                and result.duck_types and all(t in codec.BULK_TEXT_TYPES for t in result.duck_types)):
+        whole = (result.source is not None or result.batches is not None) and not limit and not sent
+        if (whole and not any(fmts) and result.duck_types and all(t in codec.BULK_TEXT_TYPES for t in result.duck_types)
+                and not (result.batches is None and key is not None and self.server.few_rows.get(key))):
             # Framed in bulk from Arrow batches: no Python step per row.
             count = 0
             batches = result.batches if result.batches is not None else result.source.to_arrow_reader(BULK_ROWS)
@@ -470,6 +475,8 @@ class MeansqlHandler(BuenaVistaHandler):
             count = self._send_rows(rows if rows is not None else (result.rows or iter(())), oids, fmts, limit)
             if limit and count >= limit:
                 return sent + count
+        if whole and key is not None:
+            self.server.note_rows(key, count)
         tag = result.tag
         if result.count_rows:
             tag = f"{tag} {count}"  # rows of this Execute, as PostgreSQL counts a resumed portal
@@ -655,7 +662,8 @@ class MeansqlHandler(BuenaVistaHandler):
             self._run_portal(state, portal)
             assert portal.result is not None
             suspended = self._send_result(portal.result, describe=False, formats=portal.result_formats,
-                                          rows=portal.rows, limit=max(limit, 0), sent=portal.sent)
+                                          rows=portal.rows, limit=max(limit, 0), sent=portal.sent,
+                                          key=portal.prepared.statement.text)
             if suspended is not None:
                 if portal.sent == 0 and portal.rows is not None:
                     # Keep the rest apart from the session's cursor, which the next statement reuses.
@@ -775,6 +783,7 @@ class MeansqlServer(BuenaVistaServer):
         self._lock = threading.Lock()
         self._sessions = 0
         self._sockets = 0
+        self.few_rows: dict[str, bool] = {}  # by statement text: did its last whole result have few rows?
 
     def verify_request(self, request: Any, client_address: Any) -> bool:
         # Where we listen is the user's choice (--host); how many sockets we hold is ours.
@@ -798,6 +807,15 @@ class MeansqlServer(BuenaVistaServer):
         finally:
             with self._lock:
                 self._sockets -= 1
+
+    def note_rows(self, text: str, count: int) -> None:
+        """Remember whether a statement's text returned only a few rows: its next result then goes out row by
+        row, since an Arrow reader costs more to set up (about 0.3 ms) than a handful of rows take one by one."""
+        few = count < codec.SMALL_BATCH
+        if self.few_rows.get(text) is not few:
+            if len(self.few_rows) >= 4096:
+                self.few_rows.clear()
+            self.few_rows[text] = few
 
     def take_slot(self) -> bool:
         with self._lock:
