@@ -35,6 +35,7 @@ import hashlib
 import logging
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -44,6 +45,7 @@ import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 
+from training.embeddings import cosine
 from training.store import extension_file as store_extension_file
 
 if TYPE_CHECKING:
@@ -62,6 +64,10 @@ EF_CONSTRUCTION = 128
 M = 32
 EF_SEARCH = 1024
 BUILD_CHUNK = 2_000  # rows added to an index per statement
+MEMORY_VECTORS = 200_000  # vectors kept in memory for exact searches (384 floats: ~300 MB at most)
+# float32 products of unit vectors of up to a few thousand floats err by well under this; a vector this close
+# to the k-th best is scored again in float64 before the k are chosen.
+ROUNDING = 1e-4
 
 Vectors = npt.NDArray[np.float32]
 Ids = npt.NDArray[np.int64]
@@ -142,6 +148,12 @@ class VectorIndexes:
 
     def wanted(self, size: int) -> bool:
         return bool(self.threshold) and size >= self.threshold
+
+    def ready(self, key: str, fingerprint: str) -> str | None:
+        """The index table of ``key`` if one of these rows is ready (nothing is queued)."""
+        with self._lock:
+            ready = self._ready.get(key)
+            return ready[1] if ready is not None and ready[0] == fingerprint else None
 
     def ensure(self, key: str, fingerprint: str, size: int, rows: Callable[[], tuple[Ids, Vectors]]) -> str | None:
         """The index table of ``key`` if one of these rows (``fingerprint``) is ready; else None, search exactly.
@@ -295,6 +307,60 @@ class VectorIndexes:
             return "\n".join(str(r[1]) for r in cur.execute("EXPLAIN " + search_sql(table, vector, k)).fetchall())
         finally:
             cur.close()
+
+
+def top_k(ids: Ids, vectors: Vectors, query: Vectors, k: int) -> list[tuple[int, float]]:
+    """The exact k nearest of normalised ``vectors`` to ``query``: (id, cosine similarity), best first, ties by id.
+
+    numpy's float32 product ranks every vector; the few that can be among the k best within its rounding
+    error are scored again in float64 (``embeddings.cosine``, as SIMILAR_TO scores them) and ranked on that.
+    """
+    n = len(ids)
+    k = min(int(k), n)
+    if k <= 0:
+        return []
+    query = np.asarray(query, dtype=np.float32)
+    rough = vectors @ query
+    if k < n:
+        kth = -np.partition(-rough, k - 1)[k - 1]
+        candidates = np.flatnonzero(rough >= kth - ROUNDING)
+    else:
+        candidates = np.arange(n)
+    exact = cosine(vectors[candidates], np.tile(query, (len(candidates), 1)))
+    best = np.lexsort((ids[candidates], -exact))[:k]
+    return [(int(ids[candidates[i]]), float(exact[i])) for i in best]
+
+
+class VectorSets:
+    """Vectors of sets of rows searched lately, in memory under a key with the fingerprint of their rows.
+
+    An exact search of rows that have not changed reads no vector again; the sets searched least recently
+    are dropped beyond ``limit`` vectors in all.
+    """
+
+    def __init__(self, limit: int = MEMORY_VECTORS) -> None:
+        self.limit = limit
+        self._sets: OrderedDict[str, tuple[str, Ids, Vectors]] = OrderedDict()
+        self._lock = threading.Lock()
+        self.loads = 0
+
+    def get(self, key: str, fingerprint: str, load: Callable[[], tuple[Ids, Vectors]]) -> tuple[Ids, Vectors]:
+        """The ids and vectors of ``key``'s rows as ``fingerprint`` names them; ``load()`` when not kept."""
+        with self._lock:
+            kept = self._sets.get(key)
+            if kept is not None and kept[0] == fingerprint:
+                self._sets.move_to_end(key)
+                return kept[1], kept[2]
+        ids, vectors = load()
+        with self._lock:
+            self.loads += 1
+            self._sets[key] = (fingerprint, ids, vectors)
+            self._sets.move_to_end(key)
+            total = sum(len(v[1]) for v in self._sets.values())
+            while total > self.limit and len(self._sets) > 1:
+                _, (_, dropped, _) = self._sets.popitem(last=False)
+                total -= len(dropped)
+        return ids, vectors
 
 
 class BuildStopped(Exception):
