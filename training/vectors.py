@@ -64,6 +64,9 @@ EF_CONSTRUCTION = 128
 M = 32
 EF_SEARCH = 1024
 BUILD_CHUNK = 2_000  # rows added to an index per statement
+# Changed rows are deleted from and inserted into an index in place; once its deleted rows (which HNSW keeps in its
+# graph) and those to insert reach this share of its rows, the index is built again instead.
+REBUILD_SHARE = 0.5
 MEMORY_VECTORS = 200_000  # vectors kept in memory for exact searches (384 floats: ~300 MB at most)
 # float32 products of unit vectors of up to a few thousand floats err by well under this; a vector this close
 # to the k-th best is scored again in float64 before the k are chosen.
@@ -115,11 +118,13 @@ class VectorIndexes:
         self._pending: dict[str, tuple[str, Callable[[], tuple[Ids, Vectors]]]] = {}  # key -> latest rows wanted
         self._building: tuple[str, str] | None = None
         self._failed: dict[str, str] = {}  # key -> fingerprint whose build failed (not retried)
+        self._contents: dict[str, tuple[Ids, Vectors, int]] = {}  # key -> rows of its index, and how many it deleted
         self._builder: threading.Thread | None = None
         self._builder_cursor: Any = None
         self._closed = False
         self._generation = 0
         self.builds = 0
+        self.updates = 0
         store.closing.append(self.close)
 
     def available(self) -> bool:
@@ -208,10 +213,15 @@ class VectorIndexes:
                 fingerprint, rows = self._pending.pop(key)
                 self._building = (key, fingerprint)
             table = None
+            deleted = 0
             try:
                 ids, vectors = rows()
                 if len(ids):
-                    table = self._build(key, ids, vectors)
+                    changed = self._update(key, ids, vectors)
+                    if changed is not None:
+                        table, deleted = changed
+                    else:
+                        table = self._build(key, ids, vectors)
             except Exception as exc:  # the search stays exact; the reason is in the log
                 with self._lock:
                     closed = self._closed
@@ -224,6 +234,7 @@ class VectorIndexes:
             with self._lock:
                 self._building = None
                 if table is not None and not self._closed:
+                    self._contents[key] = (ids, vectors, deleted)
                     self._swap(key, fingerprint, table)
                 self._lock.notify_all()
 
@@ -233,11 +244,14 @@ class VectorIndexes:
         old = self._ready.get(key)
         self._ready[key] = (fingerprint, table)
         self._failed.pop(key, None)
-        if old is None:
-            return
+        if old is not None and old[1] != table:
+            self._retire(key, old[1])
+
+    def _retire(self, key: str, table: str) -> None:
+        """Keep ``table`` until the next one of ``key`` is retired, then drop it."""
         gone = self._retired.pop(key, None)
-        self._retired[key] = old[1]
-        if gone is not None:
+        self._retired[key] = table
+        if gone is not None and gone != table:
             cur = self.store.cursor()
             try:
                 cur.execute(f"DROP TABLE IF EXISTS {gone}")
@@ -252,31 +266,14 @@ class VectorIndexes:
         name = f"v_{hashlib.sha256(key.encode()).hexdigest()[:16]}_{self._generation}"
         table = f"{SCHEMA}.{name}"
         dim = int(vectors.shape[1])
-        data = pa.table({
-            "id": pa.array(np.asarray(ids, dtype=np.int64)),
-            "vec": pa.FixedSizeListArray.from_arrays(pa.array(np.asarray(vectors, dtype=np.float32).ravel()), dim),
-        })
-        cur = self.store.cursor()
-        with self._lock:
-            if self._closed:
-                cur.close()
-                raise BuildStopped("the store is closing")
-            self._builder_cursor = cur
-        view = f"_meansql_index_rows_{threading.get_ident()}"
+        cur = self._cursor()
         try:
             # Rows go into the indexed table a chunk at a time: DuckDB does not interrupt a CREATE INDEX, and
             # closing the store waits for at most one chunk.
             cur.execute(f"CREATE OR REPLACE TABLE {table} (id BIGINT, vec FLOAT[{dim}])")
             try:
                 cur.execute(f"CREATE INDEX {name}_hnsw ON {table} USING HNSW (vec) WITH ({self.options})")
-                for start in range(0, len(ids), BUILD_CHUNK):
-                    if self._closed:
-                        raise BuildStopped("the store is closing")
-                    cur.register(view, data.slice(start, BUILD_CHUNK))
-                    try:
-                        cur.execute(f"INSERT INTO {table} SELECT id, vec::FLOAT[{dim}] FROM {view}")
-                    finally:
-                        cur.unregister(view)
+                self._insert(cur, table, ids, vectors)
             except BaseException:
                 try:
                     cur.execute(f"DROP TABLE IF EXISTS {table}")
@@ -290,6 +287,87 @@ class VectorIndexes:
         self.builds += 1
         log.info("HNSW index of %d vectors built in %.1f s", len(ids), time.monotonic() - started)
         return table
+
+    def _cursor(self) -> Any:
+        """The builder's cursor, which closing the store interrupts."""
+        cur = self.store.cursor()
+        with self._lock:
+            if self._closed:
+                cur.close()
+                raise BuildStopped("the store is closing")
+            self._builder_cursor = cur
+        return cur
+
+    def _insert(self, cur: Any, table: str, ids: Ids, vectors: Vectors) -> None:
+        """Add rows to an index table, a chunk at a time (closing the store waits for one chunk at most)."""
+        if not len(ids):
+            return
+        dim = int(vectors.shape[1])
+        data = pa.table({
+            "id": pa.array(np.asarray(ids, dtype=np.int64)),
+            "vec": pa.FixedSizeListArray.from_arrays(pa.array(np.asarray(vectors, dtype=np.float32).ravel()), dim),
+        })
+        view = f"_meansql_index_rows_{threading.get_ident()}"
+        for start in range(0, len(ids), BUILD_CHUNK):
+            if self._closed:
+                raise BuildStopped("the store is closing")
+            cur.register(view, data.slice(start, BUILD_CHUNK))
+            try:
+                cur.execute(f"INSERT INTO {table} SELECT id, vec::FLOAT[{dim}] FROM {view}")
+            finally:
+                cur.unregister(view)
+
+    def _update(self, key: str, ids: Ids, vectors: Vectors) -> tuple[str, int] | None:
+        """Bring the ready index of ``key`` to these rows in place: rows gone or changed are deleted from it,
+        new or changed ones inserted. None (build a new index) when there is none, or when so much changed
+        that a new one is better: HNSW keeps deleted rows in its graph, so once they and the rows to insert
+        reach ``REBUILD_SHARE`` of the rows, the index is built again. Answers (table, rows deleted since built).
+        """
+        with self._lock:
+            ready, contents = self._ready.get(key), self._contents.get(key)
+        if ready is None or contents is None:
+            return None
+        old_ids, old_vectors, deleted = contents
+        if old_vectors.shape[1] != vectors.shape[1]:
+            return None
+        _, old_at, new_at = np.intersect1d(old_ids, ids, assume_unique=True, return_indices=True)
+        same = np.all(old_vectors[old_at] == vectors[new_at], axis=1) if len(old_at) else np.zeros(0, dtype=bool)
+        kept_old = np.zeros(len(old_ids), dtype=bool)
+        kept_old[old_at[same]] = True
+        kept_new = np.zeros(len(ids), dtype=bool)
+        kept_new[new_at[same]] = True
+        gone, added = old_ids[~kept_old], np.flatnonzero(~kept_new)
+        if deleted + len(gone) + len(added) > REBUILD_SHARE * len(ids):
+            return None
+        table = ready[1]
+        started = time.monotonic()
+        with self._lock:
+            if self._ready.get(key) != ready:
+                return None
+            del self._ready[key]  # searches are exact while its rows change
+        cur = self._cursor()
+        try:
+            if len(gone):
+                view = f"_meansql_index_gone_{threading.get_ident()}"
+                cur.register(view, pa.table({"id": pa.array(gone, pa.int64())}))
+                try:
+                    cur.execute(f"DELETE FROM {table} WHERE id IN (SELECT id FROM {view})")
+                finally:
+                    cur.unregister(view)
+            self._insert(cur, table, ids[added], vectors[added])
+        except BaseException:
+            with self._lock:
+                self._contents.pop(key, None)
+                self._retire(key, table)  # a query planned on it a moment ago may still read it
+            raise
+        finally:
+            with self._lock:
+                self._builder_cursor = None
+            cur.close()
+        self.updates += 1
+        log.info("HNSW index of %d vectors updated in %.1f s: %d added, %d deleted", len(ids),
+                 time.monotonic() - started, len(added), len(gone))
+        return table, deleted + len(gone)
 
     def search(self, table: str, vector: Vectors, k: int) -> list[tuple[int, float]]:
         """(id, cosine similarity) of the k nearest vectors, best first."""
