@@ -297,7 +297,7 @@ def test_large_searches_go_through_an_hnsw_index(start_server: Callable[..., Ser
         again = conn.execute("SELECT v.id FROM VECTOR_SEARCH('pets sleeping', 'docs', 'body', 2) AS v").fetchall()
         assert 6 in [r[0] for r in again]
         _nearest_examples_prompt(conn, fresh_provider, notices, "Recycled cardboard notebook")
-    log = server.stop()
+    log = " ".join(server.stop().split())  # as one line, however the console wrapped it
     # the new row went into the index in place; the examples' index was built
     assert "HNSW index of 4 vectors built" in log and "HNSW index of 5 vectors updated" in log
     assert "HNSW index of 6 vectors built" in log
