@@ -28,7 +28,7 @@ from semantic_ops import batching
 from semantic_ops.answers import parse_boolean
 from semantic_ops.context import Notice, Options, QueryContext
 from semantic_ops.errors import BudgetExceeded, ModelCallFailed, ModelNotConfigured, SemanticError
-from semantic_ops.functions import IndexedSearch
+from semantic_ops.functions import VectorSearch
 from semantic_ops.judges.base import Attempt, Judge, JudgeRequest, Outcome
 from semantic_ops.judges.local import LocalJudge, is_local
 from semantic_ops.operators import Operator, Registry
@@ -66,7 +66,7 @@ class Executor:
         self.local = local  # answers when no model is configured, `model: local`, and a cascade's confident rows
         self.embedder = embedder or (local.embedder if local is not None else None)  # the semantic strategy's
         self.vectors = vectors  # HNSW indexes for large searches (None: always exact)
-        self.indexed_search = IndexedSearch(store, self.embedder, vectors) if vectors and self.embedder else None
+        self.vector_search = VectorSearch(store, self.embedder, vectors) if self.embedder else None  # VECTOR_SEARCH's
         self.default_model = default_model
         self.defaults = defaults or Options()
         self._contexts: dict[str, QueryContext] = {}

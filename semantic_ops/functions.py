@@ -4,11 +4,12 @@ EMBED and SIMILAR_TO are vectorised DuckDB UDFs (Arrow in, Arrow out): each
 vector's distinct texts are encoded in one batch, through the embedder's cache.
 DuckDB's Python API has no table-function UDFs, so
 ``VECTOR_SEARCH('query', 'table', 'column', k)`` in a FROM clause is rewritten
-(pure, on the sqlglot tree) into a subquery of the table's rows with a
-``score`` column, ordered by it, best first, k rows. When the table holds at
-least ``vector_index_threshold`` texts, the subquery instead reads the k
-nearest rowids from an in-memory HNSW index of the column's vectors
-(training/vectors.py) and joins the table's rows to them.
+(on the sqlglot tree) into a subquery of the table's rows with a ``score``
+column, ordered by it, best first, k rows. For a table, the k nearest rowids
+are found first, by numpy's exact product over the column's cached vectors or,
+from ``vector_index_threshold`` texts, through an in-memory HNSW index of them
+(training/vectors.py), and the table's rows are joined to them; otherwise (a
+view) SIMILAR_TO scores every row in SQL.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from sqlglot import exp
 from semantic_ops.errors import SemanticSyntaxError
 from training.embeddings import Embedder, cosine
 from training.store import Store
-from training.vectors import VectorIndexes, search_sql
+from training.vectors import VectorIndexes, VectorSets, search_sql, top_k
 
 log = logging.getLogger(__name__)
 
@@ -99,53 +100,73 @@ def _string(arg: exp.Expr, what: str) -> str:
 Search = Callable[[str, str, str, int], "exp.Expr | None"]  # (table, column, query text, k) -> subquery or None
 
 
-class IndexedSearch:
-    """VECTOR_SEARCH's subquery through an HNSW index when the table is large enough; None: search exactly."""
+class VectorSearch:
+    """VECTOR_SEARCH's subquery over a table's column: the k nearest rowids, found with numpy's exact product
+    over the column's cached vectors or, at or above ``vector_index_threshold``, through an HNSW index once
+    one of the current rows is ready, then the table's rows joined to them.
 
-    def __init__(self, store: Store, embedder: Embedder, indexes: VectorIndexes) -> None:
+    None (score every row in SQL) for what has no rowid to join on, a view say. ``on(con)`` binds the
+    search to the session's connection, so that it reads the rows that session sees (its open
+    transaction's, its temporary tables).
+    """
+
+    def __init__(self, store: Store, embedder: Embedder, indexes: VectorIndexes | None = None,
+                 sets: VectorSets | None = None) -> None:
         self.store = store
         self.embedder = embedder
         self.indexes = indexes
+        self.sets = sets or VectorSets()
 
-    def __call__(self, table: str, column: str, query: str, k: int) -> exp.Expr | None:
-        if not self.indexes.threshold:
-            return None
+    def on(self, con: Any) -> Search:
+        return lambda table, column, query, k: self(table, column, query, k, con=con)
+
+    def __call__(self, table: str, column: str, query: str, k: int, *, con: Any = None) -> exp.Expr | None:
         tsql = exp.to_table(table).sql("duckdb")
         csql = exp.to_identifier(column).sql("duckdb")
-        cur = self.store.cursor()
+        own = con is None
+        cur = self.store.cursor() if own else con
         try:
-            # How many texts, and a digest of (rowid, text) of every row: any change means a rebuild.
-            row = cur.execute(f"SELECT count({csql}), bit_xor(hash(rowid, {csql})) FROM {tsql}").fetchone()
-        except duckdb.Error as exc:  # a view has no rowid to join back on; the exact search reports real errors
-            log.debug("VECTOR_SEARCH on %s stays exact: %s", tsql, exc)
-            return None
-        finally:
-            cur.close()
-        size = int(row[0]) if row else 0
-        if not self.indexes.wanted(size):
-            return None
-
-        def rows() -> tuple[Any, Any]:
-            cur = self.store.cursor()
             try:
-                data = cur.execute(f"SELECT rowid, CAST({csql} AS VARCHAR) FROM {tsql} WHERE {csql} IS NOT NULL").fetchall()
-            finally:
+                # How many texts, and a digest of (rowid, text) of every row: any change means other vectors.
+                row = cur.execute(f"SELECT count({csql}), bit_xor(hash(rowid, {csql})) FROM {tsql}").fetchone()
+            except duckdb.Error as exc:  # a view has no rowid to join back on; the SQL search reports real errors
+                log.debug("VECTOR_SEARCH on %s scores every row in SQL: %s", tsql, exc)
+                return None
+            size = int(row[0]) if row else 0
+            fp = f"{size}:{row[1] if row else ''}"
+            key = f"table:{tsql}:{csql}:{self.embedder.name}"
+            wanted = self.indexes is not None and self.indexes.wanted(size) and self.indexes.available()
+            index = self.indexes.ready(key, fp) if wanted and self.indexes is not None else None
+            if index is not None:
+                nearest = search_sql(index, self.embedder.encode_one(query), k)
+                return sqlglot.parse_one(f"SELECT _vs.*, _ix.score FROM ({nearest}) AS _ix JOIN {tsql} AS _vs "
+                                         f"ON _vs.rowid = _ix.id ORDER BY _ix.score DESC, _ix.id", read="duckdb")
+            rows = f"SELECT rowid, CAST({csql} AS VARCHAR) FROM {tsql} WHERE {csql} IS NOT NULL"
+            ids, vectors = self.sets.get(key, fp, lambda: self.embedder.encode_rows(cur, rows))
+        finally:
+            if own:
                 cur.close()
-            return np.array([r[0] for r in data], dtype=np.int64), self.embedder.encode([r[1] for r in data])
-
-        key = f"table:{tsql}:{csql}:{self.embedder.name}"
-        index = self.indexes.ensure(key, f"{size}:{row[1] if row else ''}", size, rows)
-        if index is None:
-            return None
-        nearest = search_sql(index, self.embedder.encode_one(query), k)
-        return sqlglot.parse_one(f"SELECT _vs.*, _ix.score FROM ({nearest}) AS _ix JOIN {tsql} AS _vs "
-                                 f"ON _vs.rowid = _ix.id ORDER BY _ix.score DESC", read="duckdb")
+        if wanted and self.indexes is not None:
+            # the builder indexes exactly the rows searched here, those this connection sees
+            self.indexes.ensure(key, fp, size, lambda: (ids, vectors))
+        hits = top_k(ids, vectors, self.embedder.encode_one(query), k)
+        if not hits:
+            return sqlglot.parse_one(f"SELECT _vs.*, CAST(NULL AS DOUBLE) AS score FROM {tsql} AS _vs WHERE false",
+                                     read="duckdb")
+        # Two list constants: DuckDB reads a string of numbers into BIGINT[] / DOUBLE[] exactly (repr round-trips
+        # a double), and a k of thousands stays two tokens for sqlglot.
+        found = "[" + ",".join(str(i) for i, _ in hits) + "]"
+        scores = "[" + ",".join(repr(s) for _, s in hits) + "]"
+        return sqlglot.parse_one(
+            f"SELECT _vs.*, _ix.score FROM (SELECT unnest('{found}'::BIGINT[]) AS id, "
+            f"unnest('{scores}'::DOUBLE[]) AS score) AS _ix JOIN {tsql} AS _vs ON _vs.rowid = _ix.id "
+            f"ORDER BY _ix.score DESC, _ix.id", read="duckdb")
 
 
 def rewrite_vector_search(tree: exp.Expr, search: Search | None = None) -> exp.Expr:
     """Replace each VECTOR_SEARCH(...) in a FROM or JOIN with the subquery that computes it.
 
-    ``search`` may answer with an indexed subquery (IndexedSearch); otherwise every row is scored.
+    ``search`` may answer with the subquery of the nearest rowids (VectorSearch); otherwise every row is scored.
     """
 
     def replace(node: exp.Expr) -> exp.Expr:

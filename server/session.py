@@ -493,7 +493,8 @@ class Session:
                 raise MultipleCommands("one statement at a time, please")
             signatures = registry.signatures()
             bound = _bind(parsed[0], params) if params else parsed[0]
-            tree, _plan = rewrite.rewrite(bound, signatures, ctx.query_id, search=self.executor.indexed_search)
+            search = self.executor.vector_search
+            tree, _plan = rewrite.rewrite(bound, signatures, ctx.query_id, search=search.on(self.cursor) if search else None)
             stages = planner.plan(tree, [s.udf_name for s in signatures.values()])
         except BaseException:
             self.executor.end(ctx)

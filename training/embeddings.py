@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from training import schema
 from training.errors import EmbeddingUnavailable
@@ -41,6 +42,7 @@ BATCH = 64
 MEMORY_ITEMS = 100_000  # vectors kept in memory (384 floats: ~150 MB at most)
 
 Vectors = npt.NDArray[np.float32]
+Ids = npt.NDArray[np.int64]
 Encoder = Callable[[list[str]], Any]  # texts -> array-like (n, dim)
 
 
@@ -185,6 +187,34 @@ class Embedder:
 
     def encode_one(self, text: str) -> Vectors:
         return np.asarray(self.encode([text])[0], dtype=np.float32)
+
+    def encode_rows(self, cur: Any, rows: str) -> tuple[Ids, Vectors]:
+        """Ids and vectors of the (id, text) rows of the query ``rows``, run on ``cur``.
+
+        The cached vectors come from one join of the rows with the cache table, so no text crosses into
+        Python unless the model must encode it; those go through ``encode`` (and into the cache). An id
+        whose text is cached twice is kept once.
+        """
+        data = cur.execute(schema.embedding_rows(self.table, rows), [self.name]).to_arrow_table()
+        ids = np.asarray(data.column("id").to_numpy(), dtype=np.int64)
+        vector = data.column("vector").combine_chunks()
+        cached = ~np.asarray(vector.is_null().to_numpy(zero_copy_only=False), dtype=bool)
+        parts: list[Vectors] = []
+        if cached.any():
+            flat = np.asarray(pc.list_flatten(vector).to_numpy(zero_copy_only=False), dtype=np.float32)
+            parts.append(flat.reshape(int(cached.sum()), -1))
+        if not cached.all():
+            texts = data.column("missing").filter(pa.array(~cached)).to_pylist()
+            parts.append(self.encode([str(t) for t in texts]))
+        out = np.zeros((len(ids), parts[0].shape[1] if parts else (self.dim or LOCAL_DIM)), dtype=np.float32)
+        if cached.any():
+            out[cached] = parts[0]
+        if not cached.all():
+            out[~cached] = parts[-1]
+        unique, first = np.unique(ids, return_index=True)
+        if len(unique) < len(ids):  # a text cached twice joined twice: its id is kept once
+            return unique, out[first]
+        return ids, out
 
     @property
     def table(self) -> str:

@@ -361,6 +361,19 @@ def embedding_lookup(table: str) -> str:
     """
 
 
+def embedding_rows(table: str, rows: str) -> str:
+    """(id, cached vector or NULL, the text where no vector is cached) of each (id, text) row of the query ``rows``.
+
+    The text hash is computed by DuckDB as text_hash() computes it in Python, so no cached text leaves DuckDB;
+    a text cached twice gives its id twice (the caller keeps one).
+    """
+    return f"""
+    SELECT r.id, e.vector, CASE WHEN e.vector IS NULL THEN r.text END AS missing
+    FROM ({rows}) AS r(id, text)
+    LEFT JOIN {table} e ON e.model = ? AND e.text_hash = substr(sha256(r.text), 1, 32)
+    """
+
+
 CALIBRATION_INSERT = """
 INSERT INTO judge_calibration (cascade_id, criterion, min_confidence, target_precision, examples, proxy_share)
 VALUES (?, ?, ?, ?, ?, ?)

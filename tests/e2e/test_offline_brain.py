@@ -49,6 +49,15 @@ def test_embed_similar_to_and_vector_search(start_server: Callable[..., ServerPr
         money = conn.execute(
             "SELECT v.id FROM VECTOR_SEARCH('finance and the economy', 'docs', 'body', 2) AS v ORDER BY v.id").fetchall()
         assert money == [(2,), (4,)]
+        # in a transaction the search sees its rows, as every other statement of the session does
+        with conn.transaction(force_rollback=True):
+            conn.execute("INSERT INTO docs VALUES (6, 'Puppies asleep in a basket'), (7, NULL)")
+            assert conn.execute("SELECT id FROM VECTOR_SEARCH('pets sleeping', 'docs', 'body', 1)").fetchall() == [(6,)]
+        assert conn.execute("SELECT id FROM VECTOR_SEARCH('pets sleeping', 'docs', 'body', 1)").fetchall() == [(3,)]
+        # a view has no rowid: its rows are scored in SQL, with the same answer
+        conn.execute("CREATE VIEW docs_view AS SELECT * FROM docs")
+        assert conn.execute("SELECT id, score FROM VECTOR_SEARCH('pets sleeping', 'docs_view', 'body', 2)").fetchall() == [
+            (r[0], r[2]) for r in found]
         assert conn.execute("SELECT count(*) FROM embedding_cache").fetchone()[0] >= 4
 
 
@@ -99,26 +108,33 @@ def _operator(tmp_path: Path, **cell: str) -> Path:
     return ops
 
 
+KNOWN = ["Recycled paper notebook", "Organic cotton tote bag", "Plastic wrap roll", "Styrofoam cup", "Diesel generator",
+         "Compostable plates"]  # the stand-in says true for the first two and the last, false for the others
+
+
+def _nearest_examples_prompt(conn: Any, provider: Any, notices: list[str], text: str, known: list[str] = KNOWN) -> str:
+    """With the semantic strategy (training_limit 2): the stand-in judges the known texts, every answer is made
+    trainable, then ``text`` (eco-friendly) is judged; the prompt of that call, after checking its NOTICE."""
+    conn.execute("CREATE TABLE things (t VARCHAR)")
+    with conn.cursor() as cur:
+        cur.executemany("INSERT INTO things VALUES (%s)", [(t,) for t in known])
+    conn.execute("SELECT t MEANS 'eco-friendly' FROM things").fetchall()
+    conn.execute("INSERT INTO training_annotations (trace_id, trainable) SELECT trace_id, true FROM unified_logs")
+    provider.requests.clear()
+    assert conn.execute(f"SELECT '{text}' MEANS 'eco-friendly'").fetchone() == (True,)
+    assert "Injected 2 training examples (semantic strategy)" in notices
+    prompt: str = provider.requests[-1]["body"]["messages"][0]["content"]
+    assert "<input>Recycled paper notebook</input>" in prompt and prompt.count("<input>") == 2, prompt
+    return prompt
+
+
 def test_semantic_strategy_injects_the_nearest_examples(start_server: Callable[..., ServerProcess], tmp_path: Path,
                                                         fresh_provider: Any) -> None:
     ops = _operator(tmp_path, training_strategy="semantic", training_limit="2")
     server = start_server("--operators-dir", str(ops))
-    known = ["Recycled paper notebook", "Organic cotton tote bag", "Plastic wrap roll", "Styrofoam cup",
-             "Diesel generator", "Compostable plates"]
     with server.connect() as conn:
-        notices = collect_notices(conn)
-        conn.execute("CREATE TABLE things (t VARCHAR)")
-        with conn.cursor() as cur:
-            cur.executemany("INSERT INTO things VALUES (%s)", [(t,) for t in known])
-        conn.execute("SELECT t MEANS 'eco-friendly' FROM things").fetchall()
-        conn.execute("INSERT INTO training_annotations (trace_id, trainable) SELECT trace_id, true FROM unified_logs")
-        fresh_provider.reset()
-        assert conn.execute("SELECT 'Recycled cardboard notebook' MEANS 'eco-friendly'").fetchone() == (True,)
-        assert "Injected 2 training examples (semantic strategy)" in notices
-    prompt = fresh_provider.requests[-1]["body"]["messages"][0]["content"]
+        prompt = _nearest_examples_prompt(conn, fresh_provider, collect_notices(conn), "Recycled cardboard notebook")
     # the nearest true example and the nearest false one (the stand-in said false for plastic, styrofoam, diesel)
-    assert "<input>Recycled paper notebook</input>" in prompt
-    assert prompt.count("<input>") == 2
     falses = [t for t in ("Plastic wrap roll", "Styrofoam cup", "Diesel generator") if f"<input>{t}</input>" in prompt]
     assert len(falses) == 1, prompt
 
@@ -243,20 +259,10 @@ def test_a_litellm_embedding_model_from_the_config(start_server: Callable[..., S
         found = conn.execute("SELECT id FROM VECTOR_SEARCH('apple pie recipe', 'docs', 'body', 2)").fetchall()
         assert found == [(1,), (3,)]
         # the semantic strategy picks examples with the same vectors
-        known = ["Recycled paper notebook", "Organic cotton tote bag", "Plastic wrap roll", "Styrofoam cup"]
-        conn.execute("CREATE TABLE things (t VARCHAR)")
-        with conn.cursor() as cur:
-            cur.executemany("INSERT INTO things VALUES (%s)", [(t,) for t in known])
-        conn.execute("SELECT t MEANS 'eco-friendly' FROM things").fetchall()
-        conn.execute("INSERT INTO training_annotations (trace_id, trainable) SELECT trace_id, true FROM unified_logs")
-        fresh_provider.requests.clear()
-        assert conn.execute("SELECT 'Recycled paper folder' MEANS 'eco-friendly'").fetchone() == (True,)
-        assert "Injected 2 training examples (semantic strategy)" in notices
+        _nearest_examples_prompt(conn, fresh_provider, notices, "Recycled paper folder", KNOWN[:4])
         cached = conn.execute("SELECT DISTINCT model, len(vector) FROM embedding_vectors").fetchall()
         assert cached == [("openai/stand-in-embedding", 48)]
         assert conn.execute("SELECT count(*) FROM embedding_cache").fetchone() == (0,)
-    prompt = fresh_provider.requests[-1]["body"]["messages"][0]["content"]
-    assert "<input>Recycled paper notebook</input>" in prompt and prompt.count("<input>") == 2
     # each distinct text went to the provider once: 2 + 3 docs + the search + 4 examples + the new input
     sent = [t for batch in fresh_provider.embedding_inputs for t in batch]
     assert fresh_provider.stats()["embedded_texts"] == len(sent) == len(set(sent)) == 11
@@ -286,24 +292,14 @@ def test_large_searches_go_through_an_hnsw_index(start_server: Callable[..., Ser
         indexed = conn.execute("SELECT id, body, score FROM VECTOR_SEARCH('pets sleeping', 'docs', 'body', 3)").fetchall()
         assert [r[:2] for r in indexed] == [r[:2] for r in found]
         assert all(math.isclose(i[2], f[2], abs_tol=1e-5) for i, f in zip(indexed, found))
-        # a new row changes the table: the index is rebuilt and finds it
+        # a new row changes the table: it goes into the index, which finds it
         conn.execute("INSERT INTO docs VALUES (6, 'Puppies asleep in a basket')")
         again = conn.execute("SELECT v.id FROM VECTOR_SEARCH('pets sleeping', 'docs', 'body', 2) AS v").fetchall()
         assert 6 in [r[0] for r in again]
-        known = ["Recycled paper notebook", "Organic cotton tote bag", "Plastic wrap roll", "Styrofoam cup",
-                 "Diesel generator", "Compostable plates"]
-        conn.execute("CREATE TABLE things (t VARCHAR)")
-        with conn.cursor() as cur:
-            cur.executemany("INSERT INTO things VALUES (%s)", [(t,) for t in known])
-        conn.execute("SELECT t MEANS 'eco-friendly' FROM things").fetchall()
-        conn.execute("INSERT INTO training_annotations (trace_id, trainable) SELECT trace_id, true FROM unified_logs")
-        fresh_provider.reset()
-        assert conn.execute("SELECT 'Recycled cardboard notebook' MEANS 'eco-friendly'").fetchone() == (True,)
-        assert "Injected 2 training examples (semantic strategy)" in notices
-    prompt = fresh_provider.requests[-1]["body"]["messages"][0]["content"]
-    assert "<input>Recycled paper notebook</input>" in prompt and prompt.count("<input>") == 2
-    log = server.stop()
-    assert "HNSW index of 4 vectors built" in log and "HNSW index of 5 vectors built" in log
+        _nearest_examples_prompt(conn, fresh_provider, notices, "Recycled cardboard notebook")
+    log = " ".join(server.stop().split())  # as one line, however the console wrapped it
+    # the new row went into the index in place; the examples' index was built
+    assert "HNSW index of 4 vectors built" in log and "HNSW index of 5 vectors updated" in log
     assert "HNSW index of 6 vectors built" in log
     # vss was loaded before DuckDB was locked, and the builder stopped with the server
     assert "stays exact" not in log and "Traceback" not in log

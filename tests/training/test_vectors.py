@@ -56,13 +56,18 @@ def test_the_index_answers_above_the_threshold_with_the_exact_neighbours(store: 
             assert abs(s - float(vectors[i - 1000] @ q)) < 1e-4
     assert np.mean(overlap) >= 0.9, overlap
     assert "HNSW_INDEX_SCAN" in indexes.explain(table, vectors[0], 10)
-    # same rows: the index is reused; other rows: exact until the rebuild is done, then the new index
+    # same rows: the index is reused; other rows: exact until the index has them (a few: updated in place; many:
+    # a new index), then the index
     assert indexes.ensure("docs", fingerprint(ids), len(ids), lambda: (ids, vectors)) == table and indexes.builds == 1
     assert indexes.ensure("docs", fingerprint(ids[:550]), 550, lambda: (ids[:550], vectors[:550])) is None
-    assert indexes.wait(120) and indexes.builds == 2
-    rebuilt = indexes.ensure("docs", fingerprint(ids[:550]), 550, lambda: (ids[:550], vectors[:550]))
+    assert indexes.wait(120) and (indexes.builds, indexes.updates) == (1, 1)
+    assert indexes.ensure("docs", fingerprint(ids[:550]), 550, lambda: (ids[:550], vectors[:550])) == table
+    other = clustered(600, 32, seed=5)  # every vector changed
+    assert indexes.ensure("docs", "other", 600, lambda: (ids, other)) is None
+    assert indexes.wait(120) and (indexes.builds, indexes.updates) == (2, 1)
+    rebuilt = indexes.ensure("docs", "other", 600, lambda: (ids, other))
     assert rebuilt is not None and rebuilt != table
-    assert {i for i, _ in indexes.search(rebuilt, vectors[590], 5)} <= set(ids[:550].tolist())
+    assert indexes.search(rebuilt, other[10], 1)[0][0] == 1010
     assert indexes.search(table, vectors[0], 1)[0][0] == 1000  # the replaced index stays readable until the next rebuild
 
 
@@ -138,3 +143,37 @@ def test_the_index_never_touches_the_database_file(store: Store, tmp_path: Path)
         cur.close()
     finally:
         again.close()
+
+
+def test_changed_rows_go_into_the_index_in_place(store: Store) -> None:
+    if extension_file() is None:
+        pytest.skip("duckdb-extension-vss is not installed")
+    vectors = clustered(700, 32)
+    ids = np.arange(700, dtype=np.int64)
+    indexes = VectorIndexes(store, threshold=100)
+
+    def ready(i: np.ndarray, v: np.ndarray) -> str:
+        indexes.ensure("docs", fingerprint(i), len(i), lambda: (i, v))
+        assert indexes.wait(120)
+        table = indexes.ensure("docs", fingerprint(i), len(i), lambda: (i, v))
+        assert table is not None
+        return table
+
+    table = ready(ids[:600], vectors[:600])
+    assert (indexes.builds, indexes.updates) == (1, 0)
+    # 50 new rows, 10 deleted, 5 whose vector changed: the same index, updated
+    changed = vectors[:650].copy()
+    changed[20:25] = vectors[650:655]
+    keep = np.r_[0:100, 110:650]
+    now_ids, now_vectors = ids[keep], changed[keep]
+    assert ready(now_ids, now_vectors) == table and (indexes.builds, indexes.updates) == (1, 1)
+    cur = store.cursor()
+    assert cur.execute(f"SELECT count(*), count(DISTINCT id) FROM {table}").fetchone() == (640, 640)
+    cur.close()
+    for q in (vectors[620], vectors[650], vectors[105], vectors[22]):
+        exact = now_ids[np.argsort(-(now_vectors @ q))[:5]].tolist()
+        found = [i for i, _ in indexes.search(table, q, 5)]
+        assert found == exact, (found, exact)
+    assert not {i for i, _ in indexes.search(table, vectors[105], 20)} & set(range(100, 110))  # deleted rows are gone
+    # past REBUILD_SHARE of the rows changed (deleted ones counted), a new index is built instead
+    assert ready(ids[300:], vectors[300:]) != table and (indexes.builds, indexes.updates) == (2, 1)
