@@ -45,6 +45,7 @@ from server.pgwire import params as pgparams
 from server.pgwire import types
 from server.statements import Kind, Statement, split, split_tokens
 from training import events
+from training import labels as label_rows
 from training.errors import MeansqlError
 from training.store import Store
 
@@ -611,6 +612,8 @@ class Session:
             cur.execute("BEGIN TRANSACTION")
         try:
             rows = cur.execute(door.sql, list(params) if params else None).fetchall()
+            if door.table == "training_examples":
+                label_rows.sync(cur, door.labels, [str(r[0]) for r in rows])
             changes = door.events(rows)
             events.record(cur, changes)
             if own:

@@ -40,6 +40,8 @@ class Plan:
     table: str
     verb: str
     updated_fields: tuple[str, ...] = ()
+    # How the label side table follows the returned ids (training.labels.sync): fill, replace, drop, rebuild or "".
+    labels: str = ""
 
     def events(self, rows: Sequence[Sequence[Any]]) -> list[dict[str, Any]]:
         if self.table == "training_annotations":
@@ -113,7 +115,9 @@ def plan(text: str) -> Plan | None:
                         values[name] = value
                 _check(values)
         returning = ", ".join(f"CAST({c} AS VARCHAR)" if c in ("id", "agent_id") else c for c in _CREATED)
-        return Plan(f"{body} RETURNING {returning}", table, "INSERT")
+        # ON CONFLICT ... DO UPDATE and INSERT OR REPLACE return existing rows too: their label rows are replaced.
+        how = "replace" if tree.args.get("conflict") is not None or tree.args.get("alternative") else "fill"
+        return Plan(f"{body} RETURNING {returning}", table, "INSERT", labels=how)
     if isinstance(tree, exp.Update):
         values = {}
         fields = []
@@ -128,5 +132,7 @@ def plan(text: str) -> Plan | None:
         if "updated_at" not in fields:
             tree.set("expressions", [*tree.expressions, exp.EQ(this=exp.column("updated_at"), expression=exp.func("now"))])
             body = tree.sql(dialect="duckdb")
-        return Plan(f"{body} RETURNING CAST(id AS VARCHAR)", table, "UPDATE", tuple(sorted(set(fields))))
-    return Plan(f"{body} RETURNING CAST(id AS VARCHAR)", table, "DELETE")
+        # A changed id leaves label rows under the old one, which RETURNING does not name: all are rebuilt.
+        how = "rebuild" if "id" in fields else "replace" if "labels" in fields else ""
+        return Plan(f"{body} RETURNING CAST(id AS VARCHAR)", table, "UPDATE", tuple(sorted(set(fields))), how)
+    return Plan(f"{body} RETURNING CAST(id AS VARCHAR)", table, "DELETE", labels="drop")

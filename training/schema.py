@@ -262,6 +262,37 @@ MIGRATIONS[6] = [
     "ALTER TABLE training_examples_v6 RENAME TO training_examples",
 ]
 
+# One row per element of each example's labels list (training/labels.py keeps it with every write), so a label
+# filter reads the rows of its labels instead of searching every list. No index or constraint: it is rewritten
+# with its examples in their transaction. The back-fill is sorted by label, so the rows of a label are a few row
+# groups that DuckDB's zonemaps find.
+MIGRATIONS[7] = [
+    """
+    CREATE TABLE IF NOT EXISTS training_example_labels (
+        example_id UUID,
+        label VARCHAR
+    )
+    """,
+    "DELETE FROM training_example_labels",
+    """
+    INSERT INTO training_example_labels
+    SELECT example_id, label FROM (SELECT id AS example_id, unnest(labels) AS label FROM training_examples)
+    ORDER BY label, example_id
+    """,
+]
+LABELS_REBUILD = MIGRATIONS[7][1:]
+# {source}: a registered relation of new examples (id, labels); {ids}: a registered relation of ids (VARCHAR).
+LABELS_FROM = """
+INSERT INTO training_example_labels
+SELECT CAST(id AS UUID), unnest(labels) FROM {source}
+"""
+LABELS_DELETE = "DELETE FROM training_example_labels WHERE example_id IN (SELECT CAST(id AS UUID) FROM {ids})"
+LABELS_RESYNC = """
+INSERT INTO training_example_labels
+SELECT id, unnest(labels) FROM training_examples WHERE id IN (SELECT CAST(id AS UUID) FROM {ids})
+"""
+LABEL_COUNTS = "SELECT label, count(*) AS n FROM training_example_labels GROUP BY label ORDER BY n DESC, label"
+
 EXAMPLE_FIELDS = (
     "id", "execution_id", "task_id", "agent_id", "source_type", "source_trace_hash", "source_trace_id",
     "input_text", "input_structured", "output_text", "expected_actions", "final_answer", "quality_score",
