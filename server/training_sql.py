@@ -18,6 +18,7 @@ from pydantic import ValidationError
 from sqlglot import exp
 
 from training import events
+from training import labels as label_rows
 from training.errors import InvalidExample, MeansqlError
 from training.models import TrainingExampleUpdate, field_error
 from training.schema import EXAMPLE_FIELDS, JSON_FIELDS
@@ -132,7 +133,8 @@ def plan(text: str) -> Plan | None:
         if "updated_at" not in fields:
             tree.set("expressions", [*tree.expressions, exp.EQ(this=exp.column("updated_at"), expression=exp.func("now"))])
             body = tree.sql(dialect="duckdb")
-        # A changed id leaves label rows under the old one, which RETURNING does not name: all are rebuilt.
-        how = "rebuild" if "id" in fields else "replace" if "labels" in fields else ""
+        # Label rows carry the labels and sort columns; a changed id leaves rows under the old one, which
+        # RETURNING does not name: all are rebuilt then.
+        how = "rebuild" if "id" in fields else "replace" if label_rows.touches(fields) else ""
         return Plan(f"{body} RETURNING CAST(id AS VARCHAR)", table, "UPDATE", tuple(sorted(set(fields))), how)
     return Plan(f"{body} RETURNING CAST(id AS VARCHAR)", table, "DELETE", labels="drop")

@@ -171,7 +171,7 @@ def update(store: Store, example_id: str, data: Any) -> TrainingExample:
             if other is not None and other != example_id:
                 raise DuplicateExample(f"an example with source_trace_hash {h!r} exists: {other}", existing_id=other)
         fields = _update(cur, example_id, changes, dt.datetime.now())
-        if "labels" in fields:
+        if label_rows.touches(fields):
             label_rows.replace(cur, [example_id])
         outbox.append(events.example_updated(example_id, fields))
         return True
@@ -242,7 +242,7 @@ def bulk(store: Store, items: Sequence[Any], *, on_conflict: OnConflict = "error
                 else:
                     changes = example.model_dump(exclude_unset=True, exclude={"id", "created_at", "updated_at"})
                     fields = _update(cur, existing[h], changes, now)
-                    if "labels" in fields:
+                    if label_rows.touches(fields):
                         relabelled.append(existing[h])
                     outbox.append(events.example_updated(existing[h], fields))
                     res["status"] = "updated"
@@ -304,6 +304,40 @@ def _relation(store: Store, cur: Cursor, f: ExampleFilter) -> tuple[str, list[An
     return f"{rel} AS t WHERE {condition} AND {where}", params
 
 
+# Filters the label side table answers by itself (with created_at, quality_score and confidence it holds).
+_LABEL_TABLE_FILTERS = {"created_after": "created_at >= ?", "created_before": "created_at < ?",
+                        "min_quality": "quality_score >= ?", "max_quality": "quality_score <= ?",
+                        "min_confidence": "confidence >= ?"}
+_OTHER_FILTERS = ("agent_id", "domain", "task_type", "source_type", "cascade_id", "cell_name", "q")
+
+
+def _by_labels(cur: Cursor, f: ExampleFilter, column: str, order: str, limit: int,
+               offset: int) -> tuple[list[Sequence[Any]], int] | None:
+    """A page filtered by labels (and side-table columns) alone, ordered in the side table; None for other filters."""
+    if not f.labels or any(getattr(f, name) is not None for name in _OTHER_FILTERS):
+        return None
+    if column == "_score":
+        sort = "example_id"
+    elif column in schema.LABEL_COLUMNS:
+        sort = f"{column} {order.upper()} NULLS LAST, example_id"
+    else:
+        return None
+    extra, params = "", []
+    for name, condition in _LABEL_TABLE_FILTERS.items():
+        if getattr(f, name) is not None:
+            extra += f" AND {condition}"
+            params.append(getattr(f, name))
+    ids, total = label_rows.page(cur, f.labels, f.labels_mode, sort=sort, limit=limit, offset=offset, extra=extra,
+                                 extra_params=params)
+    if not ids:
+        return [], total
+    # A few ids: the primary key's index finds them.
+    found = cur.execute(f"{schema.SELECT_EXAMPLES} WHERE id IN ({', '.join('CAST(? AS UUID)' for _ in ids)})",
+                        ids).fetchall()
+    by_id = {str(r[0]): r for r in found}
+    return [by_id[i] for i in ids if i in by_id], total
+
+
 def list_examples(store: Store, f: ExampleFilter | None = None, *, limit: int = 50, offset: int = 0,
                   order_by: str = "created_at", order: str = "desc") -> tuple[list[TrainingExample], int]:
     """A page of examples and the total that match the filters."""
@@ -317,6 +351,9 @@ def list_examples(store: Store, f: ExampleFilter | None = None, *, limit: int = 
     sort = "id" if column == "_score" and not f.q else f"{column} {order.upper()} NULLS LAST, id"
     cur = store.cursor()
     try:
+        labelled = _by_labels(cur, f, column, order, limit, offset)
+        if labelled is not None:
+            return [_from_row(r) for r in labelled[0]], labelled[1]
         rel, params = _relation(store, cur, f)
         # The page first, as a top-N (a window count would make DuckDB sort every matching row); the total
         # follows from the page when it is not full, and costs a count(*) scan of the filter columns otherwise.

@@ -23,6 +23,13 @@ from training import schema
 from training.store import Cursor
 
 _IDS = "_meansql_label_ids"
+# Changing one of these changes the example's label rows.
+FIELDS = ("id", "labels", *schema.LABEL_COLUMNS)
+
+
+def touches(fields: Sequence[str]) -> bool:
+    """Whether a change of these fields has to rewrite the example's label rows."""
+    return any(f in FIELDS for f in fields)
 
 
 def add(cur: Cursor, view: str) -> None:
@@ -70,6 +77,36 @@ def condition(labels: Sequence[str], mode: str, params: list[Any]) -> str:
     return (
         f"id IN (SELECT example_id FROM training_example_labels WHERE label IN ({marks}) GROUP BY example_id HAVING count(DISTINCT label) = ?)"
     )
+
+
+def _matching(labels: Sequence[str], mode: str, extra: str, extra_params: Sequence[Any]) -> tuple[str, list[Any]]:
+    """One row per example with any (or all) of the labels: example_id and its sort columns; and the params."""
+    wanted = list(dict.fromkeys(labels))
+    params: list[Any] = [*wanted, *extra_params]
+    having = ""
+    if mode == "all" and len(wanted) > 1:
+        having = " HAVING count(DISTINCT label) = ?"
+        params.append(len(wanted))
+    columns = ", ".join(f"any_value({c}) AS {c}" for c in schema.LABEL_COLUMNS)
+    marks = ", ".join("?" for _ in wanted)
+    sql = f"SELECT example_id, {columns} FROM training_example_labels WHERE label IN ({marks}){extra} GROUP BY example_id{having}"
+    return sql, params
+
+
+def page(
+    cur: Cursor, labels: Sequence[str], mode: str, *, sort: str, limit: int, offset: int, extra: str = "", extra_params: Sequence[Any] = ()
+) -> tuple[list[str], int]:
+    """Ids of one page of the examples with any (or all) of the labels, ordered by `sort` (over the side table's
+    sort columns and example_id), and the total; `extra` is more conditions on those columns (" AND ...")."""
+    matching, params = _matching(labels, mode, extra, extra_params)
+    rows = cur.execute(
+        f"SELECT CAST(example_id AS VARCHAR) FROM ({matching}) ORDER BY {sort} LIMIT ? OFFSET ?", [*params, limit, offset]
+    ).fetchall()
+    ids = [str(r[0]) for r in rows]
+    if len(ids) < limit and (ids or offset == 0):
+        return ids, offset + len(ids)
+    total = cur.execute(f"SELECT count(*) FROM ({matching})", params).fetchone()
+    return ids, int(total[0]) if total else 0
 
 
 def counts(cur: Cursor) -> list[dict[str, Any]]:

@@ -263,33 +263,39 @@ MIGRATIONS[6] = [
 ]
 
 # One row per element of each example's labels list (training/labels.py keeps it with every write), so a label
-# filter reads the rows of its labels instead of searching every list. No index or constraint: it is rewritten
-# with its examples in their transaction. The back-fill is sorted by label, so the rows of a label are a few row
-# groups that DuckDB's zonemaps find.
+# filter reads the rows of its labels instead of searching every list. The example's sort columns ride along, so
+# a page filtered by labels alone is ordered here and only its rows are read from training_examples. No index or
+# constraint: rows are rewritten with their example, in its transaction. The back-fill is sorted by label, so the
+# rows of a label are a few row groups that DuckDB's zonemaps find.
+LABEL_COLUMNS = ("created_at", "quality_score", "confidence", "difficulty")
+_LABEL_SELECT = "id AS example_id, unnest(labels) AS label, " + ", ".join(LABEL_COLUMNS)
 MIGRATIONS[7] = [
     """
     CREATE TABLE IF NOT EXISTS training_example_labels (
         example_id UUID,
-        label VARCHAR
+        label VARCHAR,
+        created_at TIMESTAMP,
+        quality_score DOUBLE,
+        confidence DOUBLE,
+        difficulty DOUBLE
     )
     """,
     "DELETE FROM training_example_labels",
-    """
+    f"""
     INSERT INTO training_example_labels
-    SELECT example_id, label FROM (SELECT id AS example_id, unnest(labels) AS label FROM training_examples)
-    ORDER BY label, example_id
+    SELECT * FROM (SELECT {_LABEL_SELECT} FROM training_examples) ORDER BY label, created_at
     """,
 ]
 LABELS_REBUILD = MIGRATIONS[7][1:]
-# {source}: a registered relation of new examples (id, labels); {ids}: a registered relation of ids (VARCHAR).
-LABELS_FROM = """
+# {source}: a registered relation of new examples (the examples' columns, id as VARCHAR); {ids}: one of ids (VARCHAR).
+LABELS_FROM = f"""
 INSERT INTO training_example_labels
-SELECT CAST(id AS UUID), unnest(labels) FROM {source}
+SELECT CAST(id AS UUID), unnest(labels), {", ".join(LABEL_COLUMNS)} FROM {{source}}
 """
 LABELS_DELETE = "DELETE FROM training_example_labels WHERE example_id IN (SELECT CAST(id AS UUID) FROM {ids})"
-LABELS_RESYNC = """
+LABELS_RESYNC = f"""
 INSERT INTO training_example_labels
-SELECT id, unnest(labels) FROM training_examples WHERE id IN (SELECT CAST(id AS UUID) FROM {ids})
+SELECT {_LABEL_SELECT} FROM training_examples WHERE id IN (SELECT CAST(id AS UUID) FROM {{ids}})
 """
 LABEL_COUNTS = "SELECT label, count(*) AS n FROM training_example_labels GROUP BY label ORDER BY n DESC, label"
 

@@ -30,8 +30,12 @@ def found(http: httpx.Client, *labels: str, mode: str = "any") -> tuple[list[str
 
 def consistent(conn: psycopg.Connection[Any]) -> bool:
     """The side table holds exactly the elements of the lists."""
-    side = conn.execute("SELECT example_id, label FROM training_example_labels ORDER BY ALL").fetchall()
-    lists = conn.execute("SELECT id, unnest(labels) AS label FROM training_examples ORDER BY ALL").fetchall()
+    side = conn.execute(
+        "SELECT example_id, label, created_at, quality_score, confidence, difficulty FROM training_example_labels ORDER BY ALL"
+    ).fetchall()
+    lists = conn.execute(
+        "SELECT id, unnest(labels), created_at, quality_score, confidence, difficulty FROM training_examples ORDER BY ALL"
+    ).fetchall()
     return side == lists
 
 

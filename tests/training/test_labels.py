@@ -32,7 +32,10 @@ def side_rows(store: Store) -> list[tuple[str, str]]:
     cur = store.cursor()
     try:
         return sorted(
-            cur.execute("SELECT e.input_text, l.label FROM training_example_labels l JOIN training_examples e ON e.id = l.example_id").fetchall()
+            cur.execute(
+                "SELECT e.input_text, l.label, l.quality_score, l.created_at FROM training_example_labels l "
+                "JOIN training_examples e ON e.id = l.example_id"
+            ).fetchall()
         )
     finally:
         cur.close()
@@ -42,7 +45,10 @@ def list_rows(store: Store) -> list[tuple[str, str]]:
     cur = store.cursor()
     try:
         return sorted(
-            cur.execute("SELECT input_text, label FROM (SELECT input_text, unnest(labels) AS label FROM training_examples)").fetchall()
+            cur.execute(
+                "SELECT input_text, label, quality_score, created_at FROM "
+                "(SELECT input_text, unnest(labels) AS label, quality_score, created_at FROM training_examples)"
+            ).fetchall()
         )
     finally:
         cur.close()
@@ -113,6 +119,11 @@ def test_label_filters_combine_with_search_and_other_filters(store: Store) -> No
     assert ([e.input_text for e in items], total) == (["sort an array quickly", "array of hope"], 2)
     items, total = examples.list_examples(store, ExampleFilter(labels=["code", "home"], domain="coding", min_quality=85))
     assert ([e.input_text for e in items], total) == (["sort an array quickly"], 1)
+    # Filters the side table holds (quality, confidence, created_at) stay on its fast path; the result is the same.
+    items, total = examples.list_examples(store, ExampleFilter(labels=["code", "home"], min_quality=50, max_quality=85))
+    assert ([e.input_text for e in items], total) == (["sort the laundry"], 1)
+    items, total = examples.list_examples(store, ExampleFilter(labels=["code"], min_confidence=1.0), order_by="relevance")
+    assert sorted(e.input_text for e in items) == ["array of hope", "sort an array quickly"] and total == 2
     st = examples.stats(store, ExampleFilter(labels=["code"]))
     assert (st["total_examples"], st["domain_distribution"]) == (2, {"coding": 1, "poetry": 1})
     exported = list(examples.iter_examples(store, ExampleFilter(labels=["home", "code"], labels_mode="all")))
@@ -127,7 +138,8 @@ def test_a_failed_write_leaves_lists_and_label_rows_as_they_were(store: Store) -
         examples.bulk(store, [ex("a", ["blue"], 10), {**ex("z", ["blue"], 5), "id": str(a.id)}], on_conflict="update")
     assert names(store, ["red"]) == (["a"], 1)
     assert names(store, ["blue"]) == (["b"], 1)
-    assert side_rows(store) == list_rows(store) == [("a", "red"), ("b", "blue")]
+    assert side_rows(store) == list_rows(store)
+    assert [r[:3] for r in side_rows(store)] == [("a", "red", 10.0), ("b", "blue", 20.0)]
 
     def half_done(cur: duckdb.DuckDBPyConnection) -> None:
         examples._update(cur, str(a.id), {"labels": ["green"]}, a.updated_at)
@@ -136,7 +148,8 @@ def test_a_failed_write_leaves_lists_and_label_rows_as_they_were(store: Store) -
 
     with pytest.raises(InvalidExample):
         store.write(half_done).result()
-    assert side_rows(store) == list_rows(store) == [("a", "red"), ("b", "blue")]
+    assert side_rows(store) == list_rows(store)
+    assert [r[:3] for r in side_rows(store)] == [("a", "red", 10.0), ("b", "blue", 20.0)]
 
 
 def _version_6_file(path: Path) -> None:
@@ -174,6 +187,6 @@ def test_migration_back_fills_labels_of_a_version_6_file(tmp_path: Path) -> None
         check_filters(store)
         # Idempotent: a second start-up adds nothing.
         assert store.init() == max(schema.MIGRATIONS)
-        assert Counter(side_rows(store))[("a", "red")] == 1
+        assert Counter(r[:2] for r in side_rows(store))[("a", "red")] == 1
     finally:
         store.close()
