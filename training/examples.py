@@ -316,26 +316,26 @@ def _by_labels(cur: Cursor, f: ExampleFilter, column: str, order: str, limit: in
     """A page filtered by labels (and side-table columns) alone, ordered in the side table; None for other filters."""
     if not f.labels or any(getattr(f, name) is not None for name in _OTHER_FILTERS):
         return None
-    if column == "_score":
-        sort = "example_id"
-    elif column in schema.LABEL_COLUMNS:
-        sort = f"{column} {order.upper()} NULLS LAST, example_id"
-    else:
+    if column != "_score" and column not in schema.LABEL_COLUMNS:
         return None
     extra, params = "", []
     for name, condition in _LABEL_TABLE_FILTERS.items():
         if getattr(f, name) is not None:
             extra += f" AND {condition}"
             params.append(getattr(f, name))
-    ids, total = label_rows.page(cur, f.labels, f.labels_mode, sort=sort, limit=limit, offset=offset, extra=extra,
-                                 extra_params=params)
+    ids, total = label_rows.page(cur, f.labels, f.labels_mode, column=None if column == "_score" else column, order=order,
+                                 limit=limit, offset=offset, extra=extra, extra_params=params)
+    return _fetch(cur, ids), total
+
+
+def _fetch(cur: Cursor, ids: list[str]) -> list[Sequence[Any]]:
+    """The rows of a page's ids, in their order (a few ids: the primary key's index finds them)."""
     if not ids:
-        return [], total
-    # A few ids: the primary key's index finds them.
+        return []
     found = cur.execute(f"{schema.SELECT_EXAMPLES} WHERE id IN ({', '.join('CAST(? AS UUID)' for _ in ids)})",
                         ids).fetchall()
     by_id = {str(r[0]): r for r in found}
-    return [by_id[i] for i in ids if i in by_id], total
+    return [by_id[i] for i in ids if i in by_id]
 
 
 def list_examples(store: Store, f: ExampleFilter | None = None, *, limit: int = 50, offset: int = 0,
@@ -357,10 +357,16 @@ def list_examples(store: Store, f: ExampleFilter | None = None, *, limit: int = 
         rel, params = _relation(store, cur, f)
         # The page first, as a top-N (a window count would make DuckDB sort every matching row); the total
         # follows from the page when it is not full, and costs a count(*) scan of the filter columns otherwise.
-        rows = cur.execute(
-            f"SELECT {', '.join(schema.EXAMPLE_FIELDS)} FROM {rel} "
-            f"ORDER BY {sort} LIMIT ? OFFSET ?", [*params, limit, offset]
-        ).fetchall()
+        if f.labels:
+            # The page's ids first: behind the label join DuckDB would read every column of every match.
+            ids = cur.execute(f"SELECT CAST(id AS VARCHAR) FROM {rel} ORDER BY {sort} LIMIT ? OFFSET ?",
+                              [*params, limit, offset]).fetchall()
+            rows = _fetch(cur, [str(r[0]) for r in ids])
+        else:
+            rows = cur.execute(
+                f"SELECT {', '.join(schema.EXAMPLE_FIELDS)} FROM {rel} "
+                f"ORDER BY {sort} LIMIT ? OFFSET ?", [*params, limit, offset]
+            ).fetchall()
         if len(rows) < limit and (rows or offset == 0):
             total = offset + len(rows)
         else:

@@ -8,8 +8,8 @@ writer of training_examples (examples.py and the SQL door) changes the side
 table in the same transaction, through the functions here: a rollback undoes
 both, and no reader ever sees one without the other.
 
-The rows are exactly ``unnest(labels)``: duplicates and NULL elements of a list
-included, so label counts stay what they were over the lists.
+The rows are the distinct (example, label) pairs of the lists: a label repeated
+in one list is one row, so a count of rows is a count of examples.
 """
 
 from __future__ import annotations
@@ -74,42 +74,58 @@ def condition(labels: Sequence[str], mode: str, params: list[Any]) -> str:
     if mode == "any" or len(wanted) == 1:
         return f"id IN (SELECT example_id FROM training_example_labels WHERE label IN ({marks}))"
     params.append(len(wanted))
-    return (
-        f"id IN (SELECT example_id FROM training_example_labels WHERE label IN ({marks}) GROUP BY example_id HAVING count(DISTINCT label) = ?)"
-    )
-
-
-def _matching(labels: Sequence[str], mode: str, extra: str, extra_params: Sequence[Any]) -> tuple[str, list[Any]]:
-    """One row per example with any (or all) of the labels: example_id and its sort columns; and the params."""
-    wanted = list(dict.fromkeys(labels))
-    params: list[Any] = [*wanted, *extra_params]
-    having = ""
-    if mode == "all" and len(wanted) > 1:
-        having = " HAVING count(DISTINCT label) = ?"
-        params.append(len(wanted))
-    columns = ", ".join(f"any_value({c}) AS {c}" for c in schema.LABEL_COLUMNS)
-    marks = ", ".join("?" for _ in wanted)
-    sql = f"SELECT example_id, {columns} FROM training_example_labels WHERE label IN ({marks}){extra} GROUP BY example_id{having}"
-    return sql, params
+    # Rows are distinct (example, label) pairs, so count(*) counts the wanted labels an example has.
+    return f"id IN (SELECT example_id FROM training_example_labels WHERE label IN ({marks}) GROUP BY example_id HAVING count(*) = ?)"
 
 
 def page(
-    cur: Cursor, labels: Sequence[str], mode: str, *, sort: str, limit: int, offset: int, extra: str = "", extra_params: Sequence[Any] = ()
+    cur: Cursor,
+    labels: Sequence[str],
+    mode: str,
+    *,
+    column: str | None,
+    order: str,
+    limit: int,
+    offset: int,
+    extra: str = "",
+    extra_params: Sequence[Any] = (),
 ) -> tuple[list[str], int]:
-    """Ids of one page of the examples with any (or all) of the labels, ordered by `sort` (over the side table's
-    sort columns and example_id), and the total; `extra` is more conditions on those columns (" AND ...")."""
-    matching, params = _matching(labels, mode, extra, extra_params)
-    rows = cur.execute(
-        f"SELECT CAST(example_id AS VARCHAR) FROM ({matching}) ORDER BY {sort} LIMIT ? OFFSET ?", [*params, limit, offset]
-    ).fetchall()
-    ids = [str(r[0]) for r in rows]
+    """Ids of one page of the examples with any (or all) of the labels, ordered by `column` (one of the side table's
+    sort columns, or None: by id alone) and id, and their total; `extra` is more conditions on the side table's
+    columns (" AND ...", with extra_params)."""
+    wanted = list(dict.fromkeys(labels))
+    where = f"label IN ({', '.join('?' for _ in wanted)}){extra}"
+    params: list[Any] = [*wanted, *extra_params]
+    key = "example_id" if column is None else f"{column} {order.upper()} NULLS LAST, example_id"
+    if mode == "any" or len(wanted) == 1:
+        # The sorted rows themselves: an example has at most one row per wanted label and its rows sort next to
+        # each other, so (offset + limit) x labels rows hold the page once repeats are dropped.
+        rows = cur.execute(
+            f"SELECT CAST(example_id AS VARCHAR) FROM training_example_labels WHERE {where} ORDER BY {key} LIMIT ?",
+            [*params, (offset + limit) * len(wanted)],
+        ).fetchall()
+        ids = list(dict.fromkeys(str(r[0]) for r in rows))[offset : offset + limit]
+        counted = f"SELECT count(*) FROM training_example_labels WHERE {where}"
+        if len(wanted) > 1:
+            counted = f"SELECT count(*) FROM (SELECT example_id FROM training_example_labels WHERE {where} GROUP BY example_id)"
+    else:
+        value = "" if column is None else f", any_value({column}) AS {column}"
+        grouped = f"SELECT example_id{value} FROM training_example_labels WHERE {where} GROUP BY example_id HAVING count(*) = ?"
+        params.append(len(wanted))
+        ids = [
+            str(r[0])
+            for r in cur.execute(
+                f"SELECT CAST(example_id AS VARCHAR) FROM ({grouped}) ORDER BY {key} LIMIT ? OFFSET ?", [*params, limit, offset]
+            ).fetchall()
+        ]
+        counted = f"SELECT count(*) FROM ({grouped})"
     if len(ids) < limit and (ids or offset == 0):
         return ids, offset + len(ids)
-    total = cur.execute(f"SELECT count(*) FROM ({matching})", params).fetchone()
+    total = cur.execute(counted, params).fetchone()
     return ids, int(total[0]) if total else 0
 
 
 def counts(cur: Cursor) -> list[dict[str, Any]]:
-    """Every label with how many list elements carry it, most used first."""
+    """Every label with how many examples carry it, most used first."""
     rows = cur.execute(schema.LABEL_COUNTS).fetchall()
     return [{"label": label, "count": int(n)} for label, n in rows]

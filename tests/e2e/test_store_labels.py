@@ -34,7 +34,7 @@ def consistent(conn: psycopg.Connection[Any]) -> bool:
         "SELECT example_id, label, created_at, quality_score, confidence, difficulty FROM training_example_labels ORDER BY ALL"
     ).fetchall()
     lists = conn.execute(
-        "SELECT id, unnest(labels), created_at, quality_score, confidence, difficulty FROM training_examples ORDER BY ALL"
+        "SELECT DISTINCT id, unnest(labels), created_at, quality_score, confidence, difficulty FROM training_examples ORDER BY ALL"
     ).fetchall()
     return side == lists
 

@@ -47,7 +47,7 @@ def list_rows(store: Store) -> list[tuple[str, str]]:
         return sorted(
             cur.execute(
                 "SELECT input_text, label, quality_score, created_at FROM "
-                "(SELECT input_text, unnest(labels) AS label, quality_score, created_at FROM training_examples)"
+                "(SELECT DISTINCT input_text, id, unnest(labels) AS label, quality_score, created_at FROM training_examples)"
             ).fetchall()
         )
     finally:
@@ -107,8 +107,8 @@ def test_repeated_labels_in_a_filter_or_a_list_change_nothing(store: Store) -> N
     assert names(store, ["x", "x"], "all", order_by="quality_score") == (["b", "a"], 2)
     assert names(store, ["x", "y", "y"], "all") == (["a"], 1)
     assert names(store, ["x", "y"], "any", order_by="quality_score") == (["b", "a"], 2)
-    # Counts are of list elements, as they were over the lists.
-    assert examples.labels(store) == [{"label": "x", "count": 3}, {"label": "y", "count": 1}]
+    # Counts are of examples: a label twice in one list counts once.
+    assert examples.labels(store) == [{"label": "x", "count": 2}, {"label": "y", "count": 1}]
 
 
 def test_label_filters_combine_with_search_and_other_filters(store: Store) -> None:
@@ -178,9 +178,9 @@ def test_migration_back_fills_labels_of_a_version_6_file(tmp_path: Path) -> None
     try:
         assert store.init() == max(schema.MIGRATIONS) >= 7
         assert side_rows(store) == list_rows(store)
-        assert len(side_rows(store)) == 600 + 5  # a: 2, b: 2 (a label twice), c and d: none, e: 1
+        assert len(side_rows(store)) == 600 + 4  # a: 2, b: 1 (a label twice is one row), c and d: none, e: 1
         counts = {c["label"]: c["count"] for c in examples.labels(store)}
-        assert counts == {"red": 201, "green": 401, "blue": 3}
+        assert counts == {"red": 201, "green": 401, "blue": 2}
         assert names(store, ["blue"], order_by="quality_score", order="asc") == (["a", "b"], 2)
         assert names(store, ["red", "blue"], "all")[1] == 1
         assert names(store, ["red"], limit=1)[1] == 201
