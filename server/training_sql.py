@@ -94,6 +94,9 @@ def plan(text: str) -> Plan | None:
     if not isinstance(tree, exp.Insert | exp.Update | exp.Delete):
         return None
     table = _table(tree.this)
+    if table == "training_example_labels":
+        raise FeatureNotSupported("training_example_labels is kept by meansql with every change of training_examples",
+                                  hint="change the labels column of training_examples instead")
     if table not in ("training_examples", "training_annotations") or (table == "training_annotations"
                                                                        and not isinstance(tree, exp.Insert)):
         return None

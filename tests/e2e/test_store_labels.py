@@ -102,6 +102,17 @@ def test_rolled_back_and_failed_sql_writes_leave_the_labels(api: tuple[ServerPro
         assert info.value.sqlstate == "23514"
         assert found(http, "green") == ([], 0)
 
+        # Writes the side table could not follow are refused, and change nothing.
+        for sql in (
+            "DELETE FROM training_example_labels",
+            "INSERT INTO training_example_labels (label) VALUES ('x')",
+            "UPDATE training_examples SET labels = ['green'] WHERE input_text MEANS 'the first letter'",
+        ):
+            with pytest.raises(psycopg.Error) as info:
+                conn.execute(sql)
+            assert info.value.sqlstate == "0A000", sql
+        assert found(http, "green") == ([], 0)
+
         with conn.transaction():
             conn.execute("UPDATE training_examples SET labels = ['green', 'red'] WHERE input_text = 'b'")
         assert found(http, "green", "red", mode="all") == (["b"], 1)
