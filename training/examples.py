@@ -357,6 +357,7 @@ def list_examples(store: Store, f: ExampleFilter | None = None, *, limit: int = 
         rel, params = _relation(store, cur, f)
         # The page first, as a top-N (a window count would make DuckDB sort every matching row); the total
         # follows from the page when it is not full, and costs a count(*) scan of the filter columns otherwise.
+        rows: Sequence[Sequence[Any]]
         if f.labels:
             # The page's ids first: behind the label join DuckDB would read every column of every match.
             ids = cur.execute(f"SELECT CAST(id AS VARCHAR) FROM {rel} ORDER BY {sort} LIMIT ? OFFSET ?",
