@@ -112,12 +112,15 @@ def page(
         value = "" if column is None else f", any_value({column}) AS {column}"
         grouped = f"SELECT example_id{value} FROM training_example_labels WHERE {where} GROUP BY example_id HAVING count(*) = ?"
         params.append(len(wanted))
-        ids = [
-            str(r[0])
-            for r in cur.execute(
-                f"SELECT CAST(example_id AS VARCHAR) FROM ({grouped}) ORDER BY {key} LIMIT ? OFFSET ?", [*params, limit, offset]
-            ).fetchall()
-        ]
+        # Examples with all of several labels are few (at most those of the rarest): the total comes with the page,
+        # so the grouping runs once.
+        rows = cur.execute(
+            f"SELECT CAST(example_id AS VARCHAR), count(*) OVER () FROM ({grouped}) ORDER BY {key} LIMIT ? OFFSET ?",
+            [*params, limit, offset],
+        ).fetchall()
+        if rows:
+            return [str(r[0]) for r in rows], int(rows[0][1])
+        ids = []
         counted = f"SELECT count(*) FROM ({grouped})"
     if len(ids) < limit and (ids or offset == 0):
         return ids, offset + len(ids)
