@@ -48,6 +48,7 @@ from server.pgwire import params as pgparams
 from server.pgwire import types
 from server.statements import Kind, Statement, split, split_tokens
 from training import events
+from training import labels as label_rows
 from training.errors import MeansqlError
 from training.store import Store
 
@@ -583,8 +584,14 @@ class Session:
     def _execute(self, stmt: Statement, kind: Kind, params: Sequence[Any] | None,
                  on: duckdb.DuckDBPyConnection | None = None) -> Result:
         text, ctx, stages = self._translate(stmt, params)
-        if ctx is None and kind is Kind.DML and "training_" in text.lower() and (door := training_sql.plan(text)):
-            return self._training_dml(door, params)
+        if kind is Kind.DML and "training_" in text.lower() and (door := training_sql.plan(text)):
+            if ctx is not None and door.table == "training_examples":
+                # Its label rows and events follow the returned ids, which a semantic statement's plan does not give.
+                raise training_sql.FeatureNotSupported(
+                    "semantic operators in INSERT, UPDATE or DELETE on training_examples are not supported",
+                    hint="SELECT the ids with the operator first, then change those rows by id")
+            if ctx is None:
+                return self._training_dml(door, params)
         # A semantic statement has its parameters bound as literals (its stages run without them).
         args = _positional(text, params) if params and ctx is None else None
         cur = on if on is not None and ctx is None else self.cursor
@@ -677,6 +684,8 @@ class Session:
             try:
                 with _RETRY_LOCK if attempt else contextlib.nullcontext():
                     rows = cur.execute(door.sql, list(params) if params else None).fetchall()
+                    if door.table == "training_examples":
+                        label_rows.sync(cur, door.labels, [str(r[0]) for r in rows])
                     changes = door.events(rows)
                     events.record(cur, changes)
                     if own:

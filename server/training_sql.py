@@ -18,6 +18,7 @@ from pydantic import ValidationError
 from sqlglot import exp
 
 from training import events
+from training import labels as label_rows
 from training.errors import InvalidExample, MeansqlError
 from training.models import TrainingExampleUpdate, field_error
 from training.schema import EXAMPLE_FIELDS, JSON_FIELDS
@@ -40,6 +41,8 @@ class Plan:
     table: str
     verb: str
     updated_fields: tuple[str, ...] = ()
+    # How the label side table follows the returned ids (training.labels.sync): fill, replace, drop, rebuild or "".
+    labels: str = ""
 
     def events(self, rows: Sequence[Sequence[Any]]) -> list[dict[str, Any]]:
         if self.table == "training_annotations":
@@ -91,6 +94,9 @@ def plan(text: str) -> Plan | None:
     if not isinstance(tree, exp.Insert | exp.Update | exp.Delete):
         return None
     table = _table(tree.this)
+    if table == "training_example_labels":
+        raise FeatureNotSupported("training_example_labels is kept by meansql with every change of training_examples",
+                                  hint="change the labels column of training_examples instead")
     if table not in ("training_examples", "training_annotations") or (table == "training_annotations"
                                                                        and not isinstance(tree, exp.Insert)):
         return None
@@ -113,7 +119,9 @@ def plan(text: str) -> Plan | None:
                         values[name] = value
                 _check(values)
         returning = ", ".join(f"CAST({c} AS VARCHAR)" if c in ("id", "agent_id") else c for c in _CREATED)
-        return Plan(f"{body} RETURNING {returning}", table, "INSERT")
+        # ON CONFLICT ... DO UPDATE and INSERT OR REPLACE return existing rows too: their label rows are replaced.
+        how = "replace" if tree.args.get("conflict") is not None or tree.args.get("alternative") else "fill"
+        return Plan(f"{body} RETURNING {returning}", table, "INSERT", labels=how)
     if isinstance(tree, exp.Update):
         values = {}
         fields = []
@@ -128,5 +136,8 @@ def plan(text: str) -> Plan | None:
         if "updated_at" not in fields:
             tree.set("expressions", [*tree.expressions, exp.EQ(this=exp.column("updated_at"), expression=exp.func("now"))])
             body = tree.sql(dialect="duckdb")
-        return Plan(f"{body} RETURNING CAST(id AS VARCHAR)", table, "UPDATE", tuple(sorted(set(fields))))
-    return Plan(f"{body} RETURNING CAST(id AS VARCHAR)", table, "DELETE")
+        # Label rows carry the labels and sort columns; a changed id leaves rows under the old one, which
+        # RETURNING does not name: all are rebuilt then.
+        how = "rebuild" if "id" in fields else "replace" if label_rows.touches(fields) else ""
+        return Plan(f"{body} RETURNING CAST(id AS VARCHAR)", table, "UPDATE", tuple(sorted(set(fields))), how)
+    return Plan(f"{body} RETURNING CAST(id AS VARCHAR)", table, "DELETE", labels="drop")

@@ -16,6 +16,7 @@ from typing import Any
 import pyarrow as pa
 
 from training import events, schema, search
+from training import labels as label_rows
 from training.errors import DuplicateExample, ExampleNotFound, InvalidExample
 from training.models import (
     ExampleFilter,
@@ -85,6 +86,7 @@ def _insert(cur: Cursor, rows: list[dict[str, Any]]) -> None:
     try:
         cur.execute(f"INSERT INTO training_examples ({', '.join(schema.EXAMPLE_FIELDS)}) "
                     f"SELECT {', '.join(schema.EXAMPLE_FIELDS)} FROM {view}")
+        label_rows.add(cur, view)
     finally:
         cur.unregister(view)
 
@@ -169,6 +171,8 @@ def update(store: Store, example_id: str, data: Any) -> TrainingExample:
             if other is not None and other != example_id:
                 raise DuplicateExample(f"an example with source_trace_hash {h!r} exists: {other}", existing_id=other)
         fields = _update(cur, example_id, changes, dt.datetime.now())
+        if label_rows.touches(fields):
+            label_rows.replace(cur, [example_id])
         outbox.append(events.example_updated(example_id, fields))
         return True
 
@@ -185,6 +189,7 @@ def delete(store: Store, example_id: str) -> None:
     def write(cur: Cursor, outbox: list[dict[str, Any]]) -> bool:
         row = cur.execute("DELETE FROM training_examples WHERE id = TRY_CAST(? AS UUID) RETURNING id", [example_id]).fetchone()
         if row:
+            label_rows.replace(cur, [str(row[0])])
             outbox.append(events.example_deleted(str(row[0])))
         return row is not None
 
@@ -224,6 +229,7 @@ def bulk(store: Store, items: Sequence[Any], *, on_conflict: OnConflict = "error
             finally:
                 cur.unregister("_meansql_hashes")
         new_rows: list[dict[str, Any]] = []
+        relabelled: list[str] = []
         for i, example in valid:
             res = results[i]
             h = example.source_trace_hash
@@ -236,6 +242,8 @@ def bulk(store: Store, items: Sequence[Any], *, on_conflict: OnConflict = "error
                 else:
                     changes = example.model_dump(exclude_unset=True, exclude={"id", "created_at", "updated_at"})
                     fields = _update(cur, existing[h], changes, now)
+                    if label_rows.touches(fields):
+                        relabelled.append(existing[h])
                     outbox.append(events.example_updated(existing[h], fields))
                     res["status"] = "updated"
                 continue
@@ -245,6 +253,7 @@ def bulk(store: Store, items: Sequence[Any], *, on_conflict: OnConflict = "error
             new_rows.append(values)
             res["id"], res["status"] = values["id"], "created"
             outbox.append(events.example_created(values))
+        label_rows.replace(cur, relabelled)
         _insert(cur, new_rows)
 
     _commit(store, write)
@@ -274,9 +283,8 @@ def _where(f: ExampleFilter, params: list[Any]) -> str:
     if f.min_confidence is not None:
         add("confidence >= ?", f.min_confidence)
     if f.labels:
-        # One list_contains per label: a few times faster than list_has_any/list_has_all over a million lists.
-        joiner = " OR " if f.labels_mode == "any" else " AND "
-        add("(" + joiner.join("list_contains(labels, ?)" for _ in f.labels) + ")", *f.labels)
+        # Through the side table (labels.py): the rows of the wanted labels, not a search of every list.
+        parts.append(label_rows.condition(f.labels, f.labels_mode, params))
     if f.created_after is not None:
         add("created_at >= ?", f.created_after)
     if f.created_before is not None:
@@ -296,6 +304,40 @@ def _relation(store: Store, cur: Cursor, f: ExampleFilter) -> tuple[str, list[An
     return f"{rel} AS t WHERE {condition} AND {where}", params
 
 
+# Filters the label side table answers by itself (with created_at, quality_score and confidence it holds).
+_LABEL_TABLE_FILTERS = {"created_after": "created_at >= ?", "created_before": "created_at < ?",
+                        "min_quality": "quality_score >= ?", "max_quality": "quality_score <= ?",
+                        "min_confidence": "confidence >= ?"}
+_OTHER_FILTERS = ("agent_id", "domain", "task_type", "source_type", "cascade_id", "cell_name", "q")
+
+
+def _by_labels(cur: Cursor, f: ExampleFilter, column: str, order: str, limit: int,
+               offset: int) -> tuple[list[Sequence[Any]], int] | None:
+    """A page filtered by labels (and side-table columns) alone, ordered in the side table; None for other filters."""
+    if not f.labels or any(getattr(f, name) is not None for name in _OTHER_FILTERS):
+        return None
+    if column != "_score" and column not in schema.LABEL_COLUMNS:
+        return None
+    extra, params = "", []
+    for name, condition in _LABEL_TABLE_FILTERS.items():
+        if getattr(f, name) is not None:
+            extra += f" AND {condition}"
+            params.append(getattr(f, name))
+    ids, total = label_rows.page(cur, f.labels, f.labels_mode, column=None if column == "_score" else column, order=order,
+                                 limit=limit, offset=offset, extra=extra, extra_params=params)
+    return _fetch(cur, ids), total
+
+
+def _fetch(cur: Cursor, ids: list[str]) -> list[Sequence[Any]]:
+    """The rows of a page's ids, in their order (a few ids: the primary key's index finds them)."""
+    if not ids:
+        return []
+    found = cur.execute(f"{schema.SELECT_EXAMPLES} WHERE id IN ({', '.join('CAST(? AS UUID)' for _ in ids)})",
+                        ids).fetchall()
+    by_id = {str(r[0]): r for r in found}
+    return [by_id[i] for i in ids if i in by_id]
+
+
 def list_examples(store: Store, f: ExampleFilter | None = None, *, limit: int = 50, offset: int = 0,
                   order_by: str = "created_at", order: str = "desc") -> tuple[list[TrainingExample], int]:
     """A page of examples and the total that match the filters."""
@@ -309,13 +351,23 @@ def list_examples(store: Store, f: ExampleFilter | None = None, *, limit: int = 
     sort = "id" if column == "_score" and not f.q else f"{column} {order.upper()} NULLS LAST, id"
     cur = store.cursor()
     try:
+        labelled = _by_labels(cur, f, column, order, limit, offset)
+        if labelled is not None:
+            return [_from_row(r) for r in labelled[0]], labelled[1]
         rel, params = _relation(store, cur, f)
         # The page first, as a top-N (a window count would make DuckDB sort every matching row); the total
         # follows from the page when it is not full, and costs a count(*) scan of the filter columns otherwise.
-        rows = cur.execute(
-            f"SELECT {', '.join(schema.EXAMPLE_FIELDS)} FROM {rel} "
-            f"ORDER BY {sort} LIMIT ? OFFSET ?", [*params, limit, offset]
-        ).fetchall()
+        rows: Sequence[Sequence[Any]]
+        if f.labels:
+            # The page's ids first: behind the label join DuckDB would read every column of every match.
+            ids = cur.execute(f"SELECT CAST(id AS VARCHAR) FROM {rel} ORDER BY {sort} LIMIT ? OFFSET ?",
+                              [*params, limit, offset]).fetchall()
+            rows = _fetch(cur, [str(r[0]) for r in ids])
+        else:
+            rows = cur.execute(
+                f"SELECT {', '.join(schema.EXAMPLE_FIELDS)} FROM {rel} "
+                f"ORDER BY {sort} LIMIT ? OFFSET ?", [*params, limit, offset]
+            ).fetchall()
         if len(rows) < limit and (rows or offset == 0):
             total = offset + len(rows)
         else:
@@ -379,12 +431,9 @@ def labels(store: Store) -> list[dict[str, Any]]:
     """Every label with how many examples carry it, most used first."""
     cur = store.cursor()
     try:
-        rows = cur.execute(
-            "SELECT label, count(*) AS n FROM (SELECT unnest(labels) AS label FROM training_examples) "
-            "GROUP BY label ORDER BY n DESC, label").fetchall()
+        return label_rows.counts(cur)
     finally:
         cur.close()
-    return [{"label": label, "count": int(n)} for label, n in rows]
 
 
 # -- promotion ---------------------------------------------------------------------

@@ -262,6 +262,43 @@ MIGRATIONS[6] = [
     "ALTER TABLE training_examples_v6 RENAME TO training_examples",
 ]
 
+# One row per distinct label of each example's labels list (training/labels.py keeps it with every write), so a label
+# filter reads the rows of its labels instead of searching every list. The example's sort columns ride along, so
+# a page filtered by labels alone is ordered here and only its rows are read from training_examples. No index or
+# constraint: rows are rewritten with their example, in its transaction. The back-fill is sorted by label, so the
+# rows of a label are a few row groups that DuckDB's zonemaps find.
+LABEL_COLUMNS = ("created_at", "quality_score", "confidence", "difficulty")
+_LABEL_SELECT = "id AS example_id, unnest(labels) AS label, " + ", ".join(LABEL_COLUMNS)
+MIGRATIONS[7] = [
+    """
+    CREATE TABLE IF NOT EXISTS training_example_labels (
+        example_id UUID,
+        label VARCHAR,
+        created_at TIMESTAMP,
+        quality_score DOUBLE,
+        confidence DOUBLE,
+        difficulty DOUBLE
+    )
+    """,
+    "DELETE FROM training_example_labels",
+    f"""
+    INSERT INTO training_example_labels
+    SELECT DISTINCT * FROM (SELECT {_LABEL_SELECT} FROM training_examples) ORDER BY label, created_at
+    """,
+]
+LABELS_REBUILD = MIGRATIONS[7][1:]
+# {source}: a registered relation of new examples (the examples' columns, id as VARCHAR); {ids}: one of ids (VARCHAR).
+LABELS_FROM = f"""
+INSERT INTO training_example_labels
+SELECT DISTINCT * FROM (SELECT CAST(id AS UUID), unnest(labels), {", ".join(LABEL_COLUMNS)} FROM {{source}})
+"""
+LABELS_DELETE = "DELETE FROM training_example_labels WHERE example_id IN (SELECT CAST(id AS UUID) FROM {ids})"
+LABELS_RESYNC = f"""
+INSERT INTO training_example_labels
+SELECT DISTINCT * FROM (SELECT {_LABEL_SELECT} FROM training_examples WHERE id IN (SELECT CAST(id AS UUID) FROM {{ids}}))
+"""
+LABEL_COUNTS = "SELECT label, count(*) AS n FROM training_example_labels GROUP BY label ORDER BY n DESC, label"
+
 EXAMPLE_FIELDS = (
     "id", "execution_id", "task_id", "agent_id", "source_type", "source_trace_hash", "source_trace_id",
     "input_text", "input_structured", "output_text", "expected_actions", "final_answer", "quality_score",

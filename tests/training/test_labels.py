@@ -1,0 +1,192 @@
+"""Label filters through the side table training_example_labels: the same rows as the lists say, after every write."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pytest
+
+from training import examples, schema
+from training.errors import InvalidExample
+from training.models import ExampleFilter
+from training.store import Store
+
+
+def ex(name: str, labels: list[str] | None, quality: float, **more: Any) -> dict[str, Any]:
+    return {"input_text": name, "source_trace_hash": f"hash:{name}", "labels": labels, "quality_score": quality, **more}
+
+
+@pytest.fixture()
+def store(tmp_path: Path) -> Iterator[Store]:
+    s = Store(tmp_path / "labels.duckdb")
+    s.init()
+    yield s
+    s.close()
+
+
+def side_rows(store: Store) -> list[tuple[str, str]]:
+    cur = store.cursor()
+    try:
+        return sorted(
+            cur.execute(
+                "SELECT e.input_text, l.label, l.quality_score, l.created_at FROM training_example_labels l "
+                "JOIN training_examples e ON e.id = l.example_id"
+            ).fetchall()
+        )
+    finally:
+        cur.close()
+
+
+def list_rows(store: Store) -> list[tuple[str, str]]:
+    cur = store.cursor()
+    try:
+        return sorted(
+            cur.execute(
+                "SELECT input_text, label, quality_score, created_at FROM "
+                "(SELECT DISTINCT input_text, id, unnest(labels) AS label, quality_score, created_at FROM training_examples)"
+            ).fetchall()
+        )
+    finally:
+        cur.close()
+
+
+def names(store: Store, labels: list[str], mode: str = "any", **kw: Any) -> tuple[list[str], int]:
+    items, total = examples.list_examples(store, ExampleFilter(labels=labels, labels_mode=mode), **kw)
+    return [e.input_text for e in items], total
+
+
+def check_filters(store: Store) -> None:
+    """Every filter of one or two labels, any and all, gives the rows the lists give, in order, with the total."""
+    every, _ = examples.list_examples(store, limit=10_000, order_by="quality_score")
+    present = sorted({label for e in every for label in e.labels})
+    assert side_rows(store) == list_rows(store)
+    for wanted in [[a] for a in present] + [[a, b] for a in present for b in present if a < b] + [["nowhere"]]:
+        for mode in ("any", "all"):
+            test = any if mode == "any" else all
+            expected = [e.input_text for e in every if test(w in e.labels for w in wanted)]
+            assert names(store, wanted, mode, limit=10_000, order_by="quality_score") == (expected, len(expected))
+            # A page of two, and the total beyond it.
+            assert names(store, wanted, mode, limit=2, offset=1, order_by="quality_score") == (expected[1:3], len(expected))
+
+
+def test_filters_follow_create_update_delete_and_bulk(store: Store) -> None:
+    a, _ = examples.create(store, ex("a", ["red", "blue"], 10))
+    examples.create(store, ex("b", ["blue"], 20))
+    c, _ = examples.create(store, ex("c", ["green", "red", "red"], 30))
+    examples.create(store, ex("d", None, 40))
+    assert names(store, ["red"], order_by="quality_score", order="asc") == (["a", "c"], 2)
+    assert names(store, ["red", "blue"], "all") == (["a"], 1)
+    check_filters(store)
+
+    examples.update(store, str(a.id), {"labels": ["green"]})
+    examples.update(store, str(c.id), {"quality_score": 35})  # labels untouched
+    assert names(store, ["red"]) == (["c"], 1)
+    assert names(store, ["green"], order_by="quality_score") == (["c", "a"], 2)
+    check_filters(store)
+
+    examples.delete(store, str(c.id))
+    assert names(store, ["red"]) == ([], 0)
+    assert names(store, ["green"]) == (["a"], 1)
+    check_filters(store)
+
+    results = examples.bulk(store, [ex("e", ["red", "blue"], 50), ex("b", ["red"], 25), ex("f", [], 60)], on_conflict="update")
+    assert [r["status"] for r in results] == ["created", "updated", "created"]
+    assert names(store, ["red"], order_by="quality_score") == (["e", "b"], 2)
+    assert names(store, ["blue"]) == (["e"], 1)
+    assert examples.labels(store) == [{"label": "red", "count": 2}, {"label": "blue", "count": 1}, {"label": "green", "count": 1}]
+    check_filters(store)
+
+
+def test_repeated_labels_in_a_filter_or_a_list_change_nothing(store: Store) -> None:
+    examples.create(store, ex("a", ["x", "x", "y"], 10))
+    examples.create(store, ex("b", ["x"], 20))
+    assert names(store, ["x", "x"], "all", order_by="quality_score") == (["b", "a"], 2)
+    assert names(store, ["x", "y", "y"], "all") == (["a"], 1)
+    assert names(store, ["x", "y"], "any", order_by="quality_score") == (["b", "a"], 2)
+    # Counts are of examples: a label twice in one list counts once.
+    assert examples.labels(store) == [{"label": "x", "count": 2}, {"label": "y", "count": 1}]
+
+
+def test_label_filters_combine_with_search_and_other_filters(store: Store) -> None:
+    examples.create(store, ex("sort an array quickly", ["code"], 90, domain="coding"))
+    examples.create(store, ex("sort the laundry", ["home"], 80, domain="coding"))
+    examples.create(store, ex("array of hope", ["code"], 20, domain="poetry"))
+    items, total = examples.list_examples(store, ExampleFilter(labels=["code"], q="array"), order_by="quality_score")
+    assert ([e.input_text for e in items], total) == (["sort an array quickly", "array of hope"], 2)
+    items, total = examples.list_examples(store, ExampleFilter(labels=["code", "home"], domain="coding", min_quality=85))
+    assert ([e.input_text for e in items], total) == (["sort an array quickly"], 1)
+    # Filters the side table holds (quality, confidence, created_at) stay on its fast path; the result is the same.
+    items, total = examples.list_examples(store, ExampleFilter(labels=["code", "home"], min_quality=50, max_quality=85))
+    assert ([e.input_text for e in items], total) == (["sort the laundry"], 1)
+    items, total = examples.list_examples(store, ExampleFilter(labels=["code"], min_confidence=1.0), order_by="relevance")
+    assert sorted(e.input_text for e in items) == ["array of hope", "sort an array quickly"] and total == 2
+    st = examples.stats(store, ExampleFilter(labels=["code"]))
+    assert (st["total_examples"], st["domain_distribution"]) == (2, {"coding": 1, "poetry": 1})
+    exported = list(examples.iter_examples(store, ExampleFilter(labels=["home", "code"], labels_mode="all")))
+    assert exported == []
+
+
+def test_a_failed_write_leaves_lists_and_label_rows_as_they_were(store: Store) -> None:
+    a, _ = examples.create(store, ex("a", ["red"], 10))
+    examples.create(store, ex("b", ["blue"], 20))
+    # One transaction: relabel a (on_conflict=update), then a new row whose id is taken fails the insert.
+    with pytest.raises(duckdb.ConstraintException):
+        examples.bulk(store, [ex("a", ["blue"], 10), {**ex("z", ["blue"], 5), "id": str(a.id)}], on_conflict="update")
+    assert names(store, ["red"]) == (["a"], 1)
+    assert names(store, ["blue"]) == (["b"], 1)
+    assert side_rows(store) == list_rows(store)
+    assert [r[:3] for r in side_rows(store)] == [("a", "red", 10.0), ("b", "blue", 20.0)]
+
+    def half_done(cur: duckdb.DuckDBPyConnection) -> None:
+        examples._update(cur, str(a.id), {"labels": ["green"]}, a.updated_at)
+        cur.execute("DELETE FROM training_example_labels")
+        raise InvalidExample("field 'labels': refused", field="labels")
+
+    with pytest.raises(InvalidExample):
+        store.write(half_done).result()
+    assert side_rows(store) == list_rows(store)
+    assert [r[:3] for r in side_rows(store)] == [("a", "red", 10.0), ("b", "blue", 20.0)]
+
+
+def _version_6_file(path: Path) -> None:
+    con = duckdb.connect(str(path))
+    con.execute(schema.CREATE_VERSION_TABLE)
+    for version in range(1, 7):
+        for statement in schema.MIGRATIONS[version]:
+            con.execute(statement)
+        con.execute("INSERT INTO schema_version (version) VALUES (?)", [version])
+    con.execute(
+        "INSERT INTO training_examples (input_text, labels, quality_score) VALUES "
+        "('a', ['red', 'blue'], 10), ('b', ['blue', 'blue'], 20), ('c', [], 30), ('d', NULL, 40), "
+        "('e', ['green'], 50)"
+    )
+    con.execute(
+        "INSERT INTO training_examples (input_text, labels, quality_score) "
+        "SELECT 'bulk ' || i, [CASE WHEN i % 3 = 0 THEN 'red' ELSE 'green' END], i % 100 FROM range(600) t(i)"
+    )
+    con.close()
+
+
+def test_migration_back_fills_labels_of_a_version_6_file(tmp_path: Path) -> None:
+    path = tmp_path / "v6.duckdb"
+    _version_6_file(path)
+    store = Store(path)
+    try:
+        assert store.init() == max(schema.MIGRATIONS) >= 7
+        assert side_rows(store) == list_rows(store)
+        assert len(side_rows(store)) == 600 + 4  # a: 2, b: 1 (a label twice is one row), c and d: none, e: 1
+        counts = {c["label"]: c["count"] for c in examples.labels(store)}
+        assert counts == {"red": 201, "green": 401, "blue": 2}
+        assert names(store, ["blue"], order_by="quality_score", order="asc") == (["a", "b"], 2)
+        assert names(store, ["red", "blue"], "all")[1] == 1
+        assert names(store, ["red"], limit=1)[1] == 201
+        check_filters(store)
+        # Idempotent: a second start-up adds nothing.
+        assert store.init() == max(schema.MIGRATIONS)
+        assert Counter(r[:2] for r in side_rows(store))[("a", "red")] == 1
+    finally:
+        store.close()

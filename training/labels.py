@@ -1,0 +1,134 @@
+"""Labels of curated examples: the side table training_example_labels, kept with every write of training_examples.
+
+A label filter over DuckDB's list column reads and searches every example's
+list (100-200 ms over 1,000,000 examples, whatever the filter's selectivity);
+the side table holds one (example_id, label) row per element of each list, so
+a filter reads the few row groups of its labels and joins their ids. Every
+writer of training_examples (examples.py and the SQL door) changes the side
+table in the same transaction, through the functions here: a rollback undoes
+both, and no reader ever sees one without the other.
+
+The rows are the distinct (example, label) pairs of the lists: a label repeated
+in one list is one row, so a count of rows is a count of examples.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import pyarrow as pa
+
+from training import schema
+from training.store import Cursor
+
+_IDS = "_meansql_label_ids"
+# Changing one of these changes the example's label rows.
+FIELDS = ("id", "labels", *schema.LABEL_COLUMNS)
+
+
+def touches(fields: Sequence[str]) -> bool:
+    """Whether a change of these fields has to rewrite the example's label rows."""
+    return any(f in FIELDS for f in fields)
+
+
+def add(cur: Cursor, view: str) -> None:
+    """Label rows of new examples, read from a registered relation `view` with id and labels columns."""
+    cur.execute(schema.LABELS_FROM.format(source=view))
+
+
+def replace(cur: Cursor, ids: Sequence[str]) -> None:
+    """Make the label rows of these examples those of their current lists (none for ids no longer stored)."""
+    sync(cur, "replace", ids)
+
+
+def sync(cur: Cursor, how: str, ids: Sequence[str]) -> None:
+    """Label rows for examples just written: ``fill`` (new ids), ``drop`` (deleted ids), ``replace`` (either),
+    ``rebuild`` (all rows again, whatever ids), or ``""`` (the write changed no list)."""
+    if how == "rebuild":
+        rebuild(cur)
+        return
+    if not how or not ids:
+        return
+    cur.register(_IDS, pa.table({"id": pa.array(list(ids), pa.string())}))
+    try:
+        if how in ("drop", "replace"):
+            cur.execute(schema.LABELS_DELETE.format(ids=_IDS))
+        if how in ("fill", "replace"):
+            cur.execute(schema.LABELS_RESYNC.format(ids=_IDS))
+    finally:
+        cur.unregister(_IDS)
+
+
+def rebuild(cur: Cursor) -> None:
+    """Every label row again from the lists (after a write that did not say which examples it changed)."""
+    for statement in schema.LABELS_REBUILD:
+        cur.execute(statement)
+
+
+def condition(labels: Sequence[str], mode: str, params: list[Any]) -> str:
+    """`id IN (...)` for examples with any (or all) of the labels, appending its parameters to params."""
+    wanted = list(dict.fromkeys(labels))
+    marks = ", ".join("?" for _ in wanted)
+    params.extend(wanted)
+    if mode == "any" or len(wanted) == 1:
+        return f"id IN (SELECT example_id FROM training_example_labels WHERE label IN ({marks}))"
+    params.append(len(wanted))
+    # Rows are distinct (example, label) pairs, so count(*) counts the wanted labels an example has.
+    return f"id IN (SELECT example_id FROM training_example_labels WHERE label IN ({marks}) GROUP BY example_id HAVING count(*) = ?)"
+
+
+def page(
+    cur: Cursor,
+    labels: Sequence[str],
+    mode: str,
+    *,
+    column: str | None,
+    order: str,
+    limit: int,
+    offset: int,
+    extra: str = "",
+    extra_params: Sequence[Any] = (),
+) -> tuple[list[str], int]:
+    """Ids of one page of the examples with any (or all) of the labels, ordered by `column` (one of the side table's
+    sort columns, or None: by id alone) and id, and their total; `extra` is more conditions on the side table's
+    columns (" AND ...", with extra_params)."""
+    wanted = list(dict.fromkeys(labels))
+    where = f"label IN ({', '.join('?' for _ in wanted)}){extra}"
+    params: list[Any] = [*wanted, *extra_params]
+    key = "example_id" if column is None else f"{column} {order.upper()} NULLS LAST, example_id"
+    if mode == "any" or len(wanted) == 1:
+        # The sorted rows themselves: an example has at most one row per wanted label and its rows sort next to
+        # each other, so (offset + limit) x labels rows hold the page once repeats are dropped.
+        rows = cur.execute(
+            f"SELECT CAST(example_id AS VARCHAR) FROM training_example_labels WHERE {where} ORDER BY {key} LIMIT ?",
+            [*params, (offset + limit) * len(wanted)],
+        ).fetchall()
+        ids = list(dict.fromkeys(str(r[0]) for r in rows))[offset : offset + limit]
+        counted = f"SELECT count(*) FROM training_example_labels WHERE {where}"
+        if len(wanted) > 1:
+            counted = f"SELECT count(*) FROM (SELECT example_id FROM training_example_labels WHERE {where} GROUP BY example_id)"
+    else:
+        value = "" if column is None else f", any_value({column}) AS {column}"
+        grouped = f"SELECT example_id{value} FROM training_example_labels WHERE {where} GROUP BY example_id HAVING count(*) = ?"
+        params.append(len(wanted))
+        # Examples with all of several labels are few (at most those of the rarest): the total comes with the page,
+        # so the grouping runs once.
+        rows = cur.execute(
+            f"SELECT CAST(example_id AS VARCHAR), count(*) OVER () FROM ({grouped}) ORDER BY {key} LIMIT ? OFFSET ?",
+            [*params, limit, offset],
+        ).fetchall()
+        if rows:
+            return [str(r[0]) for r in rows], int(rows[0][1])
+        ids = []
+        counted = f"SELECT count(*) FROM ({grouped})"
+    if len(ids) < limit and (ids or offset == 0):
+        return ids, offset + len(ids)
+    total = cur.execute(counted, params).fetchone()
+    return ids, int(total[0]) if total else 0
+
+
+def counts(cur: Cursor) -> list[dict[str, Any]]:
+    """Every label with how many examples carry it, most used first."""
+    rows = cur.execute(schema.LABEL_COUNTS).fetchall()
+    return [{"label": label, "count": int(n)} for label, n in rows]
