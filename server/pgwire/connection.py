@@ -414,7 +414,8 @@ class MeansqlHandler(BuenaVistaHandler):
 
     def _copy_in(self, session: Session, spec: copy.CopySpec) -> None:
         session.mark_written()
-        sink = copy.CopyIn(spec, copy.target_columns(session, spec),
+        columns = copy.target_columns(session, spec)
+        sink = copy.CopyIn(spec, [name for name, _ in columns], [oid for _, oid in columns],
                            spool_dir=session.files.spool_dir if session.files is not None else None)
         try:
             self._send(codec.copy_in_response(len(sink.names)), flush=True)

@@ -394,6 +394,7 @@ class CopyIn:
 
     spec: CopySpec
     names: list[str]  # target column names
+    oids: list[int] = field(default_factory=list)  # their PostgreSQL types, where known
     spool_dir: str | None = None  # the server's private directory DuckDB may still read (file_access)
     size: int = 0
     _file: Any = field(default=None, repr=False)
@@ -445,13 +446,23 @@ class CopyIn:
                 col.append(value)
         if not cols or not cols[0]:
             return 0
-        table = pa.table({f"c{i}": pa.array(c, pa.string()) for i, c in enumerate(cols)})
+        table = pa.table({f"c{i}": self._column(i, c) for i, c in enumerate(cols)})
         name = f"meansql_copy_{secrets.token_hex(6)}"
         session.cursor.register(name, table)
         try:
             return _count(session.run(_stmt(f"{target} SELECT * FROM {name}")))
         finally:
             session.cursor.unregister(name)
+
+
+    def _column(self, i: int, values: list[str | None]) -> pa.Array:
+        """Column i as text, or, for an array column, as lists of text read from PostgreSQL's {a,b} form."""
+        if i < len(self.oids) and self.oids[i] in types.ELEMENT_OIDS:
+            try:
+                return pa.array([None if v is None else types.parse_array(v) for v in values], pa.list_(pa.string()))
+            except IndexError:
+                pass  # not in array form: DuckDB's cast reports it
+        return pa.array(values, pa.string())
 
 
 def _stmt(sql: str) -> Statement:
@@ -487,14 +498,14 @@ def _csv_error(exc: Exception, names: Sequence[str]) -> Exception:
     return exc
 
 
-def target_columns(session: Session, spec: CopySpec) -> list[str]:
-    """Names of the columns COPY FROM fills (errors for a missing table or column before any data)."""
+def target_columns(session: Session, spec: CopySpec) -> list[tuple[str, int]]:
+    """Names and type OIDs of the columns COPY FROM fills (errors for a missing table or column before any data)."""
     (stmt,) = split(f"{spec.source_sql()} LIMIT 0")
     result = session.run(stmt)
     if result.rows is not None:
         for _ in result.rows:
             pass
-    return [name for name, _oid in result.columns or []]
+    return list(result.columns or [])
 
 
 def fail(session: Session, message: str) -> CopyFailed:

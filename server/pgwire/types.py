@@ -241,7 +241,8 @@ def to_text(v: Any, oid: int = 0, options: TextOptions = DEFAULT) -> str:
     return str(v)
 
 
-def _parse_array(text: str) -> list[str | None]:
+def parse_array(text: str) -> list[str | None]:
+    """The elements of a one-dimensional array in PostgreSQL's text form ({a,"b c",NULL}), as text."""
     inner = text.strip()[1:-1]
     if not inner:
         return []
@@ -370,7 +371,7 @@ def parse_text_param(text: str, oid: int) -> Any:
             return _TEXT_PARAM[oid](text)
         if oid in ELEMENT_OIDS and text.startswith("{"):
             element = ELEMENT_OIDS[oid]
-            return [None if x is None else parse_text_param(x, element) for x in _parse_array(text)]
+            return [None if x is None else parse_text_param(x, element) for x in parse_array(text)]
     except (ValueError, ArithmeticError, IndexError) as exc:
         if isinstance(exc, InvalidTextRepresentation):
             raise

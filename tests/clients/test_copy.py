@@ -170,3 +170,22 @@ def test_copy_of_missing_table(target: Target) -> None:
                 cur.copy("COPY no_such_table_for_copy FROM STDIN"):
             pass
         assert conn.execute("SELECT 1").fetchone() == (1,)
+
+
+def test_copy_in_array_columns_in_text_format(target: Target, table_name: str) -> None:
+    """Arrays in COPY's text format ({a,"b c",NULL}), from psycopg's write_row and from raw blocks."""
+    with target.connect() as conn:
+        conn.execute(f"DROP TABLE IF EXISTS {table_name}")
+        conn.execute(f"CREATE TABLE {table_name} (id INT, tags TEXT[], scores INT[])")
+        with conn.cursor().copy(f"COPY {table_name} (id, tags, scores) FROM STDIN") as cp:
+            cp.write_row((1, ["alpha", "beta"], [1, 2]))
+            cp.write_row((2, ["has space", "has,comma", 'q"uote'], None))
+        with conn.cursor().copy(f"COPY {table_name} FROM STDIN") as cp:
+            cp.write('3\t{x,"y z",NULL}\t{7}\n4\t{}\t\\N\n')
+        rows = conn.execute(f"SELECT id, tags, scores FROM {table_name} ORDER BY id").fetchall()
+    assert rows == [
+        (1, ["alpha", "beta"], [1, 2]),
+        (2, ["has space", "has,comma", 'q"uote'], None),
+        (3, ["x", "y z", None], [7]),
+        (4, [], None),
+    ]

@@ -118,3 +118,14 @@ def test_rolled_back_and_failed_sql_writes_leave_the_labels(api: tuple[ServerPro
         assert found(http, "green", "red", mode="all") == (["b"], 1)
         assert found(http, "red") == (["a", "b"], 2)
         assert consistent(conn)
+
+
+def test_copy_into_training_examples_fills_the_labels(api: tuple[ServerProcess, httpx.Client]) -> None:
+    server, http = api
+    with server.connect() as conn:
+        with conn.cursor().copy("COPY training_examples (input_text, output_text, labels, quality_score) FROM STDIN") as cp:
+            cp.write_row(("copied low", "out", ["copied", "low"], 10))
+            cp.write_row(("copied high", "out", ["copied"], 90))
+        assert consistent(conn)
+    assert found(http, "copied") == (["copied low", "copied high"], 2)
+    assert found(http, "copied", "low", mode="all") == (["copied low"], 1)
