@@ -39,7 +39,7 @@ from training.embeddings import Embedder
 from training.logs import LogRecord
 from training.retrieval import Example, Selection
 from training.store import Store
-from training.stores import DuckDBStore, TrainingStore, wait_for_answers
+from training.stores import DuckDBStore, TrainingStore, claim_unanswered, wait_for_answers
 from training.vectors import VectorIndexes, fingerprint
 
 log = logging.getLogger(__name__)
@@ -275,11 +275,14 @@ class Executor:
                 hint="raise the limit (SET meansql.max_calls = ...), filter more rows first, or add LIMIT",
             )
         # Values another query (here or in another process) is judging right now are waited for, not paid twice.
-        mine = self.training_store.claim([i.key for i in pending], ctx.query_id)
+        late, mine = claim_unanswered(self.training_store, [i.key for i in pending], ctx.query_id)
+        ctx.memo.update(late)
+        ctx.op_stats(op).cache_hits += len(late)
+        pending = [i for i in pending if i.key not in late]
         waiting = [i for i in pending if i.key not in mine]
         todo = [i for i in pending if i.key in mine]
         try:
-            while todo:
+            while todo or waiting:
                 if batch > 1 and len(todo) > 1 and op.returns == "BOOLEAN":
                     todo = self._judge_batched(ctx, op, todo, batch)
                 if todo:

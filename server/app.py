@@ -86,7 +86,7 @@ class App:
         url = self.settings.store_postgres()
         if url is None:
             return DuckDBStore(self.store), None
-        store = PostgresStore(url)
+        store = PostgresStore(url, claim_ttl=self.settings.claim_ttl)
         try:
             store.init()
         except StoreError as exc:

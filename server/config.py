@@ -69,6 +69,9 @@ class Settings(BaseModel):
     store_url: str | None = Field(
         None, description="Where logs, the answer cache and training data live: a PostgreSQL URL (its meansql schema, "
         "shared by many meansql processes) or duckdb (the db file); default: the upstream in proxy mode, else the db file.")
+    claim_ttl: float = Field(
+        30.0, gt=0, le=3600, description="Seconds a claim on a value being judged lasts unless its process renews it: "
+        "how long others wait for a process that died mid-call before judging the value themselves.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Server log level.")
     log_format: Literal["rich", "json"] = Field("rich", description="Server log format: rich for people, json lines for machines.")
 

@@ -200,10 +200,25 @@ class DuckDBStore:
         """Nothing of its own: the file belongs to the Store."""
 
 
+def claim_unanswered(store: TrainingStore, keys: Sequence[str], owner: str) -> tuple[dict[str, Any], set[str]]:
+    """Claim keys for `owner`; returns (answers cached meanwhile, keys now `owner`'s to judge).
+
+    A claim freed between a cache lookup and this claim may have left its answer behind, so the keys
+    claimed are looked up once more (and released when answered).
+    """
+    got = store.claim(keys, owner)
+    if not got:
+        return {}, set()
+    late = store.cache_lookup(sorted(got))
+    if late:
+        store.release(sorted(late), owner)
+    return late, got - set(late)
+
+
 def wait_for_answers(
     store: TrainingStore, keys: Sequence[str], owner: str, *, stop: threading.Event, poll: float = 0.05, most: float = 0.5
 ) -> tuple[dict[str, Any], set[str]]:
-    """Wait until every key is answered in the cache or its claim lapses (then it is `owner`'s).
+    """Wait until every key is answered in the cache or its claim ends unanswered (then it is `owner`'s).
 
     Returns (answers found, keys now claimed by `owner`); returns early, with what it has, once `stop` is set.
     """
@@ -216,15 +231,10 @@ def wait_for_answers(
         left = [k for k in left if k not in found]
         if not left:
             break
-        got = store.claim(left, owner)
-        if got:
-            # A claim freed between the lookup and the claim may have left its answer behind.
-            late = store.cache_lookup(sorted(got))
-            answers.update(late)
-            if late:
-                store.release(sorted(late), owner)
-            mine |= got - set(late)
-            left = [k for k in left if k not in got]
+        late, got = claim_unanswered(store, left, owner)
+        answers.update(late)
+        mine |= got
+        left = [k for k in left if k not in got and k not in late]
         if left:
             stop.wait(poll)
             poll = min(most, poll * 2)
