@@ -69,8 +69,9 @@ def mark_as_trainable(
         import psycopg
 
         tag_list = list(tags or [])
-        # One parameter per tag: a text[] parameter's type is not inferred from the column yet.
-        tags_sql = f"list_value({', '.join(['%s'] * len(tag_list))})" if tags is not None else "NULL"
+        # One parameter per tag (a text[] parameter's type is not inferred from the column yet), in SQL that
+        # DuckDB and PostgreSQL both read: a proxy relays it to its PostgreSQL store.
+        tags_sql = f"CAST(ARRAY[{', '.join(['%s'] * len(tag_list))}] AS text[])" if tags is not None else "NULL"
         with psycopg.connect(url, autocommit=True) as conn:
             for tid in trace_ids:
                 conn.execute(

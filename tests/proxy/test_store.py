@@ -14,12 +14,14 @@ from typing import Any
 import psycopg
 import pytest
 
+import training
 from tests.clients.conftest import PostgresServer
 from tests.conftest import ServerProcess, collect_notices, server_env, wait_for
 from tests.fake_provider import FakeProvider
 from tests.proxy.conftest import pg_url
 
 WORDS = ["bamboo brush", "plastic fork", "bamboo mat", "steel pan"]
+CLIENTS = 16
 
 
 @pytest.fixture()
@@ -112,7 +114,7 @@ def test_processes_needing_the_same_values_at_once_judge_each_once(
     provider.behaviour.delay = 0.5
     results: list[list[tuple[Any, ...]]] = []
     failures: list[BaseException] = []
-    go = threading.Barrier(len(proxies))
+    go = threading.Barrier(CLIENTS)
 
     def client(server: ServerProcess) -> None:
         try:
@@ -122,13 +124,13 @@ def test_processes_needing_the_same_values_at_once_judge_each_once(
         except BaseException as exc:  # reported below
             failures.append(exc)
 
-    threads = [threading.Thread(target=client, args=(p,)) for p in proxies]
+    threads = [threading.Thread(target=client, args=(proxies[i % len(proxies)],)) for i in range(CLIENTS)]
     for t in threads:
         t.start()
     for t in threads:
         t.join(timeout=60)
     assert failures == []
-    assert results == [[(1,), (3,)]] * 3
+    assert results == [[(1,), (3,)]] * CLIENTS
     assert provider.stats()["requests"] == len(WORDS)  # each value once, whichever process judged it
 
 
@@ -167,3 +169,20 @@ def test_a_process_killed_mid_call_blocks_its_values_for_one_claim_ttl_only(
     assert provider.stats()["requests"] - before == len(WORDS)
     with psycopg.connect(direct, autocommit=True) as pg:
         assert pg.execute("SELECT count(*) FROM meansql.semantic_claims").fetchone() == (0,)
+
+
+def test_mark_as_trainable_over_the_wire_of_a_proxy_writes_the_postgresql_store(
+    start_proxy: Callable[..., ServerProcess], provider: FakeProvider, items: tuple[str, str]
+) -> None:
+    table, tag = items
+    proxy = start_proxy()
+    with connect(proxy) as conn:
+        conn.execute(f"SELECT id FROM {table} WHERE label MEANS 'bamboo'").fetchall()
+        traces = [r[0] for r in conn.execute("SELECT trace_id FROM unified_logs WHERE user_input LIKE %s", [f"%{tag}"])]
+    assert training.mark_as_trainable(traces[:2], verified=True, notes="checked", tags=["a", "b"], url=proxy.url) == 2
+    assert training.mark_as_trainable(traces[2:3], tags=[], url=proxy.url) == 1
+    with connect(proxy) as conn:
+        rows = conn.execute(
+            "SELECT verified, notes, tags FROM training_annotations WHERE trace_id = ANY(%s) ORDER BY verified", [traces[:3]]
+        ).fetchall()
+    assert rows == [(False, None, []), (True, "checked", ["a", "b"]), (True, "checked", ["a", "b"])]
