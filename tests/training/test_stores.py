@@ -319,3 +319,33 @@ def test_plain_sql_of_the_seed_works_unchanged_on_postgresql(pg: PostgresServer)
             again.close()
     with psycopg.connect(url, autocommit=True) as conn:
         assert conn.execute("SHOW search_path").fetchone() == ('"$user", public, meansql',)
+
+
+def test_db_init_url_creates_the_schema_from_the_shell(pg: PostgresServer, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT, server_env
+
+    url = new_database(pg)
+    for _ in range(2):  # idempotent
+        out = subprocess.run(
+            [sys.executable, "-m", "server.cli", "db", "init", "--db", str(tmp_path / "x.duckdb"), "--url", url],
+            cwd=ROOT,
+            env=server_env(None),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert out.returncode == 0, out.stdout + out.stderr
+        assert f"{url}: schema meansql version {max(pg_schema.MIGRATIONS)}" in " ".join(out.stdout.split())
+    assert not (tmp_path / "x.duckdb").exists()  # the file is not the store here
+    bad = subprocess.run(
+        [sys.executable, "-m", "server.cli", "db", "init", "--url", "mysql://x"],
+        cwd=ROOT,
+        env=server_env(None),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert bad.returncode == 1 and "store_url" in bad.stderr and "postgresql:// URL or duckdb" in bad.stderr
