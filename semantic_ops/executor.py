@@ -274,6 +274,9 @@ class Executor:
                 f"more than meansql.max_calls = {ctx.options.max_calls}; no call was made for them",
                 hint="raise the limit (SET meansql.max_calls = ...), filter more rows first, or add LIMIT",
             )
+        if not ctx.options.cache:  # every value is judged afresh: nothing to share or wait for
+            self._judge_all(ctx, op, pending, batch)
+            return
         # Values another query (here or in another process) is judging right now are waited for, not paid twice.
         late, mine = claim_unanswered(self.training_store, [i.key for i in pending], ctx.query_id)
         ctx.memo.update(late)
@@ -283,10 +286,7 @@ class Executor:
         todo = [i for i in pending if i.key in mine]
         try:
             while todo or waiting:
-                if batch > 1 and len(todo) > 1 and op.returns == "BOOLEAN":
-                    todo = self._judge_batched(ctx, op, todo, batch)
-                if todo:
-                    self._judge(ctx, op, todo)
+                self._judge_all(ctx, op, todo, batch)
                 if not waiting:
                     break
                 answers, got = wait_for_answers(self.training_store, [i.key for i in waiting], ctx.query_id,
@@ -300,6 +300,13 @@ class Executor:
         except BaseException:
             self.training_store.release([i.key for i in pending], ctx.query_id)
             raise
+
+    def _judge_all(self, ctx: QueryContext, op: Operator, items: Sequence[_Item], batch: int) -> None:
+        """Judge items with the model, `batch` to a call when the operator asks for it."""
+        if batch > 1 and len(items) > 1 and op.returns == "BOOLEAN":
+            items = self._judge_batched(ctx, op, items, batch)
+        if items:
+            self._judge(ctx, op, items)
 
     def _progress(self, ctx: QueryContext, op: Operator, total: int) -> Callable[[int], None]:
         """Progress NOTICEs for judging that takes more than a second (and then its last count too)."""
