@@ -34,11 +34,12 @@ from semantic_ops.judges.local import LocalJudge, is_local
 from semantic_ops.operators import Operator, Registry
 from semantic_ops.planner import Stage
 from semantic_ops.prompts import render
-from training import cache, retrieval, schema
+from training import cache, retrieval
 from training.embeddings import Embedder
 from training.logs import LogRecord
 from training.retrieval import Example, Selection
-from training.store import Store, insert_rows
+from training.store import Store
+from training.stores import DuckDBStore, TrainingStore, claim_unanswered, wait_for_answers
 from training.vectors import VectorIndexes, fingerprint
 
 log = logging.getLogger(__name__)
@@ -59,8 +60,11 @@ class Executor:
 
     def __init__(self, store: Store, registry: Registry, judge: Judge | None, *, default_model: str | None,
                  defaults: Options | None = None, local: LocalJudge | None = None,
-                 embedder: Embedder | None = None, vectors: VectorIndexes | None = None) -> None:
+                 embedder: Embedder | None = None, vectors: VectorIndexes | None = None,
+                 training_store: TrainingStore | None = None) -> None:
         self.store = store
+        # Logs, cache, examples: the DuckDB file, or a store that many processes share.
+        self.training_store: TrainingStore = training_store or DuckDBStore(store)
         self.registry = registry
         self.judge_backend = judge
         self.local = local  # answers when no model is configured, `model: local`, and a cascade's confident rows
@@ -107,7 +111,7 @@ class Executor:
                 ctx.notice("WARNING", f"{st.failed} value(s) could not be judged (model errors) and are NULL "
                                       "because meansql.on_error = 'null'; see unified_logs.error")
         if records:
-            self.store.append_logs([r.row() for r in records]).result()
+            self.training_store.commit_calls([r.row() for r in records], [])
 
     def register_udfs(self, con: Any) -> None:
         """Create one vectorised UDF per operator that has a SQL function."""
@@ -236,7 +240,7 @@ class Executor:
         """Fill the memo from the persistent cache; returns the items still unanswered."""
         if not items or not ctx.options.cache:
             return list(items)
-        hits = cache.lookup(self.store, [i.key for i in items])
+        hits = self.training_store.cache_lookup([i.key for i in items])
         ctx.memo.update(hits)
         ctx.op_stats(op).cache_hits += len(hits)
         return [i for i in items if i.key not in hits]
@@ -270,10 +274,39 @@ class Executor:
                 f"more than meansql.max_calls = {ctx.options.max_calls}; no call was made for them",
                 hint="raise the limit (SET meansql.max_calls = ...), filter more rows first, or add LIMIT",
             )
-        if batch > 1 and len(pending) > 1 and op.returns == "BOOLEAN":
-            pending = self._judge_batched(ctx, op, pending, batch)
-        if pending:
-            self._judge(ctx, op, pending)
+        if not ctx.options.cache:  # every value is judged afresh: nothing to share or wait for
+            self._judge_all(ctx, op, pending, batch)
+            return
+        # Values another query (here or in another process) is judging right now are waited for, not paid twice.
+        late, mine = claim_unanswered(self.training_store, [i.key for i in pending], ctx.query_id)
+        ctx.memo.update(late)
+        ctx.op_stats(op).cache_hits += len(late)
+        pending = [i for i in pending if i.key not in late]
+        waiting = [i for i in pending if i.key not in mine]
+        todo = [i for i in pending if i.key in mine]
+        try:
+            while todo or waiting:
+                self._judge_all(ctx, op, todo, batch)
+                if not waiting:
+                    break
+                answers, got = wait_for_answers(self.training_store, [i.key for i in waiting], ctx.query_id,
+                                                stop=ctx.cancel)
+                ctx.memo.update(answers)
+                ctx.op_stats(op).cache_hits += len(answers)
+                if ctx.cancel.is_set():
+                    raise ctx.canceled()
+                todo = [i for i in waiting if i.key in got]
+                waiting = []
+        except BaseException:
+            self.training_store.release([i.key for i in pending], ctx.query_id)
+            raise
+
+    def _judge_all(self, ctx: QueryContext, op: Operator, items: Sequence[_Item], batch: int) -> None:
+        """Judge items with the model, `batch` to a call when the operator asks for it."""
+        if batch > 1 and len(items) > 1 and op.returns == "BOOLEAN":
+            items = self._judge_batched(ctx, op, items, batch)
+        if items:
+            self._judge(ctx, op, items)
 
     def _progress(self, ctx: QueryContext, op: Operator, total: int) -> Callable[[int], None]:
         """Progress NOTICEs for judging that takes more than a second (and then its last count too)."""
@@ -330,18 +363,14 @@ class Executor:
                 st.judged += 1
                 ctx.memo[item.key] = answer
                 cached.append((item.key, op.cascade_id, item.request.model, answer, trace))
-        self._commit(records, cached)
+        self._commit(records, cached, owner=ctx.query_id, release=[i.key for i in items])
         self._settle(ctx, op, [i for i, o in zip(items, outcomes) if o.error is not None], failed)
 
     def min_confidence(self, op: Operator, criterion: str | None) -> float:
         """The cascade's threshold: calibrated for the operator (and criterion) if it was, else the YAML's."""
         assert op.cell.cascade is not None
-        cur = self.store.cursor()
-        try:
-            row = cur.execute(schema.CALIBRATION_LOOKUP, [op.cascade_id, criterion]).fetchone()
-        finally:
-            cur.close()
-        return float(row[0]) if row else op.cell.cascade.min_confidence
+        found = self.training_store.calibration(op.cascade_id, criterion)
+        return found if found is not None else op.cell.cascade.min_confidence
 
     def _cascade(self, ctx: QueryContext, op: Operator, items: Sequence[_Item]) -> list[_Item]:
         """The local judge answers the items it is confident about; returns the rest, for the model."""
@@ -411,20 +440,15 @@ class Executor:
                 st.judged += 1
                 ctx.memo[item.key] = value
                 cached.append((item.key, op.cascade_id, model, value, rec.trace_id))
-        self._commit(records, cached)
+        self._commit(records, cached, owner=ctx.query_id,
+                     release=[c[0] for c in cached] + [i.key for i in failed_items])
         self._settle(ctx, op, failed_items, failed)
         return retry + single
 
-    def _commit(self, records: list[LogRecord], cached: list[tuple[str, str, str, Any, str]]) -> None:
-        """Log rows and cache entries, durable before anyone sees an answer."""
-        log_rows = [r.row() for r in records]
-        cache_rows = cache.rows(cached)
-
-        def write(cur: Any) -> None:
-            insert_rows(cur, "unified_logs", schema.LOG_FIELDS, log_rows)
-            insert_rows(cur, "semantic_cache", schema.CACHE_FIELDS, cache_rows)
-
-        self.store.write(write).result()
+    def _commit(self, records: list[LogRecord], cached: list[tuple[str, str, str, Any, str]], *,
+                owner: str | None = None, release: Sequence[str] = ()) -> None:
+        """Log rows and cache entries, durable before anyone sees an answer; the claims on `release` end with them."""
+        self.training_store.commit_calls([r.row() for r in records], cache.rows(cached), owner=owner, release=release)
 
     def _settle(self, ctx: QueryContext, op: Operator, items: Sequence[_Item], failed: list[Outcome]) -> None:
         """After a round of calls: stop on cancel, then fail or NULL the items whose calls failed."""
@@ -453,13 +477,9 @@ class Executor:
         pool = ctx.example_pools.get((op.cascade_id, criterion))
         first = pool is None
         if pool is None:
-            cur = self.store.cursor()
-            try:
-                candidates = retrieval.fetch_candidates(
-                    cur, cascade_id=op.cascade_id, cell_name=cell.name,
-                    min_confidence=cell.training_min_confidence, verified_only=cell.training_verified_only)
-            finally:
-                cur.close()
+            candidates = self.training_store.example_candidates(
+                cascade_id=op.cascade_id, cell_name=cell.name,
+                min_confidence=cell.training_min_confidence, verified_only=cell.training_verified_only)
             vectors = self.embedder.encode([e.input for e in candidates])
             table = None
             if self.vectors is not None and self.vectors.wanted(len(candidates)):
@@ -497,16 +517,12 @@ class Executor:
         if not cell.use_training or cell.training_limit == 0:
             selection = Selection((), cell.training_strategy, 0, 0)
         else:
-            cur = self.store.cursor()
-            try:
-                selection = retrieval.select_examples(
-                    cur, cascade_id=op.cascade_id, cell_name=cell.name, strategy=cell.training_strategy,
-                    limit=cell.training_limit, min_confidence=cell.training_min_confidence,
-                    verified_only=cell.training_verified_only, criterion=criterion,
-                    source=cell.training_source, min_quality=cell.training_min_quality,
-                )
-            finally:
-                cur.close()
+            selection = self.training_store.select_examples(
+                cascade_id=op.cascade_id, cell_name=cell.name, strategy=cell.training_strategy,
+                limit=cell.training_limit, min_confidence=cell.training_min_confidence,
+                verified_only=cell.training_verified_only, criterion=criterion,
+                source=cell.training_source, min_quality=cell.training_min_quality,
+            )
             ctx.notice("NOTICE", _injection_notice(cell.name, selection, criterion))
         ctx.selections[(op.cascade_id, criterion)] = selection
         return selection

@@ -20,8 +20,11 @@ from server.proxy import Proxy
 from server.session import Session
 from training import search
 from training.embeddings import LOCAL, Embedder
+from training.errors import StoreError
 from training.events import Publisher
+from training.pgstore import PostgresStore
 from training.store import Store
+from training.stores import DuckDBStore, TrainingStore
 from training.vectors import VectorIndexes
 
 log = logging.getLogger(__name__)
@@ -41,6 +44,7 @@ class App:
         try:
             self.store.init()
             catalog.install(self.store.database)
+            self.training_store, store_error = self._training_store()
             self.embedder = Embedder(settings.embedding_model, store=self.store, encoder=None if settings.embedding_model == LOCAL
                                      else embedding_encoder(settings.embedding_model, api_base=settings.api_base,
                                                             api_key=settings.api_key, timeout=settings.request_timeout))
@@ -51,28 +55,52 @@ class App:
                 timeout=settings.request_timeout,
                 num_retries=settings.num_retries,
             )
-            self.local_judge = LocalJudge(self.embedder, store_examples(self.store))
+            self.local_judge = LocalJudge(self.embedder, store_examples(self.training_store))
             self.vectors = VectorIndexes(self.store, settings.vector_index_threshold)  # stopped by store.close()
             self.executor = Executor(
                 self.store, self.registry, self.judge, default_model=settings.model,
                 defaults=Options(cache=settings.cache, on_error=settings.on_error, max_calls=settings.max_calls),
                 local=self.local_judge, embedder=self.embedder,
-                vectors=self.vectors,
+                vectors=self.vectors, training_store=self.training_store,
             )
             self.executor.register_udfs(self.store.database)
             self.publisher = Publisher(self.store, settings.redis_url).start()
             functions.register(self.store.database, self.embedder)
-            register_calibrate(self.store.database, self.store, self.embedder, self.registry)
+            register_calibrate(self.store.database, self.training_store, self.embedder, self.registry)
         except BaseException:
+            if hasattr(self, "training_store"):
+                self.training_store.close()
             self.store.close()
             raise
         # Proxy mode: the upstream attached for semantic statements, or why it is not.
         self.upstream_error: str | None = None
         if settings.upstream:
             self._attach_upstream()
+            self.upstream_error = self.upstream_error or store_error
         self.server: MeansqlServer | None = None
         self.http: HttpServer | None = None
         self.files: file_access.Lock | None = None  # set once clients may connect; None: the owner's full access
+
+    def _training_store(self) -> tuple[TrainingStore, str | None]:
+        """Logs, cache and training data: the DuckDB file, or PostgreSQL's meansql schema (created or migrated now).
+
+        In proxy mode a store that cannot be set up turns semantic statements off, with the reason, as an upstream
+        that cannot be attached does; plain SQL is relayed all the same.
+        """
+        url = self.settings.store_postgres()
+        if url is None:
+            return DuckDBStore(self.store), None
+        store = PostgresStore(url, claim_ttl=self.settings.claim_ttl)
+        try:
+            store.init()
+        except StoreError as exc:
+            if not self.settings.upstream:
+                store.close()
+                raise
+            reason = f"the store at {store.where} could not be set up when meansql started: {exc.message}"
+            log.warning("semantic statements are off in proxy mode: %s", reason)
+            return store, reason
+        return store, None
 
     def _attach_upstream(self) -> None:
         s = self.settings
@@ -164,6 +192,7 @@ class App:
             self.http.stop()
         self.publisher.stop()
         self.judge.close()
+        self.training_store.close()
         self.store.close()
         if self.files is not None:
             self.files.close()

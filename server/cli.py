@@ -101,11 +101,12 @@ def serve(
     http_port: Annotated[Optional[int], typer.Option("--http-port", help="Port of the HTTP API (default 5050; 0: any free port).")] = None,
     http: Annotated[Optional[bool], typer.Option("--http/--no-http", help="Serve the training store's HTTP API (default on).")] = None,
     upstream: Annotated[Optional[str], typer.Option("--upstream", help="Proxy mode: relay plain SQL to this PostgreSQL URL.")] = None,
+    store_url: Annotated[Optional[str], typer.Option("--store-url", help="Logs, cache, training data: postgresql://... or duckdb.")] = None,
 ) -> None:
     """Serve the PostgreSQL wire protocol over a DuckDB file."""
     settings = _settings(config, db=db, host=host, port=port, model=model, api_base=api_base,
                          operators_dir=operators_dir, log_level=log_level, log_format=log_format,
-                         http_port=http_port, http=http, upstream=upstream)
+                         http_port=http_port, http=http, upstream=upstream, store_url=store_url)
     _setup_logging(settings)
     application = _build(settings)
     server = application.listen()
@@ -198,11 +199,28 @@ def user_add(
 
 
 @db_app.command("init")
-def db_init(db: DbOpt = None, config: ConfigOpt = None) -> None:
+def db_init(
+    db: DbOpt = None,
+    config: ConfigOpt = None,
+    url: Annotated[Optional[str], typer.Option("--url", help="A PostgreSQL store to create or migrate (its meansql schema).")] = None,
+) -> None:
     """Create or migrate the tables and views (idempotent)."""
     from training.store import Store
 
-    settings = _settings(config, db=db)
+    settings = _settings(config, db=db, store_url=url)
+    store_url = settings.store_postgres()
+    if store_url is not None:
+        from training.pgstore import PostgresStore
+
+        pg = PostgresStore(store_url)
+        try:
+            version = pg.init()
+        except MeansqlError as exc:
+            _fail(exc)
+        finally:
+            pg.close()
+        out.print(f"{pg.where}: schema meansql version {version}, on the database's search_path", highlight=False)
+        return
     try:
         store = Store(settings.db)
         version = store.init()
@@ -588,7 +606,7 @@ def _calibrate_db(settings: Settings, operator: str, precision: float) -> list[C
         op = application.registry.by_cascade.get(operator)
         if op is None:
             raise typer.BadParameter(f"no operator {operator!r}; known: {', '.join(sorted(application.registry.by_cascade))}")
-        found = calibrate(application.store, application.embedder, op.cascade_id, op.cell.name, precision)
+        found = calibrate(application.training_store, application.embedder, op.cascade_id, op.cell.name, precision)
     except MeansqlError as exc:
         _fail(exc)
     finally:

@@ -66,6 +66,12 @@ class Settings(BaseModel):
     upstream_auth: Literal["url", "passthrough"] = Field(
         "url", description="How meansql logs in to the upstream: as the URL's user (url), or as the client with "
         "the client's password, which meansql then asks for in clear (passthrough).")
+    store_url: str | None = Field(
+        None, description="Where logs, the answer cache and training data live: a PostgreSQL URL (its meansql schema, "
+        "shared by many meansql processes) or duckdb (the db file); default: the upstream in proxy mode, else the db file.")
+    claim_ttl: float = Field(
+        30.0, gt=0, le=3600, description="Seconds a claim on a value being judged lasts unless its process renews it: "
+        "how long others wait for a process that died mid-call before judging the value themselves.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Server log level.")
     log_format: Literal["rich", "json"] = Field("rich", description="Server log format: rich for people, json lines for machines.")
 
@@ -91,6 +97,21 @@ class Settings(BaseModel):
         if value:
             upstream.Target.parse(value)
         return value or None
+
+    @field_validator("store_url")
+    @classmethod
+    def _store_url(cls, value: str | None) -> str | None:
+        if value and value != "duckdb" and not value.startswith(("postgresql://", "postgres://")):
+            raise ValueError("must be a postgresql:// URL or duckdb")
+        return value or None
+
+    def store_postgres(self) -> str | None:
+        """The PostgreSQL URL of the store, or None for the DuckDB file."""
+        if self.store_url == "duckdb":
+            return None
+        if self.store_url:
+            return self.store_url
+        return self.upstream if self.upstream and self.upstream_auth == "url" else None
 
     @field_validator("ssl_key")
     @classmethod

@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     from training.store import Store
 
 
-def _check(confidence: float | None) -> None:
+def check_confidence(confidence: float | None) -> None:
     if confidence is not None and not 0.0 <= confidence <= 1.0:
         raise InvalidAnnotation(f"confidence must be between 0 and 1, got {confidence}")
 
@@ -29,7 +29,7 @@ def annotate(
     tags: Sequence[str] | None = None,
 ) -> int:
     """Upsert annotations for trace_ids through the store's writer; returns how many."""
-    _check(confidence)
+    check_confidence(confidence)
     rows = [
         [tid, trainable, verified, confidence, notes, list(tags) if tags is not None else None]
         for tid in trace_ids
@@ -64,13 +64,14 @@ def mark_as_trainable(
     (plain SQL, as any client would send it); otherwise the DuckDB file ``db``
     (default ``./meansql.duckdb``) is opened directly.
     """
-    _check(confidence)
+    check_confidence(confidence)
     if url is not None:
         import psycopg
 
         tag_list = list(tags or [])
-        # One parameter per tag: a text[] parameter's type is not inferred from the column yet.
-        tags_sql = f"list_value({', '.join(['%s'] * len(tag_list))})" if tags is not None else "NULL"
+        # One parameter per tag (a text[] parameter's type is not inferred from the column yet), in SQL that
+        # DuckDB and PostgreSQL both read: a proxy relays it to its PostgreSQL store.
+        tags_sql = f"CAST(ARRAY[{', '.join(['%s'] * len(tag_list))}] AS text[])" if tags is not None else "NULL"
         with psycopg.connect(url, autocommit=True) as conn:
             for tid in trace_ids:
                 conn.execute(

@@ -93,10 +93,11 @@ def fetch_candidates(
     cell_name: str,
     min_confidence: float,
     verified_only: bool,
+    sql: str = schema.SELECT_EXAMPLE_CANDIDATES,
 ) -> list[Example]:
-    """Trainable examples of one cascade and cell that pass the filters."""
+    """Trainable examples of one cascade and cell that pass the filters (`sql`: the store's spelling of the query)."""
     rows = cursor.execute(
-        schema.SELECT_EXAMPLE_CANDIDATES,
+        sql,
         [cascade_id, cell_name, min_confidence, verified_only],
     ).fetchall()
     return [

@@ -28,9 +28,8 @@ import numpy.typing as npt
 from semantic_ops.answers import parse_boolean
 from semantic_ops.errors import SemanticError, UndefinedOperator
 from semantic_ops.judges.base import Attempt, JudgeRequest, Outcome
-from training import retrieval, schema
 from training.embeddings import Embedder
-from training.store import Store
+from training.stores import TrainingStore
 
 if TYPE_CHECKING:
     from semantic_ops.operators import Registry
@@ -147,14 +146,10 @@ def threshold_for(decisions: Sequence[Decision], truth: Sequence[bool], target: 
 ExampleSource = Callable[[str, str, str | None], list[tuple[str, bool]]]
 
 
-def annotated_answers(store: Store, cascade_id: str, cell_name: str) -> list[tuple[str | None, str, bool]]:
+def annotated_answers(store: TrainingStore, cascade_id: str, cell_name: str) -> list[tuple[str | None, str, bool]]:
     """(criterion, text, answer) of every trainable annotated call of an operator cell whose answer is true or false."""
-    cur = store.cursor()
-    try:
-        candidates = retrieval.fetch_candidates(cur, cascade_id=cascade_id, cell_name=cell_name,
-                                                min_confidence=0.0, verified_only=False)
-    finally:
-        cur.close()
+    candidates = store.example_candidates(cascade_id=cascade_id, cell_name=cell_name, min_confidence=0.0,
+                                          verified_only=False)
     out = []
     for e in candidates:
         answer = parse_boolean(e.output)
@@ -163,7 +158,7 @@ def annotated_answers(store: Store, cascade_id: str, cell_name: str) -> list[tup
     return out
 
 
-def store_examples(store: Store) -> ExampleSource:
+def store_examples(store: TrainingStore) -> ExampleSource:
     """Trainable annotated answers (text, answer) of an operator cell and criterion, from the store."""
 
     def fetch(cascade_id: str, cell_name: str, criterion: str | None) -> list[tuple[str, bool]]:
@@ -239,7 +234,7 @@ class Calibration:
 PER_CRITERION = 20  # a criterion with at least this many annotated examples gets its own threshold
 
 
-def calibrate(store: Store, embedder: Embedder, cascade_id: str, cell_name: str, target: float,
+def calibrate(store: TrainingStore, embedder: Embedder, cascade_id: str, cell_name: str, target: float,
               params: Params = Params()) -> list[Calibration]:
     """Thresholds at which the local judge reaches ``target`` precision, each example judged by the others; stored."""
     by_criterion: dict[str | None, dict[str, bool]] = {}
@@ -259,17 +254,11 @@ def calibrate(store: Store, embedder: Embedder, cascade_id: str, cell_name: str,
             results.append(Calibration(criterion, *threshold_for(found, labels.tolist(), target), len(texts)))
     overall = Calibration(None, *threshold_for(decisions, truth, target), len(truth))
     results.insert(0, overall)
-    rows = [[cascade_id, c.criterion, c.min_confidence, target, c.examples, c.share] for c in results]
-
-    def write(cur: Any) -> None:
-        for row in rows:
-            cur.execute(schema.CALIBRATION_INSERT, row)
-
-    store.write(write).result()
+    store.save_calibration([(cascade_id, c.criterion, c.min_confidence, target, c.examples, c.share) for c in results])
     return results
 
 
-def register_calibrate(con: Any, store: Store, embedder: Embedder, registry: Registry) -> None:
+def register_calibrate(con: Any, store: TrainingStore, embedder: Embedder, registry: Registry) -> None:
     """Create MEANSQL_CALIBRATE(operator, precision): the thresholds it stored, one struct per criterion, (all) first.
 
     ``SELECT c.* FROM (SELECT unnest(meansql_calibrate('semantic_matches', 0.95)) AS c)`` gives them as rows.

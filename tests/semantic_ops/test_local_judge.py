@@ -15,6 +15,7 @@ from training.annotations import annotate
 from training.embeddings import Embedder
 from training.logs import LogRecord
 from training.store import Store
+from training.stores import DuckDBStore
 
 
 def unit(*xs: float) -> np.ndarray:
@@ -94,7 +95,7 @@ def _ask(judge: LocalJudge, *texts: str, criterion: str = "eco-friendly") -> lis
 
 
 def test_annotations_flip_an_answer(embedder: Embedder, store: Store) -> None:
-    judge = LocalJudge(embedder, store_examples(store))
+    judge = LocalJudge(embedder, store_examples(DuckDBStore(store)))
     assert judge.model == "local/all-MiniLM-L6-v2"
     before = _ask(judge, "Reusable steel water bottle", "Eco-friendly bamboo toothbrush")
     assert [a for a, _ in before] == [False, True]
@@ -113,7 +114,7 @@ def test_annotations_flip_an_answer(embedder: Embedder, store: Store) -> None:
 
 
 def test_examples_move_similar_texts_too(embedder: Embedder, store: Store) -> None:
-    judge = LocalJudge(embedder, store_examples(store))
+    judge = LocalJudge(embedder, store_examples(DuckDBStore(store)))
     texts = ["I loved this film, a wonderful story", "A dull, boring and far too long movie"]
     train = {"An absolute delight from start to finish": True, "Beautifully acted and deeply moving": True,
              "Tedious, predictable and badly written": False, "A waste of two hours": False}
@@ -125,7 +126,7 @@ def test_examples_move_similar_texts_too(embedder: Embedder, store: Store) -> No
 
 
 def test_requests_without_inputs_fail_plainly(embedder: Embedder, store: Store) -> None:
-    judge = LocalJudge(embedder, store_examples(store))
+    judge = LocalJudge(embedder, store_examples(DuckDBStore(store)))
     outcome = judge.judge([JudgeRequest(model=judge.model, messages=())], threading.Event())[0]
     assert outcome.error == "the local judge needs the operator's inputs"
 
@@ -143,7 +144,7 @@ def test_calibrate_stores_the_threshold_a_cascade_then_uses(embedder: Embedder, 
     texts = {"Bamboo toothbrush": True, "Organic cotton bag": True, "Recycled paper": True, "Compostable cup": True,
              "Plastic fork": False, "Styrofoam box": False, "Diesel engine": False, "Plastic wrap": False}
     annotate(store, [_log(store, t, "eco-friendly", a) for t, a in texts.items()])
-    results = calibrate(store, embedder, "semantic_matches", "evaluate", 0.95)
+    results = calibrate(DuckDBStore(store), embedder, "semantic_matches", "evaluate", 0.95)
     overall = results[0]
     assert overall.criterion is None and overall.examples == 8 and 0 <= overall.share <= 1
     assert overall.precision >= 0.95 or overall.share == 0

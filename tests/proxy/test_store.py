@@ -1,0 +1,188 @@
+"""The store in PostgreSQL: several meansql processes in front of one database share its log, cache and examples."""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import tempfile
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+import training
+from tests.clients.conftest import PostgresServer
+from tests.conftest import ServerProcess, collect_notices, server_env, wait_for
+from tests.fake_provider import FakeProvider
+from tests.proxy.conftest import pg_url
+
+WORDS = ["bamboo brush", "plastic fork", "bamboo mat", "steel pan"]
+CLIENTS = 16
+
+
+@pytest.fixture()
+def provider(proxy_provider: FakeProvider) -> FakeProvider:
+    proxy_provider.reset()
+    return proxy_provider
+
+
+@pytest.fixture()
+def start_proxy(upstream_pg: PostgresServer, provider: FakeProvider) -> Iterator[Callable[..., ServerProcess]]:
+    """Start meansql processes in front of the test PostgreSQL, each with its own DuckDB file."""
+    tmp = Path(tempfile.mkdtemp(prefix="meansql-store-"))
+    started: list[ServerProcess] = []
+
+    def start(**env: str) -> ServerProcess:
+        server = ServerProcess(tmp / f"p{len(started)}.duckdb", server_env(provider, **env), ["--upstream", pg_url(upstream_pg)])
+        started.append(server.start())
+        return server
+
+    yield start
+    for s in started:
+        s.stop()
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+@pytest.fixture()
+def items(upstream_pg: PostgresServer) -> Iterator[tuple[str, str]]:
+    """A table in the upstream whose labels no other test judged: (table, the labels' tag)."""
+    tag = uuid.uuid4().hex[:8]
+    table = f"items_{tag}"
+    with psycopg.connect(f"postgresql://postgres@127.0.0.1:{upstream_pg.port}/postgres", autocommit=True) as pg:
+        pg.execute(f"CREATE TABLE {table} (id int PRIMARY KEY, label text)")
+        for i, word in enumerate(WORDS, 1):
+            pg.execute(f"INSERT INTO {table} VALUES (%s, %s)", [i, f"{word} {tag}"])
+    yield table, tag
+    with psycopg.connect(f"postgresql://postgres@127.0.0.1:{upstream_pg.port}/postgres", autocommit=True) as pg:
+        pg.execute(f"DROP TABLE {table}")
+
+
+def connect(server: ServerProcess) -> psycopg.Connection[Any]:
+    return server.connect(prepare_threshold=None)  # semantic statements go as simple queries
+
+
+def test_a_second_process_answers_from_the_shared_cache_and_annotations_are_injected_everywhere(
+    start_proxy: Callable[..., ServerProcess], provider: FakeProvider, items: tuple[str, str]
+) -> None:
+    table, tag = items
+    first, second = start_proxy(), start_proxy()
+    query = f"SELECT id FROM {table} WHERE label MEANS 'bamboo' ORDER BY id"
+    with connect(first) as a, connect(second) as b:
+        assert a.execute(query).fetchall() == [(1,), (3,)]
+        assert provider.stats()["requests"] == 4
+        # The log is in PostgreSQL: a relayed plain query reads it, unqualified.
+        logged = a.execute(
+            "SELECT user_input, answer, role, cache_hit FROM unified_logs WHERE user_input LIKE %s ORDER BY user_input",
+            [f"%{tag}"],
+        ).fetchall()
+        assert logged == [
+            (f"bamboo brush {tag}", True, "assistant", False),
+            (f"bamboo mat {tag}", True, "assistant", False),
+            (f"plastic fork {tag}", False, "assistant", False),
+            (f"steel pan {tag}", False, "assistant", False),
+        ]
+        notices = collect_notices(b)
+        assert b.execute(query).fetchall() == [(1,), (3,)]
+        assert provider.stats()["requests"] == 4  # no call: the first process's answers
+        assert "semantic_matches: 4 answer(s) from cache, 0 judged by the model" in notices
+        # An annotation through the second process, as plain SQL relayed to PostgreSQL ...
+        b.execute(
+            "INSERT INTO training_annotations (trace_id, trainable, verified, confidence) "
+            "SELECT trace_id, true, true, 1.0 FROM unified_logs WHERE user_input = %s",
+            [f"bamboo mat {tag}"],
+        )
+        assert b.execute(
+            "SELECT count(*) FROM training_examples_with_annotations WHERE user_input = %s AND trainable", [f"bamboo mat {tag}"]
+        ).fetchone() == (1,)
+        # ... is injected by the first at its next query (the prompts change, so they are judged again).
+        notices = collect_notices(a)
+        assert a.execute(f"SELECT id FROM {table} WHERE label MEANS 'bamboo' AND id < 3 ORDER BY id").fetchall() == [(1,)]
+    assert "Injected 1 training examples (recent strategy)" in notices
+    sent = provider.requests[-1]["body"]["messages"]
+    assert any(f"bamboo mat {tag}" in m["content"] for m in sent[:-1])
+
+
+def test_processes_needing_the_same_values_at_once_judge_each_once(
+    start_proxy: Callable[..., ServerProcess], provider: FakeProvider, items: tuple[str, str]
+) -> None:
+    table, _ = items
+    proxies = [start_proxy() for _ in range(3)]
+    provider.behaviour.delay = 0.5
+    results: list[list[tuple[Any, ...]]] = []
+    failures: list[BaseException] = []
+    go = threading.Barrier(CLIENTS)
+
+    def client(server: ServerProcess) -> None:
+        try:
+            with connect(server) as conn:
+                go.wait(timeout=30)
+                results.append(conn.execute(f"SELECT id FROM {table} WHERE label MEANS 'bamboo' ORDER BY id").fetchall())
+        except BaseException as exc:  # reported below
+            failures.append(exc)
+
+    threads = [threading.Thread(target=client, args=(proxies[i % len(proxies)],)) for i in range(CLIENTS)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert failures == []
+    assert results == [[(1,), (3,)]] * CLIENTS
+    assert provider.stats()["requests"] == len(WORDS)  # each value once, whichever process judged it
+
+
+def test_a_process_killed_mid_call_blocks_its_values_for_one_claim_ttl_only(
+    start_proxy: Callable[..., ServerProcess], provider: FakeProvider, items: tuple[str, str], upstream_pg: PostgresServer
+) -> None:
+    table, tag = items
+    doomed, survivor = start_proxy(MEANSQL_CLAIM_TTL="2"), start_proxy(MEANSQL_CLAIM_TTL="2")
+    provider.behaviour.delay = 30  # the doomed process's calls never come back
+    query = f"SELECT id FROM {table} WHERE label MEANS 'bamboo' ORDER BY id"
+
+    def doomed_query() -> None:
+        try:
+            with connect(doomed) as conn:
+                conn.execute(query)
+        except psycopg.Error:
+            pass  # its server is killed below
+
+    threading.Thread(target=doomed_query, daemon=True).start()
+    # Its values are claimed before its first call starts.
+    wait_for(lambda: provider.stats()["inflight"] >= 1, 60, "the doomed process's calls")
+    assert doomed.proc is not None
+    doomed.proc.send_signal(signal.SIGKILL)
+    doomed.stop()
+    provider.behaviour.delay = 0
+    before = provider.stats()["requests"]
+    direct = f"postgresql://postgres@127.0.0.1:{upstream_pg.port}/postgres"
+    with psycopg.connect(direct, autocommit=True) as pg:
+        assert pg.execute("SELECT count(*) FROM meansql.semantic_claims").fetchone() == (len(WORDS),)
+    with connect(survivor) as conn:
+        assert conn.execute(query).fetchall() == [(1,), (3,)]
+        # Only completed calls are logged: none of the killed process's.
+        assert conn.execute(
+            "SELECT count(*), count(DISTINCT user_input) FROM unified_logs WHERE user_input LIKE %s", [f"%{tag}"]
+        ).fetchone() == (4, 4)
+    assert provider.stats()["requests"] - before == len(WORDS)
+    with psycopg.connect(direct, autocommit=True) as pg:
+        assert pg.execute("SELECT count(*) FROM meansql.semantic_claims").fetchone() == (0,)
+
+
+def test_mark_as_trainable_over_the_wire_of_a_proxy_writes_the_postgresql_store(
+    start_proxy: Callable[..., ServerProcess], provider: FakeProvider, items: tuple[str, str]
+) -> None:
+    table, tag = items
+    proxy = start_proxy()
+    with connect(proxy) as conn:
+        conn.execute(f"SELECT id FROM {table} WHERE label MEANS 'bamboo'").fetchall()
+        traces = [r[0] for r in conn.execute("SELECT trace_id FROM unified_logs WHERE user_input LIKE %s", [f"%{tag}"])]
+    assert training.mark_as_trainable(traces[:2], verified=True, notes="checked", tags=["a", "b"], url=proxy.url) == 2
+    assert training.mark_as_trainable(traces[2:3], tags=[], url=proxy.url) == 1
+    with connect(proxy) as conn:
+        rows = conn.execute(
+            "SELECT verified, notes, tags FROM training_annotations WHERE trace_id = ANY(%s) ORDER BY verified", [traces[:3]]
+        ).fetchall()
+    assert rows == [(False, None, []), (True, "checked", ["a", "b"]), (True, "checked", ["a", "b"])]
