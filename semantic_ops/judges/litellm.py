@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import datetime
 import email.utils
 import functools
@@ -30,12 +31,13 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from typing import Any, cast
 
 from semantic_ops.judges.base import Attempt, JudgeRequest, Outcome
 from semantic_ops.judges.limiter import AdaptiveLimiter, Result
+from semantic_ops.judges.prepared import PreparedCalls
 
 log = logging.getLogger(__name__)
 
@@ -324,6 +326,7 @@ class LiteLLMJudge:
         timeout: float = 30.0,
         num_retries: int = 8,
         backoff: float = 0.5,
+        replay: bool = True,
     ) -> None:
         self.name = "litellm"
         self.api_base = api_base
@@ -334,6 +337,8 @@ class LiteLLMJudge:
         self.backoff = backoff
         self._litellm: Any = None
         self._logging_class: Any = None
+        self._replay = replay
+        self._prepared: PreparedCalls | None = None
         self._import_lock = threading.Lock()  # warm_up() and the first query may race to import
         self._prices: dict[str, tuple[float, float] | None] = {}
         self._froze_lazy_imports = False
@@ -355,6 +360,7 @@ class LiteLLMJudge:
                 lib = _import_litellm()
                 self._logging_class = _quiet_logging_class()
                 _memoise_model_info(lib)
+                self._prepared = PreparedCalls(lib) if self._replay else None
                 self._litellm = lib
             return self._litellm
 
@@ -474,25 +480,51 @@ class LiteLLMJudge:
             model=request.model, messages=messages, stream=False, call_type="acompletion",
             start_time=datetime.datetime.now(), litellm_call_id=call_id, litellm_trace_id=call_id, function_id="",
         )
-        # What litellm's own per-call setup would do before the call (see litellm.utils.function_setup).
-        logging_obj.update_environment_variables(model=request.model, user="", optional_params={},
-                                                 litellm_params={"api_base": ""})
+        api_base = api_base or self.api_base
+        options = {"num_retries": 0, "max_retries": 0}
+        key = None
+        if not extra and self._prepared is not None:
+            key = self._prepared.key(request.model, messages,
+                                     (api_base, self.api_key, self.timeout, request.temperature, request.max_tokens))
         # litellm enforces `timeout` on the HTTP request; this is a backstop for anything around it.
         async with asyncio.timeout(self.timeout + 10.0):
-            return await lib.acompletion(
-                model=request.model,
-                messages=messages,
-                api_base=api_base or self.api_base,
-                api_key=self.api_key,
-                timeout=self.timeout,
-                temperature=request.temperature,
-                max_tokens=request.max_tokens,
-                num_retries=0,
-                max_retries=0,
-                litellm_call_id=call_id,
-                litellm_logging_obj=logging_obj,
-                **extra,
-            )
+            if key is not None and self._prepared is not None:
+                prepared = self._prepared.lookup(key)
+                if prepared is not None:
+                    return await self._prepared.call(prepared, messages, logging_obj, call_id)
+                if self._prepared.known(key):
+                    key = None  # recorded before and not replayable: litellm's whole path
+            # What litellm's own per-call setup would do before the call (see litellm.utils.function_setup).
+            logging_obj.update_environment_variables(model=request.model, user="", optional_params={},
+                                                     litellm_params={"api_base": ""})
+            with self._recording(key) as recording:
+                try:
+                    return await lib.acompletion(
+                        model=request.model,
+                        messages=messages,
+                        api_base=api_base,
+                        api_key=self.api_key,
+                        timeout=self.timeout,
+                        temperature=request.temperature,
+                        max_tokens=request.max_tokens,
+                        litellm_call_id=call_id,
+                        litellm_logging_obj=logging_obj,
+                        **options,
+                        **extra,
+                    )
+                finally:
+                    if recording is not None and key is not None and self._prepared is not None:
+                        self._prepared.remember(key, request.model, recording, messages, call_id,
+                                                {"api_base": api_base, **options})
+
+    @contextlib.contextmanager
+    def _recording(self, key: tuple[Any, ...] | None) -> Iterator[Any]:
+        """Record litellm's preparation of this call when its combination has none yet (see prepared.py)."""
+        if key is None or self._prepared is None:
+            yield None
+            return
+        with self._prepared.recording() as recording:
+            yield recording
 
     def _success(self, lib: Any, number: int, model: str, response: Any, started: float) -> Attempt:
         latency = (time.perf_counter() - started) * 1000
