@@ -31,7 +31,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -47,6 +47,7 @@ PROGRESS_INTERVAL = 0.5  # seconds between progress reports
 CANCELLED = "cancelled"  # the error of an attempt cut short by the query's cancel flag
 _POLL = 0.02  # how often judge()'s calling thread looks at the cancel flag
 _PRICE_PROBE_TOKENS = 1000  # small enough to stay in every model's first price tier
+GEN0_THRESHOLD = 20_000  # the collector's gen-0 threshold while judging (see _YoungCollections)
 
 Progress = Callable[[int], None]
 
@@ -264,6 +265,44 @@ def _pure_preparation(fn: Any) -> bool:
     return isinstance(model, str) and model.startswith(_INLINE_PREFIXES)
 
 
+class _YoungCollections:
+    """Collect the youngest generation less often while any judge() runs, and as before once none does.
+
+    Each call allocates a few thousand objects (request, response and their pydantic models) that
+    live until the answer comes back, 0.3 s or more later; with 64 calls in flight the default
+    threshold (700) runs a young collection every few calls, which walks them all and moves the
+    survivors to the next generation, whose collections then walk them again. Almost all of them
+    are freed by reference counting, so a higher threshold saves that work without holding on to
+    garbage. The threshold is process-wide; nesting (several sessions judging at once) is counted.
+    """
+
+    def __init__(self, threshold: int) -> None:
+        self.threshold = threshold
+        self._lock = threading.Lock()
+        self._active = 0
+        self._saved: tuple[int, int, int] | None = None
+
+    def __enter__(self) -> None:
+        with self._lock:
+            if self._active == 0:
+                saved = gc.get_threshold()
+                self._saved = saved
+                if saved[0] and saved[0] < self.threshold:  # 0: collection is off; leave it off
+                    gc.set_threshold(self.threshold, saved[1], saved[2])
+            self._active += 1
+
+    def __exit__(self, *exc: object) -> None:
+        with self._lock:
+            self._active -= 1
+            if self._active == 0 and self._saved is not None:
+                if gc.get_threshold()[0] == self.threshold:  # nobody changed it meanwhile
+                    gc.set_threshold(*self._saved)
+                self._saved = None
+
+
+_YOUNG_COLLECTIONS = _YoungCollections(GEN0_THRESHOLD)
+
+
 @dataclass
 class _Call:
     """One request's progress through its attempts."""
@@ -400,16 +439,17 @@ class LiteLLMJudge:
         """
         lib = self._lib()
         batch = _Batch(len(requests), cancel, progress)
-        fut = asyncio.run_coroutine_threadsafe(self._judge_all(lib, requests, batch), self._loop)
-        aborted = False
-        while True:
-            try:
-                outcomes = fut.result(timeout=_POLL)
-                break
-            except TimeoutError:
-                if cancel.is_set() and not aborted:
-                    self._loop.call_soon_threadsafe(batch.abort)
-                    aborted = True
+        with _YOUNG_COLLECTIONS:
+            fut = asyncio.run_coroutine_threadsafe(self._judge_all(lib, requests, batch), self._loop)
+            aborted = False
+            while True:
+                try:
+                    outcomes = fut.result(timeout=_POLL)
+                    break
+                except TimeoutError:
+                    if cancel.is_set() and not aborted:
+                        self._loop.call_soon_threadsafe(batch.abort)
+                        aborted = True
         if not self._froze_lazy_imports:
             # The first calls import the rest of litellm lazily; freeze those objects too (see _import_litellm).
             self._froze_lazy_imports = True
@@ -497,34 +537,27 @@ class LiteLLMJudge:
             # What litellm's own per-call setup would do before the call (see litellm.utils.function_setup).
             logging_obj.update_environment_variables(model=request.model, user="", optional_params={},
                                                      litellm_params={"api_base": ""})
-            with self._recording(key) as recording:
-                try:
-                    return await lib.acompletion(
-                        model=request.model,
-                        messages=messages,
-                        api_base=api_base,
-                        api_key=self.api_key,
-                        timeout=self.timeout,
-                        temperature=request.temperature,
-                        max_tokens=request.max_tokens,
-                        litellm_call_id=call_id,
-                        litellm_logging_obj=logging_obj,
-                        **options,
-                        **extra,
-                    )
-                finally:
-                    if recording is not None and key is not None and self._prepared is not None:
-                        self._prepared.remember(key, request.model, recording, messages, call_id,
-                                                {"api_base": api_base, **options})
+            with self._recording(key, request.model, messages, call_id, {"api_base": api_base, **options}):
+                return await lib.acompletion(
+                    model=request.model,
+                    messages=messages,
+                    api_base=api_base,
+                    api_key=self.api_key,
+                    timeout=self.timeout,
+                    temperature=request.temperature,
+                    max_tokens=request.max_tokens,
+                    litellm_call_id=call_id,
+                    litellm_logging_obj=logging_obj,
+                    **options,
+                    **extra,
+                )
 
-    @contextlib.contextmanager
-    def _recording(self, key: tuple[Any, ...] | None) -> Iterator[Any]:
+    def _recording(self, key: tuple[Any, ...] | None, model: str, messages: list[dict[str, str]], call_id: str,
+                   extra_kwargs: dict[str, Any]) -> contextlib.AbstractContextManager[None]:
         """Record litellm's preparation of this call when its combination has none yet (see prepared.py)."""
         if key is None or self._prepared is None:
-            yield None
-            return
-        with self._prepared.recording() as recording:
-            yield recording
+            return contextlib.nullcontext()
+        return self._prepared.recording(key, model, messages, call_id, extra_kwargs)
 
     def _success(self, lib: Any, number: int, model: str, response: Any, started: float) -> Attempt:
         latency = (time.perf_counter() - started) * 1000

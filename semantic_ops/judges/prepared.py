@@ -100,8 +100,9 @@ _recording: contextvars.ContextVar[_Recording | None] = contextvars.ContextVar("
 
 @dataclass
 class _Recording:
-    """What completion() handed the chat handler during one call (filled by the handler's wrapper)."""
+    """One call being recorded: filled by the handler's wrapper, which hands it to ``done`` at once."""
 
+    done: Callable[[_Recording], None]
     arguments: dict[str, Any] | None = None
     hidden_params: dict[str, Any] = field(default_factory=dict)
     has_usage: bool = False
@@ -162,31 +163,30 @@ class PreparedCalls:
         return key in self._memo
 
     @contextmanager
-    def recording(self) -> Iterator[_Recording]:
-        """Record what the chat handler is handed while this block runs (in this task's context)."""
-        recording = _Recording()
-        token = _recording.set(recording)
+    def recording(
+        self, key: tuple[Any, ...], model: str, messages: list[dict[str, Any]], call_id: str, extra_kwargs: dict[str, Any]
+    ) -> Iterator[None]:
+        """Record what the chat handler is handed while this block runs (in this task's context).
+
+        The preparation is kept (or found not replayable) as soon as the handler is called, before
+        the request is sent, so that the calls started right after this one replay it already. A
+        call that never reaches the handler (cancelled, or failed while being prepared) leaves
+        nothing, and the next call of the combination records again.
+        """
+
+        def done(recording: _Recording) -> None:
+            if len(self._memo) >= _MAX_ENTRIES:
+                self._memo.clear()
+            prepared = _replayable(model, recording, messages, call_id, extra_kwargs)
+            self._memo[key] = prepared
+            if prepared is None:
+                log.info("litellm's preparation of %s calls is not replayed; they take its whole path", model)
+
+        token = _recording.set(_Recording(done))
         try:
-            yield recording
+            yield
         finally:
             _recording.reset(token)
-
-    def remember(
-        self, key: tuple[Any, ...], model: str, recording: _Recording, messages: list[dict[str, Any]], call_id: str, extra_kwargs: dict[str, Any]
-    ) -> None:
-        """Keep a recorded preparation if it can be replayed; remember that it cannot otherwise.
-
-        A call that never reached the handler (cancelled, or failed while being prepared) leaves
-        nothing to judge by, and the next call of the combination records again.
-        """
-        if recording.arguments is None:
-            return
-        if len(self._memo) >= _MAX_ENTRIES:
-            self._memo.clear()
-        prepared = _replayable(model, recording, messages, call_id, extra_kwargs)
-        self._memo[key] = prepared
-        if prepared is None:
-            log.info("litellm's preparation of %s calls is not replayed; they take its whole path", model)
 
     def call(
         self,
@@ -321,6 +321,7 @@ def _install_recorder() -> tuple[Any, Callable[..., Coroutine[Any, Any, Any]] | 
             response = kwargs.get("model_response")
             recording.hidden_params = dict(getattr(response, "_hidden_params", None) or {})
             recording.has_usage = getattr(response, "usage", None) is not None
+            recording.done(recording)
         return original(*args, **kwargs)
 
     completion.meansql_recorder = original  # type: ignore[attr-defined]
