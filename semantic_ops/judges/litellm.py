@@ -320,6 +320,7 @@ class _Batch:
         self.cancel = cancel
         self.progress = progress
         self.tasks: list[asyncio.Task[None]] = []
+        self.settings: tuple[Any, ...] | None = None  # litellm's settings when the batch started (see prepared.py)
         self.done = 0
         self._reported_at = time.monotonic()
 
@@ -408,6 +409,7 @@ class LiteLLMJudge:
         litellm's code for it that reach no provider, so that its lazy imports and HTTP set-up
         (~0.25 s) happen now: one answered locally (mock_response) and, for OpenAI-style models,
         one sent to a loopback port where nothing listens (refused at once)."""
+        started = time.monotonic()
         lib = self._lib()
         if model:
             request = JudgeRequest(model, ({"role": "user", "content": "warm-up"},))
@@ -420,6 +422,8 @@ class LiteLLMJudge:
             # What those calls imported is as long-lived as litellm itself (see _import_litellm).
             gc.collect()
             gc.freeze()
+        log.info("model calls ready: litellm imported%s in %.1f s", f" and warmed up for {model}" if model else "",
+                 time.monotonic() - started)
 
     def _warm_call(self, call: Coroutine[Any, Any, Any]) -> None:
         try:
@@ -439,6 +443,7 @@ class LiteLLMJudge:
         """
         lib = self._lib()
         batch = _Batch(len(requests), cancel, progress)
+        batch.settings = self._prepared.settings() if self._prepared is not None else None
         with _YOUNG_COLLECTIONS:
             fut = asyncio.run_coroutine_threadsafe(self._judge_all(lib, requests, batch), self._loop)
             aborted = False
@@ -487,7 +492,7 @@ class LiteLLMJudge:
                     return
                 call.started = time.perf_counter()
                 try:
-                    response = await self._complete(lib, request)
+                    response = await self._complete(lib, request, settings=batch.settings)
                 except Exception as exc:
                     latency = (time.perf_counter() - call.started) * 1000
                     status = _status(exc)
@@ -513,7 +518,9 @@ class LiteLLMJudge:
                 wait = base * (0.5 + random.random() / 2)
             await asyncio.sleep(wait)
 
-    async def _complete(self, lib: Any, request: JudgeRequest, *, api_base: str | None = None, **extra: Any) -> Any:
+    async def _complete(self, lib: Any, request: JudgeRequest, *, api_base: str | None = None,
+                        settings: tuple[Any, ...] | None = None, **extra: Any) -> Any:
+        """One attempt through litellm. ``settings``: PreparedCalls.settings() of this batch (None: no replay)."""
         call_id = str(uuid.UUID(int=random.getrandbits(128), version=4))  # an id, not a secret: no syscall
         messages = list(request.messages)
         logging_obj = self._logging_class(
@@ -525,7 +532,8 @@ class LiteLLMJudge:
         key = None
         if not extra and self._prepared is not None:
             key = self._prepared.key(request.model, messages,
-                                     (api_base, self.api_key, self.timeout, request.temperature, request.max_tokens))
+                                     (api_base, self.api_key, self.timeout, request.temperature, request.max_tokens),
+                                     settings)
         # litellm enforces `timeout` on the HTTP request; this is a backstop for anything around it.
         async with asyncio.timeout(self.timeout + 10.0):
             if key is not None and self._prepared is not None:

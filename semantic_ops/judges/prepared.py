@@ -138,13 +138,14 @@ class PreparedCalls:
         )
         self.replays = 0  # calls that went through a recorded preparation (tests read it)
 
-    def key(self, model: str, messages: list[dict[str, Any]], parameters: tuple[Any, ...]) -> tuple[Any, ...] | None:
-        """The memo key of a call, or None when the call must take litellm's whole path."""
-        if not self.enabled or not model.startswith("openai/"):
+    def settings(self) -> tuple[Any, ...] | None:
+        """litellm's settings and environment as they are now (part of each key), or None while replay is off.
+
+        Read once per judge() call rather than per model call: reading the environment costs more
+        than the rest of the key.
+        """
+        if not self.enabled:
             return None
-        for message in messages:
-            if type(message) is not dict or len(message) != 2 or message.get("role") not in _ROLES or type(message.get("content")) is not str:
-                return None
         lib = self._lib
         for name in _HOOKS:
             if getattr(lib, name, None):
@@ -152,9 +153,21 @@ class PreparedCalls:
         for name in _NONE_OR_FALSY:
             if getattr(lib, name, None):
                 return None
-        settings = tuple(repr(getattr(lib, name, None)) for name in _SETTINGS)
-        environment = tuple(os.environ.get(name) for name in _ENVIRONMENT)
-        return (model, parameters, settings, environment, id(lib.model_cost))
+        return (
+            tuple(repr(getattr(lib, name, None)) for name in _SETTINGS),
+            tuple(os.environ.get(name) for name in _ENVIRONMENT),
+            id(getattr(lib, "model_cost", None)),
+        )
+
+    @staticmethod
+    def key(model: str, messages: list[dict[str, Any]], parameters: tuple[Any, ...], settings: tuple[Any, ...] | None) -> tuple[Any, ...] | None:
+        """The memo key of a call, or None when the call must take litellm's whole path."""
+        if settings is None or not model.startswith("openai/"):
+            return None
+        for message in messages:
+            if type(message) is not dict or len(message) != 2 or message.get("role") not in _ROLES or type(message.get("content")) is not str:
+                return None
+        return (model, parameters, settings)
 
     def lookup(self, key: tuple[Any, ...]) -> Prepared | None:
         return self._memo.get(key)
@@ -206,7 +219,8 @@ class PreparedCalls:
         litellm_params = dict(prepared.litellm_params)
         for name in prepared.call_id_keys:
             litellm_params[name] = call_id
-        model_response = self._model_response()
+        # No default choice (a Choices and a Message built to be thrown away): the response's choices replace it.
+        model_response = self._model_response(choices=[])
         if prepared.has_usage:
             model_response.usage = self._usage()
         hidden = getattr(model_response, "_hidden_params", None)

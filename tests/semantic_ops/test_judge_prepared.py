@@ -175,11 +175,26 @@ def test_litellm_callbacks_turn_replay_off(make_judge: Callable[..., LiteLLMJudg
 
 def test_only_plain_openai_chat_messages_are_replayed() -> None:
     prepared = PreparedCalls(importlib.import_module("litellm"))
+    settings = prepared.settings()
+    assert settings is not None
     plain = [{"role": "system", "content": "s"}, {"role": "user", "content": "u"}]
-    assert prepared.key("openai/m", plain, ()) is not None
-    assert prepared.key("anthropic/claude", plain, ()) is None
-    assert prepared.key("gpt-4o-mini", plain, ()) is None  # litellm resolves the provider: not replayed
-    assert prepared.key("openai/m", [{"role": "user", "content": [{"type": "text", "text": "u"}]}], ()) is None
-    assert prepared.key("openai/m", [{"role": "user", "content": "u", "name": "n"}], ()) is None
-    assert prepared.key("openai/m", [{"role": "tool", "content": "u"}], ()) is None
-    assert prepared.key("openai/m", plain, (1,)) != prepared.key("openai/m", plain, (2,))
+    assert prepared.key("openai/m", plain, (), settings) is not None
+    assert prepared.key("openai/m", plain, (), None) is None
+    assert prepared.key("anthropic/claude", plain, (), settings) is None
+    assert prepared.key("gpt-4o-mini", plain, (), settings) is None  # litellm resolves the provider: not replayed
+    assert prepared.key("openai/m", [{"role": "user", "content": [{"type": "text", "text": "u"}]}], (), settings) is None
+    assert prepared.key("openai/m", [{"role": "user", "content": "u", "name": "n"}], (), settings) is None
+    assert prepared.key("openai/m", [{"role": "tool", "content": "u"}], (), settings) is None
+    assert prepared.key("openai/m", plain, (1,), settings) != prepared.key("openai/m", plain, (2,), settings)
+
+
+def test_litellm_settings_and_environment_are_part_of_the_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    litellm = importlib.import_module("litellm")
+    prepared = PreparedCalls(litellm)
+    before = prepared.settings()
+    monkeypatch.setenv("OPENAI_ORGANIZATION", "org-elsewhere")
+    assert prepared.settings() != before
+    monkeypatch.setattr(litellm, "drop_params", True)
+    assert prepared.settings() != before
+    monkeypatch.setattr(litellm, "cache", object())
+    assert prepared.settings() is None
