@@ -261,7 +261,10 @@ class Server:
             self.kill()
             raise StartupFailed(self.failure_line())
         self.port = int(m.group(1))
-        self.wait_idle()  # litellm is imported on a thread after "listening"
+        # litellm is imported and warmed up on a thread after "listening"; on a loaded machine that
+        # thread can be starved long enough to look idle, and its CPU would count as the query's.
+        _wait_for_line(self.proc, self.log, r"model calls ready", timeout)
+        self.wait_idle()
         return self
 
     def failure_line(self) -> str:

@@ -209,7 +209,8 @@ class FakeProvider:
             self.inflight += 1
             self.max_seen_inflight = max(self.max_seen_inflight, self.inflight)
             over = b.max_inflight and self.inflight > b.max_inflight
-            self.requests.append({"t": time.time(), "body": body, "attempt": attempt})
+            self.requests.append({"t": time.time(), "body": body, "attempt": attempt,
+                                  "path": handler.path, "headers": dict(handler.headers.items())})
         try:
             if over:
                 handler._json(429, {"error": {"message": "too many requests in flight"}},

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import datetime
 import email.utils
 import functools
@@ -36,6 +37,7 @@ from typing import Any, cast
 
 from semantic_ops.judges.base import Attempt, JudgeRequest, Outcome
 from semantic_ops.judges.limiter import AdaptiveLimiter, Result
+from semantic_ops.judges.prepared import PreparedCalls
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +47,7 @@ PROGRESS_INTERVAL = 0.5  # seconds between progress reports
 CANCELLED = "cancelled"  # the error of an attempt cut short by the query's cancel flag
 _POLL = 0.02  # how often judge()'s calling thread looks at the cancel flag
 _PRICE_PROBE_TOKENS = 1000  # small enough to stay in every model's first price tier
+GEN0_THRESHOLD = 20_000  # the collector's gen-0 threshold while judging (see _YoungCollections)
 
 Progress = Callable[[int], None]
 
@@ -262,6 +265,44 @@ def _pure_preparation(fn: Any) -> bool:
     return isinstance(model, str) and model.startswith(_INLINE_PREFIXES)
 
 
+class _YoungCollections:
+    """Collect the youngest generation less often while any judge() runs, and as before once none does.
+
+    Each call allocates a few thousand objects (request, response and their pydantic models) that
+    live until the answer comes back, 0.3 s or more later; with 64 calls in flight the default
+    threshold (700) runs a young collection every few calls, which walks them all and moves the
+    survivors to the next generation, whose collections then walk them again. Almost all of them
+    are freed by reference counting, so a higher threshold saves that work without holding on to
+    garbage. The threshold is process-wide; nesting (several sessions judging at once) is counted.
+    """
+
+    def __init__(self, threshold: int) -> None:
+        self.threshold = threshold
+        self._lock = threading.Lock()
+        self._active = 0
+        self._saved: tuple[int, int, int] | None = None
+
+    def __enter__(self) -> None:
+        with self._lock:
+            if self._active == 0:
+                saved = gc.get_threshold()
+                self._saved = saved
+                if saved[0] and saved[0] < self.threshold:  # 0: collection is off; leave it off
+                    gc.set_threshold(self.threshold, saved[1], saved[2])
+            self._active += 1
+
+    def __exit__(self, *exc: object) -> None:
+        with self._lock:
+            self._active -= 1
+            if self._active == 0 and self._saved is not None:
+                if gc.get_threshold()[0] == self.threshold:  # nobody changed it meanwhile
+                    gc.set_threshold(*self._saved)
+                self._saved = None
+
+
+_YOUNG_COLLECTIONS = _YoungCollections(GEN0_THRESHOLD)
+
+
 @dataclass
 class _Call:
     """One request's progress through its attempts."""
@@ -279,6 +320,7 @@ class _Batch:
         self.cancel = cancel
         self.progress = progress
         self.tasks: list[asyncio.Task[None]] = []
+        self.settings: tuple[Any, ...] | None = None  # litellm's settings when the batch started (see prepared.py)
         self.done = 0
         self._reported_at = time.monotonic()
 
@@ -324,6 +366,7 @@ class LiteLLMJudge:
         timeout: float = 30.0,
         num_retries: int = 8,
         backoff: float = 0.5,
+        replay: bool = True,
     ) -> None:
         self.name = "litellm"
         self.api_base = api_base
@@ -334,6 +377,8 @@ class LiteLLMJudge:
         self.backoff = backoff
         self._litellm: Any = None
         self._logging_class: Any = None
+        self._replay = replay
+        self._prepared: PreparedCalls | None = None
         self._import_lock = threading.Lock()  # warm_up() and the first query may race to import
         self._prices: dict[str, tuple[float, float] | None] = {}
         self._froze_lazy_imports = False
@@ -355,6 +400,7 @@ class LiteLLMJudge:
                 lib = _import_litellm()
                 self._logging_class = _quiet_logging_class()
                 _memoise_model_info(lib)
+                self._prepared = PreparedCalls(lib) if self._replay else None
                 self._litellm = lib
             return self._litellm
 
@@ -363,6 +409,7 @@ class LiteLLMJudge:
         litellm's code for it that reach no provider, so that its lazy imports and HTTP set-up
         (~0.25 s) happen now: one answered locally (mock_response) and, for OpenAI-style models,
         one sent to a loopback port where nothing listens (refused at once)."""
+        started = time.monotonic()
         lib = self._lib()
         if model:
             request = JudgeRequest(model, ({"role": "user", "content": "warm-up"},))
@@ -375,6 +422,8 @@ class LiteLLMJudge:
             # What those calls imported is as long-lived as litellm itself (see _import_litellm).
             gc.collect()
             gc.freeze()
+        log.info("model calls ready: litellm imported%s in %.1f s", f" and warmed up for {model}" if model else "",
+                 time.monotonic() - started)
 
     def _warm_call(self, call: Coroutine[Any, Any, Any]) -> None:
         try:
@@ -394,16 +443,18 @@ class LiteLLMJudge:
         """
         lib = self._lib()
         batch = _Batch(len(requests), cancel, progress)
-        fut = asyncio.run_coroutine_threadsafe(self._judge_all(lib, requests, batch), self._loop)
-        aborted = False
-        while True:
-            try:
-                outcomes = fut.result(timeout=_POLL)
-                break
-            except TimeoutError:
-                if cancel.is_set() and not aborted:
-                    self._loop.call_soon_threadsafe(batch.abort)
-                    aborted = True
+        batch.settings = self._prepared.settings() if self._prepared is not None else None
+        with _YOUNG_COLLECTIONS:
+            fut = asyncio.run_coroutine_threadsafe(self._judge_all(lib, requests, batch), self._loop)
+            aborted = False
+            while True:
+                try:
+                    outcomes = fut.result(timeout=_POLL)
+                    break
+                except TimeoutError:
+                    if cancel.is_set() and not aborted:
+                        self._loop.call_soon_threadsafe(batch.abort)
+                        aborted = True
         if not self._froze_lazy_imports:
             # The first calls import the rest of litellm lazily; freeze those objects too (see _import_litellm).
             self._froze_lazy_imports = True
@@ -441,7 +492,7 @@ class LiteLLMJudge:
                     return
                 call.started = time.perf_counter()
                 try:
-                    response = await self._complete(lib, request)
+                    response = await self._complete(lib, request, settings=batch.settings)
                 except Exception as exc:
                     latency = (time.perf_counter() - call.started) * 1000
                     status = _status(exc)
@@ -467,32 +518,54 @@ class LiteLLMJudge:
                 wait = base * (0.5 + random.random() / 2)
             await asyncio.sleep(wait)
 
-    async def _complete(self, lib: Any, request: JudgeRequest, *, api_base: str | None = None, **extra: Any) -> Any:
+    async def _complete(self, lib: Any, request: JudgeRequest, *, api_base: str | None = None,
+                        settings: tuple[Any, ...] | None = None, **extra: Any) -> Any:
+        """One attempt through litellm. ``settings``: PreparedCalls.settings() of this batch (None: no replay)."""
         call_id = str(uuid.UUID(int=random.getrandbits(128), version=4))  # an id, not a secret: no syscall
         messages = list(request.messages)
         logging_obj = self._logging_class(
             model=request.model, messages=messages, stream=False, call_type="acompletion",
             start_time=datetime.datetime.now(), litellm_call_id=call_id, litellm_trace_id=call_id, function_id="",
         )
-        # What litellm's own per-call setup would do before the call (see litellm.utils.function_setup).
-        logging_obj.update_environment_variables(model=request.model, user="", optional_params={},
-                                                 litellm_params={"api_base": ""})
+        api_base = api_base or self.api_base
+        options = {"num_retries": 0, "max_retries": 0}
+        key = None
+        if not extra and self._prepared is not None:
+            key = self._prepared.key(request.model, messages,
+                                     (api_base, self.api_key, self.timeout, request.temperature, request.max_tokens),
+                                     settings)
         # litellm enforces `timeout` on the HTTP request; this is a backstop for anything around it.
         async with asyncio.timeout(self.timeout + 10.0):
-            return await lib.acompletion(
-                model=request.model,
-                messages=messages,
-                api_base=api_base or self.api_base,
-                api_key=self.api_key,
-                timeout=self.timeout,
-                temperature=request.temperature,
-                max_tokens=request.max_tokens,
-                num_retries=0,
-                max_retries=0,
-                litellm_call_id=call_id,
-                litellm_logging_obj=logging_obj,
-                **extra,
-            )
+            if key is not None and self._prepared is not None:
+                prepared = self._prepared.lookup(key)
+                if prepared is not None:
+                    return await self._prepared.call(prepared, messages, logging_obj, call_id)
+                if self._prepared.known(key):
+                    key = None  # recorded before and not replayable: litellm's whole path
+            # What litellm's own per-call setup would do before the call (see litellm.utils.function_setup).
+            logging_obj.update_environment_variables(model=request.model, user="", optional_params={},
+                                                     litellm_params={"api_base": ""})
+            with self._recording(key, request.model, messages, call_id, {"api_base": api_base, **options}):
+                return await lib.acompletion(
+                    model=request.model,
+                    messages=messages,
+                    api_base=api_base,
+                    api_key=self.api_key,
+                    timeout=self.timeout,
+                    temperature=request.temperature,
+                    max_tokens=request.max_tokens,
+                    litellm_call_id=call_id,
+                    litellm_logging_obj=logging_obj,
+                    **options,
+                    **extra,
+                )
+
+    def _recording(self, key: tuple[Any, ...] | None, model: str, messages: list[dict[str, str]], call_id: str,
+                   extra_kwargs: dict[str, Any]) -> contextlib.AbstractContextManager[None]:
+        """Record litellm's preparation of this call when its combination has none yet (see prepared.py)."""
+        if key is None or self._prepared is None:
+            return contextlib.nullcontext()
+        return self._prepared.recording(key, model, messages, call_id, extra_kwargs)
 
     def _success(self, lib: Any, number: int, model: str, response: Any, started: float) -> Attempt:
         latency = (time.perf_counter() - started) * 1000
