@@ -125,10 +125,15 @@ def meansql_server(client_provider: FakeProvider) -> Iterator[ServerProcess]:
 
 @pytest.fixture(scope="session")
 def proxy_in_front(postgres: PostgresServer, client_provider: FakeProvider) -> Iterator[ServerProcess]:
-    """meansql in proxy mode in front of the same PostgreSQL (plain SQL relayed; tests use their own tables)."""
+    """meansql in proxy mode in front of the same PostgreSQL (plain SQL relayed; tests use their own tables).
+
+    Its store stays in its DuckDB file: a store in PostgreSQL would add the meansql schema to the database
+    the postgres target checks (tests/proxy/test_store.py tests that store on a PostgreSQL of its own).
+    """
     tmp = Path(tempfile.mkdtemp(prefix="meansql-clients-proxy-"))
     server = ServerProcess(tmp / "proxy.duckdb", server_env(client_provider),
-                           ["--upstream", f"postgresql://postgres@127.0.0.1:{postgres.port}/postgres"]).start()
+                           ["--upstream", f"postgresql://postgres@127.0.0.1:{postgres.port}/postgres",
+                            "--store-url", "duckdb"]).start()
     yield server
     server.stop()
     shutil.rmtree(tmp, ignore_errors=True)
