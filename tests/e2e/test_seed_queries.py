@@ -68,7 +68,8 @@ def test_seed_queries_run_as_written(seeded: ServerProcess) -> None:
     assert results[9] == [("test", False)]  # the stand-in: "example" is not in "test"
     assert {r[0] for r in results[10]} == {"training_annotations", "training_examples_mv",
                                             "training_examples_with_annotations", "training_stats_by_cascade",
-                                            "training_examples", "training_events"}  # the curated store and its outbox
+                                            "training_examples", "training_events",
+                                            "training_example_labels"}  # the curated store, its outbox and labels
 
 
 def test_information_schema_lists_the_tables(seeded: ServerProcess) -> None:
@@ -78,7 +79,7 @@ def test_information_schema_lists_the_tables(seeded: ServerProcess) -> None:
         cols = conn.execute("SELECT column_name FROM information_schema.columns WHERE table_name = 'training_annotations' "
                             "ORDER BY ordinal_position").fetchall()
     assert rows == [("training_annotations", "BASE TABLE"), ("training_events", "BASE TABLE"),
-                    ("training_examples", "BASE TABLE"), ("training_examples_mv", "VIEW"),
+                    ("training_example_labels", "BASE TABLE"), ("training_examples", "BASE TABLE"), ("training_examples_mv", "VIEW"),
                     ("training_examples_with_annotations", "VIEW"), ("training_stats_by_cascade", "VIEW"),
                     ("unified_logs", "BASE TABLE")]
     assert [c[0] for c in cols] == ["trace_id", "trainable", "verified", "confidence", "notes", "tags",
