@@ -236,9 +236,10 @@ ON CONFLICT (key) DO NOTHING
 """
 
 # Claims: a free key, or one whose claim lapsed, becomes ours; keys held by others are left alone.
+# Keys are taken in sorted order, as every writer of claims and cache rows takes them, so no two deadlock.
 CLAIM = """
 INSERT INTO meansql.semantic_claims AS c (key, owner, process, expires_at)
-SELECT k, %(owner)s, %(process)s, now() + make_interval(secs => %(ttl)s) FROM unnest(%(keys)s::text[]) k
+SELECT k, %(owner)s, %(process)s, now() + make_interval(secs => %(ttl)s) FROM unnest(%(keys)s::text[]) k ORDER BY k
 ON CONFLICT (key) DO UPDATE SET owner = excluded.owner, process = excluded.process, expires_at = excluded.expires_at
 WHERE c.expires_at < now() OR c.owner = excluded.owner
 RETURNING key

@@ -40,6 +40,9 @@ def describe(url: str) -> str:
     return f"postgresql://{user}{info.get('host', 'localhost')}:{info.get('port', 5432)}/{info.get('dbname', '')}"
 
 
+# A transaction PostgreSQL aborted to break a deadlock wrote nothing: it is run again.
+DEADLOCK_RETRIES = 5
+
 class _Pool:
     """At most `size` connections (autocommit), reused; a broken one is dropped and the next use reconnects."""
 
@@ -164,6 +167,15 @@ class PostgresStore:
     def commit_calls(self, logs: Sequence[Row], answers: Sequence[Row], *, owner: str | None = None, release: Sequence[str] = ()) -> None:
         if not logs and not answers and not (owner and release):
             return
+        for attempt in range(DEADLOCK_RETRIES):
+            try:
+                self._commit_calls(logs, sorted(answers, key=lambda r: r[0]), owner, sorted(release))
+                return
+            except StoreError as exc:
+                if attempt == DEADLOCK_RETRIES - 1 or not isinstance(exc.__cause__, psycopg.errors.DeadlockDetected):
+                    raise
+
+    def _commit_calls(self, logs: Sequence[Row], answers: Sequence[Row], owner: str | None, release: Sequence[str]) -> None:
         columns = sql.SQL(", ").join(sql.Identifier(c) for c in schema.LOG_FIELDS)
         with self._conn() as conn, conn.transaction(), conn.cursor() as cur:
             if logs:
@@ -189,14 +201,21 @@ class PostgresStore:
         if not keys:
             return set()
         self._start_heartbeat()
-        with self._conn() as conn:
-            rows = conn.execute(pg_schema.CLAIM, {"owner": owner, "process": self.process, "ttl": self.claim_ttl, "keys": list(keys)}).fetchall()
-        return {r[0] for r in rows}
+        args = {"owner": owner, "process": self.process, "ttl": self.claim_ttl, "keys": sorted(keys)}
+        for attempt in range(DEADLOCK_RETRIES):
+            try:
+                with self._conn() as conn:
+                    rows = conn.execute(pg_schema.CLAIM, args).fetchall()
+                return {r[0] for r in rows}
+            except StoreError as exc:
+                if attempt == DEADLOCK_RETRIES - 1 or not isinstance(exc.__cause__, psycopg.errors.DeadlockDetected):
+                    raise
+        return set()
 
     def release(self, keys: Sequence[str], owner: str) -> None:
         if keys:
             with self._conn() as conn:
-                conn.execute(pg_schema.RELEASE, [list(keys), owner])
+                conn.execute(pg_schema.RELEASE, [sorted(keys), owner])
 
     def _start_heartbeat(self) -> None:
         with self._heartbeat_lock:
