@@ -245,7 +245,10 @@ WHERE c.expires_at < now() OR c.owner = excluded.owner
 RETURNING key
 """
 RELEASE = "DELETE FROM meansql.semantic_claims WHERE key = ANY(%s) AND owner = %s"
-RENEW = "UPDATE meansql.semantic_claims SET expires_at = now() + make_interval(secs => %s) WHERE process = %s"
+RENEW = """
+UPDATE meansql.semantic_claims SET expires_at = now() + make_interval(secs => %s)
+WHERE key IN (SELECT key FROM meansql.semantic_claims WHERE process = %s ORDER BY key FOR UPDATE)
+"""
 
 UPSERT_ANNOTATION = """
 INSERT INTO meansql.training_annotations (trace_id, trainable, verified, confidence, notes, tags)

@@ -213,9 +213,14 @@ class PostgresStore:
         return set()
 
     def release(self, keys: Sequence[str], owner: str) -> None:
-        if keys:
-            with self._conn() as conn:
-                conn.execute(pg_schema.RELEASE, [sorted(keys), owner])
+        for attempt in range(DEADLOCK_RETRIES if keys else 0):
+            try:
+                with self._conn() as conn:
+                    conn.execute(pg_schema.RELEASE, [sorted(keys), owner])
+                return
+            except StoreError as exc:
+                if attempt == DEADLOCK_RETRIES - 1 or not isinstance(exc.__cause__, psycopg.errors.DeadlockDetected):
+                    raise
 
     def _start_heartbeat(self) -> None:
         with self._heartbeat_lock:
