@@ -15,6 +15,7 @@ executor as on a plain meansql server.
 from __future__ import annotations
 
 import logging
+import threading
 from pathlib import Path
 
 import duckdb
@@ -69,14 +70,20 @@ def attach(con: duckdb.DuckDBPyConnection, url: str) -> None:
         raise RuntimeError(message) from None
 
 
+# The scanner's cache is shared by every cursor: a USE on one cursor while another clears it finds no schema.
+_CACHE_LOCK = threading.Lock()
+
+
 def prepare_cursor(cur: duckdb.DuckDBPyConnection) -> None:
     """Unqualified names on this cursor are the upstream's tables."""
-    cur.execute(f"USE {CATALOG}.{SCHEMA}")
+    with _CACHE_LOCK:
+        cur.execute(f"USE {CATALOG}.{SCHEMA}")
 
 
 def refresh(cur: duckdb.DuckDBPyConnection) -> None:
     """Forget cached upstream table definitions, so a column added through the proxy a moment ago is seen."""
-    cur.execute("CALL pg_clear_cache()")
+    with _CACHE_LOCK:
+        cur.execute("CALL pg_clear_cache()")
 
 
 def check(stmt: Statement) -> None:
