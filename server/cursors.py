@@ -107,7 +107,7 @@ def _direction(direction: str) -> tuple[str, int]:
 def rows_of(batches: Iterator[pa.RecordBatch]) -> Iterator[Sequence[Any]]:
     """Python rows of Arrow batches."""
     for batch in batches:
-        yield from zip(*(column.to_pylist() for column in batch.columns))
+        yield from zip(*(codec.pylist(column) for column in batch.columns))
 
 
 def parse_close(text: str) -> str | None:

@@ -659,8 +659,9 @@ class Session:
         columns = _columns(stmt, [(d[0], str(d[1])) for d in description])
         if ctx is not None:
             return Result("SELECT", columns, iter(rows or []), count_rows=True)
-        return Result("SELECT", columns, _stream(cur), count_rows=True, source=cur,
-                      duck_types=[str(d[1]) for d in description], origins=self.origins(stmt, columns))
+        duck_types = [str(d[1]) for d in description]
+        return Result("SELECT", columns, _stream(cur, _DATED.intersection(duck_types) and _ARROW_ROWS.issuperset(duck_types)),
+                      count_rows=True, source=cur, duck_types=duck_types, origins=self.origins(stmt, columns))
 
     def _keep_parsed(self, text: str) -> None:
         """Keep DuckDB's parse of a statement text that ran as written: its next runs skip DuckDB's parser,
@@ -1050,7 +1051,16 @@ def _autocommit(cur: duckdb.DuckDBPyConnection, query: Any, args: Any, text: str
             _conflict_pause(attempt)
 
 
-def _stream(cur: duckdb.DuckDBPyConnection, size: int = 2048) -> Iterator[Sequence[Any]]:
+# Results with a date or timestamp column are read as Arrow, where +/- infinity survives (DuckDB's Python values
+# print it as 9999-12-31), when every column's Arrow value is the Python value DuckDB would give.
+_DATED = frozenset({"DATE", "TIMESTAMP"})
+_ARROW_ROWS = cursors.BULK_TYPES | _DATED | {"DOUBLE", "FLOAT"}
+
+
+def _stream(cur: duckdb.DuckDBPyConnection, arrow: bool = False, size: int = 2048) -> Iterator[Sequence[Any]]:
+    if arrow:
+        yield from cursors.rows_of(iter(cur.to_arrow_reader(size)))
+        return
     while True:
         chunk = cur.fetchmany(size)
         if not chunk:

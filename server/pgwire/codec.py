@@ -318,6 +318,12 @@ def _json_text(value: Any) -> bytes:
     return (value if isinstance(value, str) else json.dumps(value, default=str)).encode("utf-8")
 
 
+def _infinite(v: types.Infinite, fmt: str) -> bytes:
+    """PostgreSQL's binary +/- infinity of a date (int4) or timestamp (int8): the type's extreme values."""
+    top = 2**31 - 1 if fmt == "!i" else 2**63 - 1
+    return struct.pack(fmt, -top - 1 if v.negative else top)
+
+
 _ENCODERS: dict[int, Callable[[Any], bytes]] = {
     types.BOOL: lambda v: b"\x01" if v else b"\x00",
     types.INT2: lambda v: struct.pack("!h", v),
@@ -328,9 +334,10 @@ _ENCODERS: dict[int, Callable[[Any], bytes]] = {
     types.FLOAT8: lambda v: struct.pack("!d", v),
     types.NUMERIC: _encode_numeric,
     types.BYTEA: bytes,
-    types.DATE: lambda v: struct.pack("!i", (v - _PG_EPOCH_DATE).days),
+    types.DATE: lambda v: _infinite(v, "!i") if type(v) is types.Infinite else struct.pack("!i", (v - _PG_EPOCH_DATE).days),
     types.TIME: _encode_time,
-    types.TIMESTAMP: lambda v: struct.pack("!q", _micros(v.replace(tzinfo=None) - _PG_EPOCH)),
+    types.TIMESTAMP: lambda v: _infinite(v, "!q") if type(v) is types.Infinite
+    else struct.pack("!q", _micros(v.replace(tzinfo=None) - _PG_EPOCH)),
     types.TIMESTAMPTZ: _encode_timestamptz,
     types.INTERVAL: _encode_interval,
     types.UUID: lambda v: (v if isinstance(v, uuid.UUID) else uuid.UUID(str(v))).bytes,
@@ -434,12 +441,44 @@ BULK_TEXT_TYPES = frozenset({"BIGINT", "INTEGER", "SMALLINT", "TINYINT", "UBIGIN
 
 
 SMALL_BATCH = 64
+DATE_INFINITY = 2**31 - 1  # DuckDB's +/- infinity date, in days (Arrow date32)
+TIMESTAMP_INFINITY = 2**63 - 1  # and timestamp, in its unit (Arrow timestamp)
+
+
+def _has_infinity(values: pa.Array, top: int) -> bool:
+    return bool(pc.any(pc.equal(pc.abs(values), top)).as_py())
+
+
+def pylist(arr: pa.Array) -> list[Any]:
+    """An Arrow column as Python values; a date or timestamp at +/- infinity becomes types.INFINITY/MINUS_INFINITY.
+
+    (Python's date and datetime stop at year 9999, and DuckDB's own conversion prints infinity as 9999-12-31.)
+    """
+    if pa.types.is_date32(arr.type):
+        raw, top = arr.view(pa.int32()), DATE_INFINITY
+    elif pa.types.is_timestamp(arr.type):
+        raw, top = arr.view(pa.int64()), TIMESTAMP_INFINITY
+    else:
+        return arr.to_pylist()
+    if not _has_infinity(raw, top):
+        return arr.to_pylist()
+    infinite = pc.fill_null(pc.equal(pc.abs(raw), top), False)
+    values = pc.if_else(infinite, None, arr).to_pylist()
+    for i in np.flatnonzero(infinite.to_numpy(zero_copy_only=False)):
+        values[i] = types.MINUS_INFINITY if raw[i].as_py() < 0 else types.INFINITY
+    return values
 
 
 def _text_column(arr: pa.Array) -> pa.Array:
     """One Arrow column as PostgreSQL's text output (as large_binary; nulls stay null)."""
     if pa.types.is_boolean(arr.type):
         arr = pc.if_else(arr, "t", "f")
+    elif pa.types.is_date32(arr.type):
+        days = arr.view(pa.int32())
+        arr = pc.cast(arr, pa.string()) if not _has_infinity(days, DATE_INFINITY) else pc.if_else(
+            pc.equal(days, DATE_INFINITY), "infinity",
+            pc.if_else(pc.equal(days, -DATE_INFINITY), "-infinity",
+                       pc.cast(pc.if_else(pc.equal(pc.abs(days), DATE_INFINITY), None, arr), pa.string())))
     elif not (pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type)):
         arr = pc.cast(arr, pa.string())
     return arr.cast(pa.large_binary())
@@ -457,7 +496,7 @@ def data_rows(columns: Sequence[pa.Array]) -> bytes:
     if n < SMALL_BATCH:  # numpy's fixed cost per batch is more than a few rows cost one by one
         to_text = types.to_text
         return b"".join(data_row([None if v is None else to_text(v).encode("utf-8") for v in row])
-                        for row in zip(*(c.to_pylist() for c in columns)))
+                        for row in zip(*(pylist(c) for c in columns)))
     texts = [_text_column(c) for c in columns]
     lengths, valid, datas, offsets = [], [], [], []
     for t in texts:

@@ -106,6 +106,30 @@ def oid_of(duck_type: str) -> int:
     return _PG_NAMES.get(name, TEXT)
 
 
+class Infinite:
+    """A date or timestamp at +/- infinity, which Python's date and datetime cannot hold."""
+
+    __slots__ = ("negative",)
+
+    def __init__(self, negative: bool) -> None:
+        self.negative = negative
+
+    def __str__(self) -> str:  # PostgreSQL's text output
+        return "-infinity" if self.negative else "infinity"
+
+    def __repr__(self) -> str:
+        return f"Infinite({self.negative})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Infinite) and other.negative == self.negative
+
+    def __hash__(self) -> int:
+        return hash(("infinite", self.negative))
+
+
+INFINITY, MINUS_INFINITY = Infinite(False), Infinite(True)
+
+
 @dataclass(frozen=True)
 class TextOptions:
     """Session settings that change text output."""

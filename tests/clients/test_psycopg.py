@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
+import struct
 import uuid
 from typing import Any
 
@@ -55,6 +56,25 @@ def test_text_output_as_postgres_prints_it(target: Target, table_name: str, sqlt
         # The bytes the server sends, before psycopg reads them.
         res = conn.pgconn.exec_(f"SELECT v FROM {table_name}".encode())
         assert res.get_value(0, 0) == text.encode("utf-8")
+
+
+@pytest.mark.parametrize("rows", [1, 200], ids=["few-rows", "bulk"])
+def test_infinite_dates_and_timestamps(target: Target, table_name: str, rows: int) -> None:
+    with target.connect() as conn:
+        _fresh(conn, table_name, "id integer, d date, t timestamp")
+        conn.execute(sql.SQL("INSERT INTO {} SELECT g, CASE g %% 3 WHEN 0 THEN 'infinity'::date WHEN 1 THEN '-infinity'::date "
+                             "ELSE '2024-02-29'::date END, CASE g %% 3 WHEN 0 THEN '-infinity'::timestamp WHEN 1 THEN "
+                             "'infinity'::timestamp ELSE '2024-01-02 03:04:05'::timestamp END "
+                             "FROM generate_series(0, %s) AS s(g)").format(sql.Identifier(table_name)), (rows - 1,))
+        query = f"SELECT d, t FROM {table_name} ORDER BY id".encode()
+        for _ in range(2):  # the second run of a text knows how many rows it returns
+            res = conn.pgconn.exec_(query)
+            got = {tuple(res.get_value(i, j) for j in range(2)) for i in range(res.ntuples)}
+            assert res.ntuples == rows
+            assert got == {(b"infinity", b"-infinity"), (b"-infinity", b"infinity"), (b"2024-02-29", b"2024-01-02 03:04:05")} \
+                if rows > 2 else got == {(b"infinity", b"-infinity")}
+        res = conn.pgconn.exec_params(query, [], result_format=1)
+        assert (res.get_value(0, 0), res.get_value(0, 1)) == (struct.pack("!i", 2**31 - 1), struct.pack("!q", -(2**63)))
 
 
 @pytest.mark.parametrize("binary", [False, True], ids=["text", "binary"])
