@@ -189,3 +189,21 @@ def test_copy_in_array_columns_in_text_format(target: Target, table_name: str) -
         (3, ["x", "y z", None], [7]),
         (4, [], None),
     ]
+
+
+def test_copy_in_array_columns_in_csv_format(target: Target, table_name: str, tmp_path: Path) -> None:
+    """Arrays in COPY's CSV format: the {a,b} form inside CSV quoting, from raw blocks and from psql's \\copy."""
+    with target.connect() as conn:
+        conn.execute(f"DROP TABLE IF EXISTS {table_name}")
+        conn.execute(f"CREATE TABLE {table_name} (id INT, tags TEXT[], scores INT[])")
+        with conn.cursor().copy(f"COPY {table_name} FROM STDIN (FORMAT csv)") as cp:
+            cp.write('1,"{x,""y z"",NULL}","{7,8}"\n2,{},\n')
+    path = tmp_path / "arrays.csv"
+    path.write_text('id,tags,scores\n3,"{""a,b"",c}",{-1}\n')
+    psql(target.url, f"\\copy {table_name} FROM '{path}' WITH (FORMAT csv, HEADER)")
+    with target.connect() as conn:
+        rows = conn.execute(f"SELECT id, tags, scores FROM {table_name} ORDER BY id").fetchall()
+        with conn.cursor().copy(f"COPY (SELECT id, tags, scores FROM {table_name} ORDER BY id) TO STDOUT (FORMAT csv)") as cp:
+            out = b"".join(bytes(block) for block in cp).decode()
+    assert rows == [(1, ["x", "y z", None], [7, 8]), (2, [], None), (3, ["a,b", "c"], [-1])]
+    assert out == '1,"{x,""y z"",NULL}","{7,8}"\n2,{},\n3,"{""a,b"",c}",{-1}\n'
