@@ -5,8 +5,7 @@ from __future__ import annotations
 import importlib
 import json
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -29,34 +28,10 @@ def request(text: str, *, model: str = MODEL, max_tokens: int | None = 5, temper
     )
 
 
-@pytest.fixture(scope="module")
-def stand_in() -> Iterator[FakeProvider]:
-    p = FakeProvider(backlog=256, nodelay=True).start()
-    yield p
-    p.stop()
-
-
 @pytest.fixture()
-def provider(stand_in: FakeProvider) -> FakeProvider:
-    deadline = time.monotonic() + 5
-    while stand_in.inflight and time.monotonic() < deadline:
-        time.sleep(0.01)
-    stand_in.reset()
-    return stand_in
-
-
-@pytest.fixture()
-def make_judge(provider: FakeProvider) -> Iterator[Callable[..., LiteLLMJudge]]:
-    judges: list[LiteLLMJudge] = []
-
-    def make(**kwargs: Any) -> LiteLLMJudge:
-        judge = LiteLLMJudge(**{"api_base": provider.url, "api_key": "sk-test", "backoff": 0.01, **kwargs})
-        judges.append(judge)
-        return judge
-
-    yield make
-    for j in judges:
-        j.close()
+def make_judge(make_judge: Callable[..., LiteLLMJudge]) -> Callable[..., LiteLLMJudge]:
+    """Judges that retry without waiting long."""
+    return lambda **kwargs: make_judge(**{"backoff": 0.01, **kwargs})
 
 
 def sent(provider: FakeProvider) -> list[tuple[str, list[tuple[str, str]], str]]:
