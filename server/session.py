@@ -21,7 +21,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import duckdb
 import sqlglot
@@ -679,29 +679,29 @@ class Session:
         """DML on a training table, with its outbox events in the same transaction."""
         cur = self.cursor
         own = self.tx is TxState.IDLE
-        for attempt in range(CONFLICT_RETRIES if own else 1):
+
+        def once() -> tuple[list[Any], list[Any]]:
             if own:
                 cur.execute("BEGIN TRANSACTION")
             try:
-                with _RETRY_LOCK if attempt else contextlib.nullcontext():
-                    rows = cur.execute(door.sql, list(params) if params else None).fetchall()
-                    if door.table == "training_examples":
-                        label_rows.sync(cur, door.labels, [str(r[0]) for r in rows])
-                    changes = door.events(rows)
-                    events.record(cur, changes)
-                    if own:
-                        cur.execute("COMMIT")
-                break
-            except BaseException as exc:
+                rows = cur.execute(door.sql, list(params) if params else None).fetchall()
+                if door.table == "training_examples":
+                    label_rows.sync(cur, door.labels, [str(r[0]) for r in rows])
+                changes = door.events(rows)
+                events.record(cur, changes)
+                if own:
+                    cur.execute("COMMIT")
+                return rows, changes
+            except BaseException:
                 if own:
                     try:
                         cur.execute("ROLLBACK")
                     except duckdb.Error:
                         pass  # DuckDB ended the failed transaction already
-                if own and attempt < CONFLICT_RETRIES - 1 and _lost_race(exc, "ON CONFLICT" in door.sql.upper()):
-                    _conflict_pause(attempt)
-                    continue  # lost a write race with another session: nothing was written, so again
                 raise
+
+        # Inside the client's transaction a lost race fails the statement, as it would in PostgreSQL.
+        rows, changes = _retry_lost_races(once, upsert="ON CONFLICT" in door.sql.upper(), attempts=CONFLICT_RETRIES if own else 1)
         if own:
             self.store.committed(changes)
         else:
@@ -1013,6 +1013,7 @@ _WRITE_CONFLICT = re.compile(r"[Cc]onflict|Failed to commit")
 _DUPLICATE = re.compile(r"[Dd]uplicate key")
 _RETRY_LOCK = threading.Lock()
 CONFLICT_RETRIES = 12
+_T = TypeVar("_T")
 
 
 def _conflict_pause(attempt: int) -> None:
@@ -1029,26 +1030,29 @@ def _lost_race(exc: BaseException, upsert: bool) -> bool:
     return upsert and isinstance(exc, duckdb.ConstraintException) and _DUPLICATE.search(str(exc)) is not None
 
 
-def _autocommit(cur: duckdb.DuckDBPyConnection, query: Any, args: Any, text: str) -> None:
-    """Run one statement in its own transaction, again if it lost a write conflict.
+def _retry_lost_races(once: Callable[[], _T], *, upsert: bool, attempts: int = CONFLICT_RETRIES) -> _T:
+    """Run a statement's own transaction, again while it fails only for losing a write race (nothing was written).
 
     PostgreSQL makes a second writer of a row wait for the first and then goes on (READ COMMITTED); DuckDB fails
     it instead. A statement outside a transaction block changed nothing when it failed, so running it again is
     what PostgreSQL's wait amounts to: an UPDATE of a row another session just changed, or two upserts of one
     annotation, succeed; a real duplicate key still fails, with 23505, on the next attempt.
     """
-    for attempt in range(CONFLICT_RETRIES):
+    for attempt in range(attempts):
         try:
-            if attempt == 0:
-                cur.execute(query, args)
-            else:
-                with _RETRY_LOCK:  # statements that lost once take turns, so they cannot keep beating each other
-                    cur.execute(query, args)
-            return
+            # Statements that lost once take turns, so they cannot keep beating each other.
+            with _RETRY_LOCK if attempt else contextlib.nullcontext():
+                return once()
         except (duckdb.TransactionException, duckdb.ConstraintException) as exc:
-            if attempt == CONFLICT_RETRIES - 1 or not _lost_race(exc, "ON CONFLICT" in text.upper()):
+            if attempt == attempts - 1 or not _lost_race(exc, upsert):
                 raise
             _conflict_pause(attempt)
+    raise AssertionError("unreachable: the last attempt returns or raises")
+
+
+def _autocommit(cur: duckdb.DuckDBPyConnection, query: Any, args: Any, text: str) -> None:
+    """Run one statement in its own transaction, again if it lost a write conflict."""
+    _retry_lost_races(lambda: cur.execute(query, args), upsert="ON CONFLICT" in text.upper())
 
 
 # Results with a date or timestamp column are read as Arrow, where +/- infinity survives (DuckDB's Python values
