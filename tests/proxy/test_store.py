@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import signal
 import tempfile
@@ -186,3 +187,97 @@ def test_mark_as_trainable_over_the_wire_of_a_proxy_writes_the_postgresql_store(
             "SELECT verified, notes, tags FROM training_annotations WHERE trace_id = ANY(%s) ORDER BY verified", [traces[:3]]
         ).fetchall()
     assert rows == [(False, None, []), (True, "checked", ["a", "b"]), (True, "checked", ["a", "b"])]
+
+
+def test_three_proxies_sixteen_clients_one_killed_mid_query(
+    start_proxy: Callable[..., ServerProcess], provider: FakeProvider, upstream_pg: PostgresServer
+) -> None:
+    """The scale-out drill: 16 clients on 3 processes, one SIGKILLed while its calls are in flight.
+
+    The survivors' clients all get their rows; the store holds one log row and one cached answer per call that
+    came back to a live process, none twice; the killed process's clients, retrying through a survivor, pay
+    only for the values it had not finished.
+    """
+    tag = uuid.uuid4().hex[:8]
+    table, per_client = f"drill_{tag}", 6
+    direct = f"postgresql://postgres@127.0.0.1:{upstream_pg.port}/postgres"
+    labels = {i: f"{WORDS[i % len(WORDS)]} {i} {tag}" for i in range(1, CLIENTS * per_client + 1)}
+    with psycopg.connect(direct, autocommit=True) as pg:
+        pg.execute(f"CREATE TABLE {table} (id int PRIMARY KEY, label text)")
+        with pg.cursor().copy(f"COPY {table} FROM STDIN") as cp:
+            for i, label in labels.items():
+                cp.write_row((i, label))
+    doomed, *survivors = [start_proxy(MEANSQL_CLAIM_TTL="2") for _ in range(3)]
+    provider.behaviour.delay = 2.0
+
+    def query(client: int) -> str:
+        low = client * per_client + 1
+        return f"SELECT id FROM {table} WHERE id BETWEEN {low} AND {low + per_client - 1} AND label MEANS 'bamboo' ORDER BY id"
+
+    def expected(client: int) -> list[tuple[int]]:
+        low = client * per_client + 1
+        return [(i,) for i in range(low, low + per_client) if "bamboo" in labels[i]]
+
+    doomed_clients = [c for c in range(CLIENTS) if c % 4 == 0]  # 4 clients on the process that dies
+    results: dict[int, list[tuple[Any, ...]]] = {}
+    failures: dict[int, BaseException] = {}
+
+    def client(c: int) -> None:
+        server = doomed if c in doomed_clients else survivors[c % 2]
+        try:
+            with connect(server) as conn:
+                results[c] = conn.execute(query(c)).fetchall()
+        except BaseException as exc:  # reported below
+            failures[c] = exc
+
+    threads = [threading.Thread(target=client, args=(c,)) for c in range(CLIENTS)]
+    for t in threads:
+        t.start()
+    doomed_values = {labels[i] for c in doomed_clients for i in range(c * per_client + 1, (c + 1) * per_client + 1)}
+
+    def doomed_calls_sent() -> bool:
+        sent = " ".join(json.dumps(r["body"]) for r in list(provider.requests))
+        return all(value in sent for value in doomed_values)
+
+    # Every call of the doomed process is in flight (each takes 2 s): now it dies.
+    wait_for(doomed_calls_sent, 60, "the doomed process's calls")
+    assert doomed.proc is not None
+    doomed.proc.send_signal(signal.SIGKILL)
+    doomed.stop()
+    for t in threads:
+        t.join(timeout=120)
+    # The survivors' clients were served in full; the killed process's lost their connections.
+    assert {c: results.get(c) for c in range(CLIENTS) if c not in doomed_clients} == {
+        c: expected(c) for c in range(CLIENTS) if c not in doomed_clients
+    }
+    assert set(failures) == set(doomed_clients)
+    assert all(isinstance(exc, psycopg.OperationalError) for exc in failures.values())
+
+    def stored() -> tuple[int, int, int]:
+        with psycopg.connect(direct, autocommit=True) as pg:
+            row = pg.execute(
+                "SELECT count(*), count(DISTINCT user_input), count(*) FILTER (WHERE NOT cache_hit) FROM meansql.unified_logs "
+                "WHERE user_input LIKE %s AND role = 'assistant'",
+                [f"%{tag}"],
+            ).fetchone()
+        assert row is not None
+        return row
+
+    logged, distinct, judged = stored()
+    # Exactly the completed calls: no value logged twice, none logged that the provider did not answer.
+    assert logged == distinct == judged
+    assert judged <= provider.stats()["requests"]
+    with psycopg.connect(direct, autocommit=True) as pg:
+        done_before = {r[0] for r in pg.execute(
+            "SELECT user_input FROM meansql.unified_logs WHERE user_input LIKE %s AND role = 'assistant'", [f"%{tag}"]
+        ).fetchall()}
+    assert done_before >= set(labels.values()) - doomed_values  # every survivor's value is there
+    # The killed process's clients retry through a survivor: only the values it had not finished are judged.
+    provider.behaviour.delay = 0
+    before = provider.stats()["requests"]
+    with connect(survivors[0]) as conn:
+        for c in doomed_clients:
+            assert conn.execute(query(c)).fetchall() == expected(c)
+    assert provider.stats()["requests"] - before == len(doomed_values - done_before)
+    logged, distinct, judged = stored()
+    assert logged == distinct == judged == len(labels)
