@@ -113,10 +113,10 @@ def _update(store: Store, cur: Cursor, example_id: str, changes: Mapping[str, An
             value = str(value)
         elif f == "labels":
             value = list(value or [])
-        sets.append(f"{f} = ?")
+        sets.append(f"{f} = CAST(? AS JSON)" if f in schema.JSON_FIELDS else f"{f} = ?")
         params.append(value)
-    cur.execute(f"UPDATE training_examples SET {', '.join(sets)}, updated_at = ? WHERE id = CAST(? AS UUID)",
-                [*params, now, example_id])
+    store.update(cur, f"UPDATE training_examples SET {', '.join(sets)}, updated_at = ? WHERE id = CAST(? AS UUID)",
+                 [*params, now, example_id])
     return fields
 
 

@@ -18,10 +18,12 @@ which the trigger puts in the event.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import duckdb
+from psycopg import sql as pg_sql
 
 from training import pg_schema, schema
 from training.errors import StoreError
@@ -33,6 +35,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 CATALOG = "meansql_store"
+_PLACEHOLDER = re.compile(r"\?")
 
 
 class AttachedStore(Store):
@@ -84,6 +87,15 @@ class AttachedStore(Store):
         """Tell the update trigger which fields this transaction's next update named (its event lists them)."""
         names = sorted(f for f in fields if f in schema.EXAMPLE_FIELDS)
         cur.execute(pg_schema.NOTE_UPDATED_FIELDS.format(catalog=CATALOG, fields=",".join(names)))
+
+    def update(self, cur: Cursor, sql: str, params: Sequence[Any]) -> None:
+        """The UPDATE runs in PostgreSQL itself, in cur's transaction: DuckDB's own UPDATE of an attached table
+        sends json values as varchar, which PostgreSQL refuses. postgres_execute takes no parameters, so each `?`
+        becomes the literal psycopg would send for it (as its client-side binding does)."""
+        values = iter(params)
+        text = _PLACEHOLDER.sub(lambda _: pg_sql.Literal(next(values)).as_string(None), sql)
+        text = text.replace(" training_examples ", f" {pg_schema.SCHEMA}.training_examples ", 1)
+        cur.execute(f"CALL postgres_execute('{CATALOG}', '{text.replace(chr(39), chr(39) * 2)}')")
 
     def search(self, words: Sequence[str]) -> str:
         """The relation of examples matching every word, ranked by PostgreSQL's ts_rank (a _score column)."""

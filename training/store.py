@@ -125,6 +125,10 @@ class Store:
     def note_updated(self, cur: Cursor, fields: Sequence[str]) -> None:
         """Before an example's update: the fields it names (for the database's trigger, when it has one)."""
 
+    def update(self, cur: Cursor, sql: str, params: Sequence[Any]) -> None:
+        """Run an UPDATE of training_examples (SQL both DuckDB and PostgreSQL read) in cur's transaction."""
+        cur.execute(sql, params)
+
     def cursor(self) -> Cursor:
         """A new connection to the same database, for one thread's use."""
         if self._closed:
