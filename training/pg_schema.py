@@ -293,9 +293,7 @@ LIMIT 1
 """
 
 # What full-text search reads of an example (the GIN index and the search query spell it the same way).
-TEXT_DOCUMENT = (
-    "to_tsvector('english', coalesce(input_text, '') || ' ' || coalesce(output_text, '') || ' ' || coalesce(final_answer, ''))"
-)
+TEXT_DOCUMENT = "to_tsvector('english', coalesce(input_text, '') || ' ' || coalesce(output_text, '') || ' ' || coalesce(final_answer, ''))"
 
 # Migration 2: the curated store's doors. The database keeps the label side table and the outbox itself, with
 # triggers, so a plain INSERT, UPDATE or DELETE from psql writes them in its transaction as the HTTP API does;
@@ -393,9 +391,7 @@ LISTEN_EVENTS = "LISTEN training_events"
 
 # Run by DuckDB, on the attached store (training/pgattach.py), in the write's own PostgreSQL transaction.
 # {catalog} is the attach name, {fields} names from schema.EXAMPLE_FIELDS (checked by the caller).
-NOTE_UPDATED_FIELDS = (
-    "CALL postgres_execute('{catalog}', 'SELECT set_config(''meansql.updated_fields'', ''{fields}'', true)')"
-)
+NOTE_UPDATED_FIELDS = "CALL postgres_execute('{catalog}', 'SELECT set_config(''meansql.updated_fields'', ''{fields}'', true)')"
 # Full-text search: every example matching the query with its ts_rank, as a relation with a _score column.
 # {words}: the query's words (\w+ only, so no quote can occur).
 SEARCH = (

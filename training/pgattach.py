@@ -65,11 +65,9 @@ class AttachedStore(Store):
             self.database.execute(f"INSTALL '{path}'")
             self.database.execute("LOAD postgres_scanner")
             # The URL is the server's own setting; ATTACH takes no parameters.
-            self.database.execute(
-                f"ATTACH '{url.replace(chr(39), chr(39) * 2)}' AS {CATALOG} (TYPE postgres, SCHEMA '{pg_schema.SCHEMA}')"
-            )
+            self.database.execute(f"ATTACH '{url.replace(chr(39), chr(39) * 2)}' AS {CATALOG} (TYPE postgres, SCHEMA '{pg_schema.SCHEMA}')")
         except duckdb.Error as exc:
-            raise StoreError(f"cannot attach the store at {self.where}: {str(exc).replace(url, self.where)}") from None
+            raise StoreError(f"cannot attach the store at {self.path}: {str(exc).replace(url, self.path)}") from None
 
     @staticmethod
     def _use(cur: Cursor) -> Cursor:

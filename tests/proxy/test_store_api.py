@@ -18,8 +18,12 @@ from tests.clients.conftest import PostgresServer
 from tests.conftest import ROOT, ServerProcess, server_env, wait_for
 from tests.e2e.test_events import RedisProcess, Subscriber
 from tests.e2e.test_store_api import http_url
+from tests.proxy import test_store
 from tests.proxy.conftest import pg_url
-from tests.proxy.test_store import provider, start_proxy  # noqa: F401 (fixtures)
+
+# Its fixtures: meansql processes in front of the test PostgreSQL, and the fake provider they use.
+start_proxy = test_store.start_proxy
+provider = test_store.provider
 
 
 @pytest.fixture()
@@ -41,12 +45,22 @@ def direct(pg: PostgresServer) -> psycopg.Connection[Any]:
 
 
 def test_http_writes_through_one_proxy_are_seen_by_sql_through_another_and_by_postgresql(
-    start_proxy: Callable[..., ServerProcess], upstream_pg: PostgresServer, tag: str  # noqa: F811
+    start_proxy: Callable[..., ServerProcess],
+    upstream_pg: PostgresServer,
+    tag: str,
 ) -> None:
     first, second = start_proxy(), start_proxy()
     api = http_url(first)
-    body = {"input_text": "Is a bamboo brush eco-friendly?", "output_text": "yes", "domain": tag, "labels": ["eco", tag],
-            "quality_score": 88, "cascade_id": tag, "source_trace_hash": f"h-{tag}", "metadata": {"k": 1}}
+    body = {
+        "input_text": "Is a bamboo brush eco-friendly?",
+        "output_text": "yes",
+        "domain": tag,
+        "labels": ["eco", tag],
+        "quality_score": 88,
+        "cascade_id": tag,
+        "source_trace_hash": f"h-{tag}",
+        "metadata": {"k": 1},
+    }
     created = httpx.post(f"{api}/training-examples/", json=body, timeout=30)
     assert created.status_code == 201, created.text
     example_id = created.json()["id"]
@@ -61,8 +75,11 @@ def test_http_writes_through_one_proxy_are_seen_by_sql_through_another_and_by_po
         assert patched.status_code == 200 and patched.json()["quality_score"] == 91
         assert b.execute(query, [tag]).fetchall() == [(example_id, tag, [tag], 91.0)]
         # A row inserted as plain SQL through the second proxy is in the first one's API, label filter included.
-        b.execute("INSERT INTO training_examples (input_text, domain, labels, quality_score, cascade_id) "
-                  "VALUES ('Is a plastic fork eco-friendly?', %s, ARRAY['plastic', %s], 20, %s)", [tag, tag, tag])
+        b.execute(
+            "INSERT INTO training_examples (input_text, domain, labels, quality_score, cascade_id) "
+            "VALUES ('Is a plastic fork eco-friendly?', %s, ARRAY['plastic', %s], 20, %s)",
+            [tag, tag, tag],
+        )
         page = httpx.get(f"{api}/training-examples/", params={"domain": tag, "order_by": "quality_score"}, timeout=30).json()
         assert page["total"] == 2 and [e["quality_score"] for e in page["items"]] == [91, 20]
         assert httpx.get(f"{api}/training-examples/", params={"labels": "plastic"}, timeout=30).json()["total"] == 1
@@ -86,7 +103,9 @@ def test_http_writes_through_one_proxy_are_seen_by_sql_through_another_and_by_po
 
 
 def test_two_proxies_publish_each_event_once(
-    start_proxy: Callable[..., ServerProcess], redis_server: RedisProcess, tag: str  # noqa: F811
+    start_proxy: Callable[..., ServerProcess],
+    redis_server: RedisProcess,
+    tag: str,
 ) -> None:
     sub = Subscriber(redis_server.url)
     proxies = [start_proxy(MEANSQL_REDIS_URL=redis_server.url) for _ in range(2)]
@@ -102,8 +121,15 @@ def test_two_proxies_publish_each_event_once(
 
     wait_for(lambda: len(ours()) >= len(ids), what="an event per write", timeout=30)
     with psycopg.connect(pg_url_of(proxies[0]), autocommit=True) as pg:
-        wait_for(lambda: pg.execute("SELECT count(*) FROM meansql.training_events WHERE published_at IS NULL "
-                                    "AND aggregate_id = ANY(%s)", [ids]).fetchone() == (0,), what="the outbox to drain")
+        wait_for(
+            lambda: (
+                pg.execute(
+                    "SELECT count(*) FROM meansql.training_events WHERE published_at IS NULL AND aggregate_id = ANY(%s)", [ids]
+                ).fetchone()
+                == (0,)
+            ),
+            what="the outbox to drain",
+        )
     got = ours()
     assert sorted(e["aggregate_id"] for e in got) == sorted(ids)  # each once
     assert {e["event_type"] for e in got} == {"training_example.created"}
@@ -115,7 +141,8 @@ def pg_url_of(server: ServerProcess) -> str:
 
 
 def test_listen_through_the_proxy_gets_the_notify_of_a_write_through_another(
-    start_proxy: Callable[..., ServerProcess], tag: str  # noqa: F811
+    start_proxy: Callable[..., ServerProcess],
+    tag: str,
 ) -> None:
     first, second = start_proxy(), start_proxy()
     with first.connect() as listener:
@@ -128,14 +155,25 @@ def test_listen_through_the_proxy_gets_the_notify_of_a_write_through_another(
 
 
 def meansql(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "server.cli", *args], cwd=ROOT, env=server_env(None),
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "server.cli", *args], cwd=ROOT, env=server_env(None), capture_output=True, text=True, timeout=120
+    )
 
 
 def test_export_then_import_round_trip_on_the_postgresql_store(upstream_pg: PostgresServer, tag: str, tmp_path: Path) -> None:
     url = pg_url(upstream_pg)
-    rows = [{"input_text": f"question {i}", "output_text": f"answer {i}", "domain": tag, "cascade_id": tag,
-             "labels": [tag, f"l{i}"], "quality_score": 50 + i, "source_trace_hash": f"{tag}-{i}"} for i in range(5)]
+    rows = [
+        {
+            "input_text": f"question {i}",
+            "output_text": f"answer {i}",
+            "domain": tag,
+            "cascade_id": tag,
+            "labels": [tag, f"l{i}"],
+            "quality_score": 50 + i,
+            "source_trace_hash": f"{tag}-{i}",
+        }
+        for i in range(5)
+    ]
     source = tmp_path / "in.jsonl"
     source.write_text("".join(json.dumps(r) + "\n" for r in rows))
     done = meansql("training", "import", str(source), "--store-url", url)

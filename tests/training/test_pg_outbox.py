@@ -67,7 +67,9 @@ def test_a_plain_sql_write_gets_its_label_rows_outbox_row_and_notify(url: str, p
         client.execute("DELETE FROM training_examples WHERE id = %s", [example_id])
         assert client.execute("SELECT count(*) FROM training_example_labels").fetchone() == (0,)
         assert client.execute("SELECT event_type FROM training_events ORDER BY seq").fetchall() == [
-            ("training_example.created",), ("training_example.updated",), ("training_example.deleted",)
+            ("training_example.created",),
+            ("training_example.updated",),
+            ("training_example.deleted",),
         ]
 
 
@@ -80,13 +82,10 @@ def test_a_failed_write_leaves_no_event(url: str, processes: list[Process]) -> N
         assert conn.execute("SELECT event_type FROM training_events").fetchall() == [("training_example.created",)]
 
 
-def test_two_processes_publish_each_event_once_and_wait_out_a_redis_outage(
-    processes: list[Process], caplog: pytest.LogCaptureFixture
-) -> None:
+def test_two_processes_publish_each_event_once_and_wait_out_a_redis_outage(processes: list[Process], caplog: pytest.LogCaptureFixture) -> None:
     redis_server = RedisProcess().start(listening=False)  # down for the publishers (TCP), up for the subscriber
     sub = Subscriber(redis_server.unix_url)
-    publishers = [Publisher(attached, redis_server.url, outbox=pg_store, retry_seconds=0.1, batch=7).start()
-                  for pg_store, attached in processes]
+    publishers = [Publisher(attached, redis_server.url, outbox=pg_store, retry_seconds=0.1, batch=7).start() for pg_store, attached in processes]
     expected: list[tuple[str, str]] = []
     try:
         with caplog.at_level(logging.WARNING, logger="training.events"):
@@ -97,8 +96,11 @@ def test_two_processes_publish_each_event_once_and_wait_out_a_redis_outage(
             examples.delete(processes[1][1], expected[1][1])
             trace = f"trace-{uuid.uuid4().hex}"
             processes[0][1].annotate([trace], verified=True)
-            expected += [("training_example.updated", expected[0][1]), ("training_example.deleted", expected[1][1]),
-                         ("training_annotation.upserted", trace)]
+            expected += [
+                ("training_example.updated", expected[0][1]),
+                ("training_example.deleted", expected[1][1]),
+                ("training_annotation.upserted", trace),
+            ]
             wait_for(lambda: "unreachable" in caplog.text, what="the outage to be logged")
             assert sub.poll() == []
             redis_server.listen()
