@@ -8,6 +8,11 @@ listening when the change commits), and the ``Publisher`` thread sends the
 outbox rows to Redis pub/sub, deleting each only once Redis took it. A Redis
 outage therefore never fails or loses a write: the rows wait and are retried,
 and the gap is logged.
+
+On the PostgreSQL store the database writes the outbox rows itself (triggers,
+with a pg_notify in the same transaction), and the publisher of every meansql
+process takes them through ``Outbox.deliver``: rows claimed with FOR UPDATE SKIP
+LOCKED, marked published in the claim's transaction, so each goes out once.
 """
 
 from __future__ import annotations
