@@ -22,6 +22,7 @@ from training import search
 from training.embeddings import LOCAL, Embedder
 from training.errors import StoreError
 from training.events import Publisher
+from training.pgattach import AttachedStore
 from training.pgstore import PostgresStore
 from training.store import Store
 from training.stores import DuckDBStore, TrainingStore
@@ -64,10 +65,13 @@ class App:
                 vectors=self.vectors, training_store=self.training_store,
             )
             self.executor.register_udfs(self.store.database)
-            self.publisher = Publisher(self.store, settings.redis_url).start()
+            self.doors = self._doors(store_error)
+            self.publisher = self._publisher()
             functions.register(self.store.database, self.embedder)
             register_calibrate(self.store.database, self.training_store, self.embedder, self.registry)
         except BaseException:
+            if getattr(self, "doors", None) not in (None, self.store):
+                self.doors.close()
             if hasattr(self, "training_store"):
                 self.training_store.close()
             self.store.close()
@@ -101,6 +105,26 @@ class App:
             log.warning("semantic statements are off in proxy mode: %s", reason)
             return store, reason
         return store, None
+
+    def _doors(self, store_error: str | None) -> Store | None:
+        """The Store of the HTTP API, the training commands and the event publisher: the file, or the PostgreSQL
+        store attached to DuckDB (None, with a warning, when a proxy's store could not be set up)."""
+        if not isinstance(self.training_store, PostgresStore):
+            return self.store
+        if store_error is not None:
+            log.warning("the training HTTP API is off: %s", store_error)
+            return None
+        return AttachedStore(self.training_store)
+
+    def _publisher(self) -> Publisher | None:
+        """Events to Redis: from the file's outbox, or from PostgreSQL's when Redis is configured (each event
+        goes out once, from whichever process claims it first)."""
+        if self.doors is self.store:
+            return Publisher(self.store, self.settings.redis_url).start()
+        if self.doors is None or not self.settings.redis_url:
+            return None
+        assert isinstance(self.training_store, PostgresStore)
+        return Publisher(self.doors, self.settings.redis_url, outbox=self.training_store).start()
 
     def _attach_upstream(self) -> None:
         s = self.settings
@@ -172,8 +196,8 @@ class App:
 
     def listen_http(self) -> HttpServer | None:
         """Start the HTTP API on its own thread (same process, same Store), unless it is turned off."""
-        if self.settings.http:
-            self.http = HttpServer(self.store, self.settings.host, self.settings.http_port).start()
+        if self.settings.http and self.doors is not None:
+            self.http = HttpServer(self.doors, self.settings.host, self.settings.http_port).start()
         return self.http
 
     @property
@@ -190,8 +214,11 @@ class App:
             self.server.server_close()
         if self.http is not None:
             self.http.stop()
-        self.publisher.stop()
+        if self.publisher is not None:
+            self.publisher.stop()
         self.judge.close()
+        if self.doors not in (None, self.store):
+            self.doors.close()
         self.training_store.close()
         self.store.close()
         if self.files is not None:

@@ -40,6 +40,7 @@ DbOpt = Annotated[Optional[Path], typer.Option("--db", help="DuckDB database fil
 ConfigOpt = Annotated[Optional[Path], typer.Option("--config", help="meansql.yaml to read (default: beside the database).")]
 UrlOpt = Annotated[Optional[str], typer.Option("--url", help="Talk to a running server, e.g. postgresql://localhost:15432/default.")]
 FormatOpt = Annotated[str, typer.Option("--format", help="table, json or csv.")]
+StoreUrlOpt = Annotated[Optional[str], typer.Option("--store-url", help="The store: postgresql://... or duckdb (default: as serve).")]
 
 
 class _JsonFormatter(logging.Formatter):
@@ -388,6 +389,7 @@ def training_stats(
     url: UrlOpt = None,
     config: ConfigOpt = None,
     fmt: FormatOpt = "table",
+    store_url: StoreUrlOpt = None,
 ) -> None:
     """Examples, trainable and verified counts per cascade and cell."""
     if url:
@@ -396,13 +398,10 @@ def training_stats(
         _query_url(url, sql, fmt, (cascade, cascade))
         return
     from training.retrieval import stats
-    from training.store import Store
 
-    settings = _settings(config, db=db)
+    store = _local_store(_settings(config, db=db, store_url=store_url))
     try:
-        store = Store(settings.db)
         try:
-            store.init()
             cur = store.cursor()
             rows = stats(cur, cascade)
             cur.close()
@@ -426,14 +425,29 @@ OnConflictOpt = Annotated[str, typer.Option("--on-conflict", callback=_on_confli
 
 
 def _local_store(settings: Settings) -> Any:
+    """The store serve would use: the DuckDB file, or the PostgreSQL store (store_url, else the upstream)."""
     from training.store import Store
 
+    url = settings.store_postgres()
     try:
-        store = Store(settings.db)
-        store.init()
+        if url is None:
+            store = Store(settings.db)
+            store.init()
+            return store
+        from training.pgattach import AttachedStore
+        from training.pgstore import PostgresStore
+
+        pg = PostgresStore(url)
+        try:
+            pg.init()
+            attached = AttachedStore(pg)
+        except BaseException:
+            pg.close()
+            raise
+        attached.closing.append(pg.close)
+        return attached
     except MeansqlError as exc:
         _fail(exc)
-    return store
 
 
 def _api_call(method: str, url: str, **kwargs: Any) -> Any:
@@ -457,6 +471,7 @@ def training_import(
     db: DbOpt = None,
     api: ApiOpt = None,
     config: ConfigOpt = None,
+    store_url: StoreUrlOpt = None,
 ) -> None:
     """Import curated training examples; each line is reported, a bad line costs no other."""
     try:
@@ -476,7 +491,7 @@ def training_import(
                     items.append(json.loads(line))
                 except json.JSONDecodeError as exc:
                     items.append(f"line {n} is not JSON: {exc.msg}")
-        store = _local_store(_settings(config, db=db))
+        store = _local_store(_settings(config, db=db, store_url=store_url))
         try:
             results = examples.bulk(store, items, on_conflict=on_conflict)  # type: ignore[arg-type]
         finally:
@@ -505,6 +520,7 @@ def training_export(
     db: DbOpt = None,
     api: ApiOpt = None,
     config: ConfigOpt = None,
+    store_url: StoreUrlOpt = None,
 ) -> None:
     """Export curated examples (openai: chat fine-tuning JSONL)."""
     from training.export import FORMATS
@@ -531,7 +547,7 @@ def training_export(
             f = ExampleFilter.model_validate(query)
         except ValidationError as exc:
             raise typer.BadParameter(str(exc.errors()[0]["msg"])) from exc
-        store = _local_store(_settings(config, db=db))
+        store = _local_store(_settings(config, db=db, store_url=store_url))
         try:
             seen = [0]
 
@@ -556,6 +572,7 @@ def training_promote(
     db: DbOpt = None,
     api: ApiOpt = None,
     config: ConfigOpt = None,
+    store_url: StoreUrlOpt = None,
 ) -> None:
     """Promote logged (annotated) model answers into curated examples that keep the trace link."""
     if api:
@@ -565,7 +582,7 @@ def training_promote(
         return
     from training import examples
 
-    store = _local_store(_settings(config, db=db))
+    store = _local_store(_settings(config, db=db, store_url=store_url))
     try:
         for tid in trace_ids:
             example, status = examples.promote(store, tid, on_conflict=on_conflict)  # type: ignore[arg-type]

@@ -36,6 +36,12 @@ def annotate(
     ]
 
     outbox = [events.annotation_upserted(tid, trainable, verified, confidence) for tid in trace_ids]
+    from training.pgattach import AttachedStore
+
+    if isinstance(store, AttachedStore):  # the PostgreSQL store's view writes the row and its outbox event
+        n = store.annotate(trace_ids, trainable=trainable, verified=verified, confidence=confidence, notes=notes, tags=tags)
+        store.committed(outbox)
+        return n
 
     def upsert(cur: object) -> None:
         for row in rows:

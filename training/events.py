@@ -8,6 +8,11 @@ listening when the change commits), and the ``Publisher`` thread sends the
 outbox rows to Redis pub/sub, deleting each only once Redis took it. A Redis
 outage therefore never fails or loses a write: the rows wait and are retried,
 and the gap is logged.
+
+On the PostgreSQL store the database writes the outbox rows itself (triggers,
+with a pg_notify in the same transaction), and the publisher of every meansql
+process takes them through ``Outbox.deliver``: rows claimed with FOR UPDATE SKIP
+LOCKED, marked published in the claim's transaction, so each goes out once.
 """
 
 from __future__ import annotations
@@ -16,8 +21,8 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, Protocol
 
 from training import schema
 from training.store import Cursor, Store
@@ -66,12 +71,50 @@ def record(cur: Cursor, events: Sequence[Mapping[str, Any]]) -> None:
                 [(e["event_type"], e["aggregate_type"], e["aggregate_id"], json.dumps(e["payload"])) for e in events])
 
 
+Row = tuple[Any, ...]
+Send = Callable[[Sequence[Row]], bool]
+
+
+class Outbox(Protocol):
+    """Where the publisher takes events from: the DuckDB file's table, or PostgreSQL's shared by many processes."""
+
+    def deliver(self, batch: int, send: Send) -> int:
+        """Hand up to `batch` waiting events (seq, event_type, aggregate_type, aggregate_id, payload JSON text) to
+        send; those it took (True) leave the outbox. Returns how many left."""
+
+    def watch(self, wake: threading.Event, stop: threading.Event) -> None:
+        """Set `wake` whenever events may have been written elsewhere, until `stop` is set."""
+
+
+class FileOutbox:
+    """The DuckDB file's outbox: this process is its only writer, so rows are read, sent, then deleted."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def deliver(self, batch: int, send: Send) -> int:
+        cur = self.store.cursor()
+        try:
+            rows = cur.execute(schema.PENDING_EVENTS, [batch]).fetchall()
+        finally:
+            cur.close()
+        if not rows or not send(rows):
+            return 0
+        last = rows[-1][0]
+        self.store.write(lambda c: c.execute(schema.DELETE_EVENTS, [last])).result()
+        return len(rows)
+
+    def watch(self, wake: threading.Event, stop: threading.Event) -> None:
+        """Nothing to watch: every write comes through this process's store hooks."""
+
+
 class Publisher:
-    """Sends outbox rows to Redis pub/sub (with retries) and deletes what was delivered."""
+    """Sends outbox rows to Redis pub/sub (with retries); what Redis took leaves the outbox."""
 
     def __init__(self, store: Store, redis_url: str | None, *, channel: str = CHANNEL, retry_seconds: float = 0.5,
-                 batch: int = 1000) -> None:
+                 batch: int = 1000, outbox: Outbox | None = None) -> None:
         self.store = store
+        self.outbox: Outbox = outbox or FileOutbox(store)
         self.redis_url = redis_url
         self.channel = channel
         self.retry_seconds = retry_seconds
@@ -81,17 +124,22 @@ class Publisher:
         self._client: Any = None
         self._down_since: float | None = None
         self._thread = threading.Thread(target=self._loop, name="meansql-events", daemon=True)
+        self._watcher = threading.Thread(target=self.outbox.watch, args=(self._wake, self._stop),
+                                         name="meansql-events-watch", daemon=True)
         store.event_hooks.append(lambda events: self._wake.set())
 
     def start(self) -> Publisher:
         self._wake.set()  # rows left over from before a restart go out first
         self._thread.start()
+        self._watcher.start()
         return self
 
     def stop(self) -> None:
         self._stop.set()
         self._wake.set()
-        self._thread.join(timeout=10)
+        for thread in (self._thread, self._watcher):
+            if thread.is_alive():
+                thread.join(timeout=10)
         if self._client is not None:
             self._client.close()
 
@@ -107,18 +155,8 @@ class Publisher:
 
     def flush(self) -> bool:
         """Deliver one batch of outbox rows; True when a full batch went out (more may wait)."""
-        cur = self.store.cursor()
-        try:
-            rows = cur.execute(schema.PENDING_EVENTS, [self.batch]).fetchall()
-        finally:
-            cur.close()
-        if not rows:
-            return False
-        if self.redis_url is not None and not self._send(rows):
-            return False
-        last = rows[-1][0]
-        self.store.write(lambda c: c.execute(schema.DELETE_EVENTS, [last])).result()
-        return len(rows) == self.batch
+        send: Send = self._send if self.redis_url is not None else (lambda rows: True)
+        return self.outbox.deliver(self.batch, send) == self.batch
 
     def _send(self, rows: Sequence[tuple[Any, ...]]) -> bool:
         import redis

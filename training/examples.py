@@ -76,7 +76,7 @@ _ARROW_TYPES: dict[str, pa.DataType] = {
 }
 
 
-def _insert(cur: Cursor, rows: list[dict[str, Any]]) -> None:
+def _insert(store: Store, cur: Cursor, rows: list[dict[str, Any]]) -> None:
     """Insert through an Arrow table with explicit types (a column of NULLs or [] has none of its own)."""
     if not rows:
         return
@@ -86,15 +86,23 @@ def _insert(cur: Cursor, rows: list[dict[str, Any]]) -> None:
     try:
         cur.execute(f"INSERT INTO training_examples ({', '.join(schema.EXAMPLE_FIELDS)}) "
                     f"SELECT {', '.join(schema.EXAMPLE_FIELDS)} FROM {view}")
-        label_rows.add(cur, view)
+        if not store.triggers:
+            label_rows.add(cur, view)
     finally:
         cur.unregister(view)
 
 
-def _update(cur: Cursor, example_id: str, changes: Mapping[str, Any], now: dt.datetime) -> list[str]:
+def _relabel(store: Store, cur: Cursor, ids: Sequence[str]) -> None:
+    """Label rows of changed or deleted examples (the database's triggers write them when it has some)."""
+    if not store.triggers:
+        label_rows.replace(cur, ids)
+
+
+def _update(store: Store, cur: Cursor, example_id: str, changes: Mapping[str, Any], now: dt.datetime) -> list[str]:
     fields = [f for f in changes if f in schema.EXAMPLE_FIELDS and f not in ("id", "created_at", "updated_at")]
     if not fields:
         return []
+    store.note_updated(cur, fields)
     params: list[Any] = []
     sets = []
     for f in fields:
@@ -105,10 +113,10 @@ def _update(cur: Cursor, example_id: str, changes: Mapping[str, Any], now: dt.da
             value = str(value)
         elif f == "labels":
             value = list(value or [])
-        sets.append(f"{f} = ?")
+        sets.append(f"{f} = CAST(? AS JSON)" if f in schema.JSON_FIELDS else f"{f} = ?")
         params.append(value)
-    cur.execute(f"UPDATE training_examples SET {', '.join(sets)}, updated_at = ? WHERE id = CAST(? AS UUID)",
-                [*params, now, example_id])
+    store.update(cur, f"UPDATE training_examples SET {', '.join(sets)}, updated_at = ? WHERE id = CAST(? AS UUID)",
+                 [*params, now, example_id])
     return fields
 
 
@@ -119,7 +127,8 @@ def _commit(store: Store, fn: Any) -> Any:
     def write(cur: Cursor) -> Any:
         outbox.clear()
         result = fn(cur, outbox)
-        events.record(cur, outbox)
+        if not store.triggers:
+            events.record(cur, outbox)
         return result
 
     result = store.write(write).result()
@@ -170,9 +179,9 @@ def update(store: Store, example_id: str, data: Any) -> TrainingExample:
             other = _by_hash(cur, h)
             if other is not None and other != example_id:
                 raise DuplicateExample(f"an example with source_trace_hash {h!r} exists: {other}", existing_id=other)
-        fields = _update(cur, example_id, changes, dt.datetime.now())
+        fields = _update(store, cur, example_id, changes, dt.datetime.now())
         if label_rows.touches(fields):
-            label_rows.replace(cur, [example_id])
+            _relabel(store, cur, [example_id])
         outbox.append(events.example_updated(example_id, fields))
         return True
 
@@ -187,9 +196,12 @@ def delete(store: Store, example_id: str) -> None:
     """Delete one example; raises ExampleNotFound."""
 
     def write(cur: Cursor, outbox: list[dict[str, Any]]) -> bool:
-        row = cur.execute("DELETE FROM training_examples WHERE id = TRY_CAST(? AS UUID) RETURNING id", [example_id]).fetchone()
+        # Looked up first: DuckDB returns no rows from a DELETE on an attached PostgreSQL table.
+        row = cur.execute("SELECT CAST(id AS VARCHAR) FROM training_examples WHERE id = TRY_CAST(? AS UUID)",
+                          [example_id]).fetchone()
         if row:
-            label_rows.replace(cur, [str(row[0])])
+            cur.execute("DELETE FROM training_examples WHERE id = CAST(? AS UUID)", [row[0]])
+            _relabel(store, cur, [str(row[0])])
             outbox.append(events.example_deleted(str(row[0])))
         return row is not None
 
@@ -241,7 +253,7 @@ def bulk(store: Store, items: Sequence[Any], *, on_conflict: OnConflict = "error
                     res["status"] = "skipped"
                 else:
                     changes = example.model_dump(exclude_unset=True, exclude={"id", "created_at", "updated_at"})
-                    fields = _update(cur, existing[h], changes, now)
+                    fields = _update(store, cur, existing[h], changes, now)
                     if label_rows.touches(fields):
                         relabelled.append(existing[h])
                     outbox.append(events.example_updated(existing[h], fields))
@@ -253,8 +265,8 @@ def bulk(store: Store, items: Sequence[Any], *, on_conflict: OnConflict = "error
             new_rows.append(values)
             res["id"], res["status"] = values["id"], "created"
             outbox.append(events.example_created(values))
-        label_rows.replace(cur, relabelled)
-        _insert(cur, new_rows)
+        _relabel(store, cur, relabelled)
+        _insert(store, cur, new_rows)
 
     _commit(store, write)
     return results

@@ -291,3 +291,110 @@ WHERE cascade_id = %s AND (criterion IS NULL OR criterion = %s)
 ORDER BY (criterion IS NULL), created_at DESC
 LIMIT 1
 """
+
+# What full-text search reads of an example (the GIN index and the search query spell it the same way).
+TEXT_DOCUMENT = "to_tsvector('english', coalesce(input_text, '') || ' ' || coalesce(output_text, '') || ' ' || coalesce(final_answer, ''))"
+
+# Migration 2: the curated store's doors. The database keeps the label side table and the outbox itself, with
+# triggers, so a plain INSERT, UPDATE or DELETE from psql writes them in its transaction as the HTTP API does;
+# every outbox row is also a NOTIFY on training_events at its commit; published_at marks what Redis took.
+MIGRATIONS[2] = [
+    """
+    CREATE TABLE meansql.training_example_labels (
+        example_id uuid,
+        label text,
+        created_at timestamp,
+        quality_score double precision,
+        confidence double precision,
+        difficulty double precision,
+        PRIMARY KEY (label, example_id)
+    )
+    """,
+    "CREATE INDEX training_example_labels_example ON meansql.training_example_labels (example_id)",
+    f"CREATE INDEX training_examples_text ON meansql.training_examples USING gin (({TEXT_DOCUMENT}))",
+    "CREATE INDEX training_examples_labels ON meansql.training_examples USING gin (labels)",
+    "ALTER TABLE meansql.training_events ADD COLUMN published_at timestamptz",
+    "CREATE INDEX training_events_unpublished ON meansql.training_events (seq) WHERE published_at IS NULL",
+    """
+    CREATE FUNCTION meansql.example_changed() RETURNS trigger LANGUAGE plpgsql AS $$
+    DECLARE
+        fields text[];
+    BEGIN
+        IF TG_OP IN ('UPDATE', 'DELETE') THEN
+            DELETE FROM meansql.training_example_labels WHERE example_id = OLD.id;
+        END IF;
+        IF TG_OP IN ('INSERT', 'UPDATE') THEN
+            INSERT INTO meansql.training_example_labels
+            SELECT DISTINCT NEW.id, l, NEW.created_at, NEW.quality_score, NEW.confidence, NEW.difficulty
+            FROM unnest(NEW.labels) l
+            ON CONFLICT DO NOTHING;
+        END IF;
+        IF TG_OP = 'INSERT' THEN
+            INSERT INTO meansql.training_events (event_type, aggregate_type, aggregate_id, payload)
+            VALUES ('training_example.created', 'training_example', NEW.id::text,
+                    json_build_object('execution_id', NEW.execution_id, 'agent_id', NEW.agent_id::text,
+                                      'source_type', NEW.source_type, 'quality_score', NEW.quality_score,
+                                      'domain', NEW.domain, 'cascade_id', NEW.cascade_id, 'cell_name', NEW.cell_name));
+        ELSIF TG_OP = 'UPDATE' THEN
+            -- The fields the writer named (meansql notes them for the transaction), else those that changed.
+            fields := string_to_array(nullif(current_setting('meansql.updated_fields', true), ''), ',');
+            IF fields IS NULL THEN
+                SELECT coalesce(array_agg(n.key ORDER BY n.key), '{}') INTO fields
+                FROM jsonb_each(to_jsonb(NEW)) n
+                WHERE n.key <> 'updated_at' AND n.value IS DISTINCT FROM to_jsonb(OLD) -> n.key;
+            END IF;
+            INSERT INTO meansql.training_events (event_type, aggregate_type, aggregate_id, payload)
+            VALUES ('training_example.updated', 'training_example', NEW.id::text,
+                    json_build_object('updated_fields', fields));
+        ELSE
+            INSERT INTO meansql.training_events (event_type, aggregate_type, aggregate_id, payload)
+            VALUES ('training_example.deleted', 'training_example', OLD.id::text, '{}'::json);
+        END IF;
+        RETURN NULL;
+    END
+    $$
+    """,
+    """
+    CREATE TRIGGER changed AFTER INSERT OR UPDATE OR DELETE ON meansql.training_examples
+    FOR EACH ROW EXECUTE FUNCTION meansql.example_changed()
+    """,
+    """
+    CREATE FUNCTION meansql.notify_event() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        PERFORM pg_notify('training_events', json_build_object(
+            'event_type', NEW.event_type, 'aggregate_type', NEW.aggregate_type,
+            'aggregate_id', NEW.aggregate_id, 'payload', coalesce(NEW.payload, '{}'::json))::text);
+        RETURN NULL;
+    END
+    $$
+    """,
+    """
+    CREATE TRIGGER notify AFTER INSERT ON meansql.training_events
+    FOR EACH ROW EXECUTE FUNCTION meansql.notify_event()
+    """,
+    # Rows of examples written before this migration.
+    """
+    INSERT INTO meansql.training_example_labels
+    SELECT DISTINCT id, l, created_at, quality_score, confidence, difficulty
+    FROM meansql.training_examples, unnest(labels) l
+    ON CONFLICT DO NOTHING
+    """,
+]
+
+# The publisher: a batch of unpublished events that no other process holds, marked once Redis took them.
+CLAIM_EVENTS = """
+SELECT seq, event_type, aggregate_type, aggregate_id, payload::text FROM meansql.training_events
+WHERE published_at IS NULL ORDER BY seq LIMIT %s FOR UPDATE SKIP LOCKED
+"""
+MARK_EVENTS = "UPDATE meansql.training_events SET published_at = now() WHERE seq = ANY(%s)"
+LISTEN_EVENTS = "LISTEN training_events"
+
+# Run by DuckDB, on the attached store (training/pgattach.py), in the write's own PostgreSQL transaction.
+# {catalog} is the attach name, {fields} names from schema.EXAMPLE_FIELDS (checked by the caller).
+NOTE_UPDATED_FIELDS = "CALL postgres_execute('{catalog}', 'SELECT set_config(''meansql.updated_fields'', ''{fields}'', true)')"
+# Full-text search: every example matching the query with its ts_rank, as a relation with a _score column.
+# {words}: the query's words (\w+ only, so no quote can occur).
+SEARCH = (
+    "(SELECT * FROM postgres_query('{catalog}', 'SELECT e.*, ts_rank({document}, q) AS _score "
+    "FROM meansql.training_examples e, plainto_tsquery(''english'', ''{words}'') q WHERE {document} @@ q'))"
+)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import threading
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -326,6 +326,33 @@ class PostgresStore:
         with self._conn() as conn, conn.transaction(), conn.cursor() as cur:
             cur.executemany(pg_schema.UPSERT_ANNOTATION, rows)  # the view's trigger upserts and writes the event
         return len(rows)
+
+    # -- the event outbox (events.Outbox) ------------------------------------------------
+    def deliver(self, batch: int, send: Callable[[Sequence[Row]], bool]) -> int:
+        """Claim unpublished events no other process holds (SKIP LOCKED), send them, mark them published in the
+        same transaction: each event goes out once however many processes publish. Unsent, the claim ends."""
+        sent = 0
+        with self._conn() as conn, conn.transaction():
+            rows = conn.execute(pg_schema.CLAIM_EVENTS, [batch]).fetchall()
+            if rows and send(rows):
+                conn.execute(pg_schema.MARK_EVENTS, [[r[0] for r in rows]])
+                sent = len(rows)
+        return sent
+
+    def watch(self, wake: threading.Event, stop: threading.Event, *, poll: float = 1.0) -> None:
+        """Set `wake` on every NOTIFY of training_events (a write by any process, or psql), until `stop` is set."""
+        while not stop.is_set():
+            try:
+                with psycopg.connect(self.url, autocommit=True, connect_timeout=10,
+                                     application_name="meansql events") as conn:
+                    conn.execute(pg_schema.LISTEN_EVENTS)
+                    wake.set()  # events written while not listening
+                    while not stop.is_set():
+                        for _ in conn.notifies(timeout=poll, stop_after=1):
+                            wake.set()
+            except psycopg.Error as exc:
+                log.warning("listening for events at %s failed (%s); again in %.0f s", self.where, _first_line(exc), poll)
+                stop.wait(poll)
 
     def calibration(self, cascade_id: str, criterion: str | None) -> float | None:
         with self._conn() as conn:

@@ -1,4 +1,4 @@
-"""Full-text search over curated examples: BM25 through DuckDB's fts extension.
+"""Full-text search over curated examples: BM25 through DuckDB's fts extension (PostgreSQL's ts_rank on its store).
 
 The extension comes from the PyPI package ``duckdb-extension-fts`` and is loaded
 from its file when that package is installed; without it, search falls back to
@@ -150,6 +150,10 @@ def relation(store: Store, cur: Cursor, q: str) -> tuple[str, list[Any], str, li
     terms = words(q)
     if not terms:
         return "(SELECT *, NULL::DOUBLE AS _score FROM training_examples)", [], "true", []
+    from training.pgattach import AttachedStore
+
+    if isinstance(store, AttachedStore):
+        return store.search(terms), [], "true", []  # PostgreSQL's own full text: ts_rank over a GIN index
     if not prepare(store, cur):
         params: list[Any] = []
         return "(SELECT *, NULL::DOUBLE AS _score FROM training_examples)", [], _ilike(terms, params), params

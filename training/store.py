@@ -79,6 +79,9 @@ def extension_file(name: str) -> Path | None:
 class Store:
     """A DuckDB database file holding the user's tables, logs and training data."""
 
+    # Whether the database itself writes label rows and outbox events with each example write (pgattach.py).
+    triggers = False
+
     def __init__(self, path: str | Path) -> None:
         self.path = str(path)
         self._db = _open(self.path)
@@ -118,6 +121,13 @@ class Store:
             return current
         finally:
             cur.close()
+
+    def note_updated(self, cur: Cursor, fields: Sequence[str]) -> None:
+        """Before an example's update: the fields it names (for the database's trigger, when it has one)."""
+
+    def update(self, cur: Cursor, sql: str, params: Sequence[Any]) -> None:
+        """Run an UPDATE of training_examples (SQL both DuckDB and PostgreSQL read) in cur's transaction."""
+        cur.execute(sql, params)
 
     def cursor(self) -> Cursor:
         """A new connection to the same database, for one thread's use."""

@@ -1,4 +1,4 @@
-"""The curated example store on a real DuckDB file: validation, dedup, filters, stats, search, export, promotion."""
+"""The curated example store on a real DuckDB file and on PostgreSQL: validation, dedup, filters, stats, search, export, promotion."""
 
 from __future__ import annotations
 
@@ -13,12 +13,15 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
+from tests.training.test_stores import new_database, pg  # noqa: F401 (a fixture)
 from training import examples, retrieval, search
 from training.annotations import annotate
 from training.errors import DuplicateExample, ExampleNotFound, InvalidExample
 from training.export import export
 from training.logs import LogRecord
 from training.models import ExampleFilter
+from training.pgattach import AttachedStore
+from training.pgstore import PostgresStore
 from training.store import Store
 
 AGENT = "550e8400-e29b-41d4-a716-446655440000"
@@ -42,11 +45,25 @@ SORT = {"input_text": "Write a function to sort an array", "output_text": "funct
 
 
 @pytest.fixture()
-def store(tmp_path: Path) -> Iterator[Store]:
+def file_store(tmp_path: Path) -> Iterator[Store]:
     s = Store(tmp_path / "examples.duckdb")
     s.init()
     yield s
     s.close()
+
+
+@pytest.fixture(params=["duckdb", "postgresql"])
+def store(request: pytest.FixtureRequest) -> Iterator[Store]:
+    """The same tests on the DuckDB file and on a fresh PostgreSQL store (attached, as the HTTP API uses it)."""
+    if request.param == "duckdb":
+        yield request.getfixturevalue("file_store")
+        return
+    pg_store = PostgresStore(new_database(request.getfixturevalue("pg")))
+    pg_store.init()
+    s = AttachedStore(pg_store)
+    yield s
+    s.close()
+    pg_store.close()
 
 
 def test_create_get_update_delete(store: Store) -> None:
@@ -165,9 +182,9 @@ def test_full_text_search(store: Store) -> None:
     assert examples.stats(store, ExampleFilter(q="memory"))["total_examples"] == 1
 
 
-def test_fts_extension_state_is_reported(store: Store) -> None:
+def test_fts_extension_state_is_reported(file_store: Store) -> None:
     # BM25 when the duckdb-extension-fts package is installed, ILIKE otherwise; both match the same rows.
-    assert search.available(store) is (search.extension_file() is not None)
+    assert search.available(file_store) is (search.extension_file() is not None)
 
 
 def test_export_formats_and_reimport(store: Store, tmp_path: Path) -> None:
@@ -222,9 +239,10 @@ def test_every_change_writes_an_outbox_event(store: Store) -> None:
                                   "quality_score": 85.5, "domain": "frontend", "cascade_id": None, "cell_name": None}
     assert seen[1]["payload"] == {"updated_fields": ["labels", "quality_score"]}
     cur = store.cursor()
-    rows = cur.execute("SELECT event_type, aggregate_id FROM training_events ORDER BY seq").fetchall()
+    rows = cur.execute("SELECT event_type, aggregate_type, aggregate_id, payload FROM training_events ORDER BY seq").fetchall()
     cur.close()
-    assert rows == [(e["event_type"], e["aggregate_id"]) for e in seen]
+    # The outbox holds the same event JSON on both stores (on PostgreSQL its triggers write it).
+    assert [{"event_type": t, "aggregate_type": a, "aggregate_id": i, "payload": json.loads(p)} for t, a, i, p in rows] == seen
 
 
 def test_curated_retrieval_puts_the_same_criterion_first(store: Store) -> None:
@@ -247,8 +265,9 @@ def test_curated_retrieval_puts_the_same_criterion_first(store: Store) -> None:
         cur.close()
 
 
-def test_bm25_scores_are_the_extension_s(store: Store) -> None:
+def test_bm25_scores_are_the_extension_s(file_store: Store) -> None:
     # The search computes BM25 from the index tables; its scores are those of the extension's match_bm25.
+    store = file_store
     if not search.available(store):
         pytest.skip("the duckdb-extension-fts package is not installed")
     examples.bulk(store, [MODAL, LEAK, SORT, {**LEAK, "source_trace_hash": "sha256:leak2",

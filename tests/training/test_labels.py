@@ -142,7 +142,7 @@ def test_a_failed_write_leaves_lists_and_label_rows_as_they_were(store: Store) -
     assert [r[:3] for r in side_rows(store)] == [("a", "red", 10.0), ("b", "blue", 20.0)]
 
     def half_done(cur: duckdb.DuckDBPyConnection) -> None:
-        examples._update(cur, str(a.id), {"labels": ["green"]}, a.updated_at)
+        examples._update(store, cur, str(a.id), {"labels": ["green"]}, a.updated_at)
         cur.execute("DELETE FROM training_example_labels")
         raise InvalidExample("field 'labels': refused", field="labels")
 
