@@ -26,7 +26,7 @@ FIXED = frozenset({"server_version", "server_encoding", "integer_datetimes", "is
                    "max_identifier_length"})
 SETTABLE = frozenset({"application_name", "client_encoding", "datestyle", "extra_float_digits", "intervalstyle",
                       "search_path", "standard_conforming_strings", "statement_timeout", "timezone",
-                      "transaction_isolation", "default_transaction_isolation", "jit"})
+                      "idle_in_transaction_session_timeout", "transaction_isolation", "default_transaction_isolation", "jit"})
 _DISPLAY = {"datestyle": "DateStyle", "timezone": "TimeZone", "intervalstyle": "IntervalStyle"}
 
 DIVISOR_MACRO = "meansql_nonzero"
@@ -133,6 +133,7 @@ def _float_digits(value: str) -> str:
 
 _NORMALISE: dict[str, Callable[[str], str]] = {
     "statement_timeout": _duration,
+    "idle_in_transaction_session_timeout": _duration,
     "standard_conforming_strings": _on_off,
     "client_encoding": _client_encoding,
     "extra_float_digits": _float_digits,

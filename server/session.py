@@ -69,6 +69,7 @@ CLIENT_PARAMETERS: dict[str, str] = {
     "search_path": '"$user", public',
     "standard_conforming_strings": "on",
     "statement_timeout": "0",
+    "idle_in_transaction_session_timeout": "0",
     "timezone": "UTC",
     "server_version": "15.0",
     "server_encoding": "UTF8",
@@ -866,6 +867,13 @@ class Session:
         with self._lock:
             self._current = None
         self.executor.end(ctx)
+
+    def idle_in_transaction_limit(self) -> float | None:
+        """Seconds this session may wait for its next message inside a transaction block (None: no limit)."""
+        if self.tx is TxState.IDLE:
+            return None
+        ms = _duration_ms(self.settings.get("idle_in_transaction_session_timeout", "0"))
+        return ms / 1000 if ms > 0 else None
 
     def _start_timer(self) -> threading.Timer | None:
         value = self.settings.get("statement_timeout", "0")

@@ -276,12 +276,22 @@ class MeansqlHandler(BuenaVistaHandler):
         self._send(bytes(out), flush=True)
         return state
 
-    def _next_message(self) -> tuple[int, bytes] | None:
+    def _next_message(self, idle_limit: float | None = None) -> tuple[int, bytes] | None:
         """The next frontend message (type byte, body), its type and length checked before the body is read.
 
-        None when the peer closed the connection between messages.
+        None when the peer closed the connection between messages. idle_limit: seconds to wait for it inside a
+        transaction block (idle_in_transaction_session_timeout), after which the connection ends with 25P03.
         """
-        head = self.rfile.read(5)
+        if idle_limit is None:
+            head = self.rfile.read(5)
+        else:
+            self.request.settimeout(idle_limit)
+            try:
+                head = self.rfile.read(5)
+            except TimeoutError:
+                self._fatal("25P03", "terminating connection due to idle-in-transaction timeout")
+            finally:
+                self.request.settimeout(None)
         if not head:
             return None
         if len(head) < 5:
@@ -312,7 +322,7 @@ class MeansqlHandler(BuenaVistaHandler):
             ord("f"): lambda s, b: None,
         }
         while True:
-            message = self._next_message()
+            message = self._next_message(state.session.idle_in_transaction_limit())
             if message is None:
                 return
             kind, body = message

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import decimal
 import struct
+import time
 import uuid
 from typing import Any
 
@@ -333,3 +334,22 @@ def test_means_query_calls_the_model_once_per_value(meansql_server: ServerProces
                                 ("eco-friendly", 0), prepare=prepare).fetchall()
             assert rows == [(1,)]
             assert len(client_provider.requests) == 2  # one call per row, none for Describe
+
+
+def test_idle_in_transaction_session_timeout(target: Target) -> None:
+    with target.connect() as conn:
+        conn.execute("SET idle_in_transaction_session_timeout = '300ms'")
+        assert conn.execute("SHOW idle_in_transaction_session_timeout").fetchone() == ("300ms",)
+        time.sleep(0.6)  # idle outside a transaction: no limit
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+        conn.execute("BEGIN")
+        conn.execute("SELECT 1")
+        time.sleep(1.0)
+        with pytest.raises(errors.IdleInTransactionSessionTimeout) as caught:
+            conn.execute("SELECT 2")
+        assert caught.value.sqlstate == "25P03"
+        assert caught.value.diag.severity == "FATAL"
+        assert str(caught.value) == "terminating connection due to idle-in-transaction timeout"
+        assert conn.closed
+    with target.connect() as other:  # the server goes on
+        assert other.execute("SELECT 3").fetchone() == (3,)
