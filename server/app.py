@@ -133,6 +133,7 @@ class App:
         """A session whose unqualified table names are the upstream's (proxy mode, upstream attached)."""
         session = self.new_session(user=user, database=database)
         upstream_scan.prepare_cursor(session.cursor)
+        session.keep_rows = True  # each read of an upstream table crosses the network: read kept rows once
         return session
 
     def listen(self) -> MeansqlServer:

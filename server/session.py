@@ -164,6 +164,9 @@ class Session:
         self.find_portal: Callable[[str], cursors.Cursor | None] = lambda name: None
         self._tx_wrote = False  # the open transaction changed something only its own connection sees
         self._has_temp = False  # temporary objects exist, visible on the session's connection only
+        # Copy the rows a planned semantic statement keeps before judging (planner.keep): proxy mode, where each
+        # read of a table crosses the network, sets it.
+        self.keep_rows = False
         self._savepoints: list[_Savepoint] = []
         self._origins: dict[str, list[tuple[int, int]] | None] = {}  # by statement text; DDL here clears it
         self._as_written: set[str] = set()  # statement texts DuckDB runs unchanged (no operator, catalog, rewrite)
@@ -464,15 +467,16 @@ class Session:
         return None
 
     # -- DuckDB -----------------------------------------------------------------
-    def _translate(self, stmt: Statement, params: Sequence[Any] | None = None
-                   ) -> tuple[str, QueryContext | None, list[planner.Stage]]:
-        """The DuckDB text of a statement, rewritten if it has a semantic operator, and its stages."""
+    def _translate(self, stmt: Statement, params: Sequence[Any] | None = None, *, run: bool = True
+                   ) -> tuple[str, QueryContext | None, list[planner.Stage], planner.Kept | None]:
+        """The DuckDB text of a statement, rewritten if it has a semantic operator, its stages, and the copy
+        of its kept rows they and the statement read (`keep_rows`, when it is to `run` rather than be described)."""
         registry = self.executor.registry
         text = stmt.text
         if text in self._as_written:
-            return text, None, []
+            return text, None, [], None
         if m := _SHOW_LIKE.match(text):
-            return f"SELECT name FROM (SHOW TABLES) WHERE name LIKE {m.group(1)}", None, []
+            return f"SELECT name FROM (SHOW TABLES) WHERE name LIKE {m.group(1)}", None, [], None
         if not self._maybe_semantic(text) or \
                 not dialect.has_semantic_words(text, registry.infix, [*registry.by_function.keys(), functions.VECTOR_SEARCH]):
             if stmt.kind is Kind.DML and stmt.words[:2] == ("INSERT", "INTO"):
@@ -486,7 +490,7 @@ class Session:
                 if len(self._as_written) >= 1024:
                     self._as_written.clear()
                 self._as_written.add(out)
-            return out, None, []
+            return out, None, [], None
         ctx = self.executor.begin(self.id, self.notice, self.settings)
         try:
             parsed = dialect.parse(text, registry.infix)
@@ -496,11 +500,15 @@ class Session:
             bound = _bind(parsed[0], params) if params else parsed[0]
             search = self.executor.vector_search
             tree, _plan = rewrite.rewrite(bound, signatures, ctx.query_id, search=search.on(self.cursor) if search else None)
-            stages = planner.plan(tree, [s.udf_name for s in signatures.values()])
+            udfs = [s.udf_name for s in signatures.values()]
+            stages = planner.plan(tree, udfs)
+            kept = planner.keep(tree, udfs, _KEPT) if run and stages and self.keep_rows and self.tx is TxState.IDLE else None
+            if kept is not None:
+                tree, stages = kept.tree, planner.plan(kept.tree, udfs)
         except BaseException:
             self.executor.end(ctx)
             raise
-        return self._postgres_semantics(stmt, dialect.to_duckdb(tree)), ctx, stages
+        return self._postgres_semantics(stmt, dialect.to_duckdb(tree)), ctx, stages, kept
 
     def _postgres_semantics(self, stmt: Statement, text: str) -> str:
         """Division by zero as an error, current_setting()/set_config() on the session; not in DDL, whose
@@ -583,7 +591,7 @@ class Session:
 
     def _execute(self, stmt: Statement, kind: Kind, params: Sequence[Any] | None,
                  on: duckdb.DuckDBPyConnection | None = None) -> Result:
-        text, ctx, stages = self._translate(stmt, params)
+        text, ctx, stages, kept = self._translate(stmt, params)
         if kind is Kind.DML and "training_" in text.lower() and (door := training_sql.plan(text)):
             if ctx is not None and door.table == "training_examples":
                 # Its label rows and events follow the returned ids, which a semantic statement's plan does not give.
@@ -606,6 +614,8 @@ class Session:
         try:
             if snapshot:
                 cur.execute("BEGIN TRANSACTION")
+            if kept is not None:
+                cur.execute(kept.create)
             if ctx is not None and stages:
                 self.executor.prepare(ctx, stages, lambda sql: cur.execute(sql, args).fetchall())
             reuse = self._parsed.get(text) if args is None and cur is self.cursor else None
@@ -636,6 +646,11 @@ class Session:
                     cur.execute("ROLLBACK")
                 except duckdb.Error:
                     pass  # DuckDB ended the failed transaction already
+            if kept is not None:
+                try:
+                    cur.execute(kept.drop)
+                except duckdb.Error as exc:  # an interrupted connection: the next statement's CREATE replaces it
+                    log.debug("kept rows not dropped: %s", exc)
             with self._lock:
                 self._running = False
             if timer is not None:
@@ -794,7 +809,7 @@ class Session:
             if kind is Kind.ROWS:
                 raise CannotDescribe(stmt.text)
             return None
-        text, ctx, _stages = self._translate(stmt)
+        text, ctx, _stages, _kept = self._translate(stmt, run=False)
         if ctx is not None:
             self.executor.end(ctx)
         n = max(len(param_oids), len(params or ()), pgparams_count(text))
@@ -976,6 +991,7 @@ def _positional(text: str, params: Sequence[Any]) -> list[Any] | dict[str, Any]:
 
 
 # Statements whose DuckDB parse the session keeps (see _keep_parsed).
+_KEPT = "meansql_kept_rows"  # the temporary copy of a semantic statement's kept rows (planner.keep)
 _PARSE_ONCE = frozenset({"SELECT", "WITH", "VALUES", "FROM", "TABLE", "(", "INSERT", "UPDATE", "DELETE"})
 _SESSION_ONLY = cursors.WORDS | {"SAVEPOINT", "RELEASE"}  # statements the session answers without DuckDB
 
