@@ -112,6 +112,16 @@ class TxState(enum.Enum):
     FAILED = b"E"
 
 
+@dataclass(frozen=True)
+class _Copy:
+    """A semantic statement over a temporary copy of the rows its plain conjuncts keep (planner.keep)."""
+
+    create: str
+    drop: str
+    text: str  # the statement over the copy
+    stages: list[planner.Stage]
+
+
 @dataclass
 class Result:
     """What one statement gives the client: columns and rows, or just a tag."""
@@ -468,9 +478,9 @@ class Session:
 
     # -- DuckDB -----------------------------------------------------------------
     def _translate(self, stmt: Statement, params: Sequence[Any] | None = None, *, run: bool = True
-                   ) -> tuple[str, QueryContext | None, list[planner.Stage], planner.Kept | None]:
-        """The DuckDB text of a statement, rewritten if it has a semantic operator, its stages, and the copy
-        of its kept rows they and the statement read (`keep_rows`, when it is to `run` rather than be described)."""
+                   ) -> tuple[str, QueryContext | None, list[planner.Stage], _Copy | None]:
+        """The DuckDB text of a statement, rewritten if it has a semantic operator, and its stages; and the
+        same over a copy of its kept rows (`keep_rows`, when it is to `run` rather than be described)."""
         registry = self.executor.registry
         text = stmt.text
         if text in self._as_written:
@@ -503,12 +513,12 @@ class Session:
             udfs = [s.udf_name for s in signatures.values()]
             stages = planner.plan(tree, udfs)
             kept = planner.keep(tree, udfs, _KEPT) if run and stages and self.keep_rows and self.tx is TxState.IDLE else None
-            if kept is not None:
-                tree, stages = kept.tree, planner.plan(kept.tree, udfs)
+            copy = None if kept is None else _Copy(kept.create, kept.drop, self._postgres_semantics(
+                stmt, dialect.to_duckdb(kept.tree)), planner.plan(kept.tree, udfs))
         except BaseException:
             self.executor.end(ctx)
             raise
-        return self._postgres_semantics(stmt, dialect.to_duckdb(tree)), ctx, stages, kept
+        return self._postgres_semantics(stmt, dialect.to_duckdb(tree)), ctx, stages, copy
 
     def _postgres_semantics(self, stmt: Statement, text: str) -> str:
         """Division by zero as an error, current_setting()/set_config() on the session; not in DDL, whose
@@ -608,14 +618,22 @@ class Session:
             self._current = ctx
             self._active = cur
             self._running = True
-        # The planned stages and the query read one snapshot: a row committed by another session between
-        # them would otherwise reach the query with no answer judged for it.
-        snapshot = bool(ctx is not None and stages and self.tx is TxState.IDLE)
+        snapshot = False
         try:
+            if kept is not None:
+                # The kept rows are read once, in one statement; the stages and the query read that copy.
+                try:
+                    cur.execute(kept.create)
+                    text, stages = kept.text, kept.stages
+                except duckdb.BinderException as exc:
+                    if "empty set of columns" not in str(exc):
+                        raise
+                    kept = None  # no column of the table is named: the statement reports what it lacks itself
+            # The planned stages and the query read one snapshot: a row committed by another session between
+            # them would otherwise reach the query with no answer judged for it.
+            snapshot = bool(ctx is not None and stages and self.tx is TxState.IDLE and kept is None)
             if snapshot:
                 cur.execute("BEGIN TRANSACTION")
-            if kept is not None:
-                cur.execute(kept.create)
             if ctx is not None and stages:
                 self.executor.prepare(ctx, stages, lambda sql: cur.execute(sql, args).fetchall())
             reuse = self._parsed.get(text) if args is None and cur is self.cursor else None
@@ -990,8 +1008,8 @@ def _positional(text: str, params: Sequence[Any]) -> list[Any] | dict[str, Any]:
     return {str(n): params[n - 1] for n in sorted(used) if 0 < n <= len(params)}
 
 
-# Statements whose DuckDB parse the session keeps (see _keep_parsed).
 _KEPT = "meansql_kept_rows"  # the temporary copy of a semantic statement's kept rows (planner.keep)
+# Statements whose DuckDB parse the session keeps (see _keep_parsed).
 _PARSE_ONCE = frozenset({"SELECT", "WITH", "VALUES", "FROM", "TABLE", "(", "INSERT", "UPDATE", "DELETE"})
 _SESSION_ONLY = cursors.WORDS | {"SAVEPOINT", "RELEASE"}  # statements the session answers without DuckDB
 
