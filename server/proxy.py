@@ -21,7 +21,8 @@ as PostgreSQL would. Whether PostgreSQL holds a name is asked of it when a
 semantic statement takes one (a Describe meansql sends and reads itself), so
 a failed Parse, DISCARD ALL, DEALLOCATE or SQL PREPARE on the upstream cannot
 leave a stale record; DISCARD ALL and DEALLOCATE ALL drop meansql's own
-statements of the session too, as PostgreSQL drops all of a session's.
+statements of the session too, as PostgreSQL drops all of a session's, and
+meansql answers a simple `DEALLOCATE name` of a statement it holds.
 
 A semantic statement meansql does not run (inside a transaction block, after
 other extended messages before Sync, among other statements in one Query) is
@@ -330,6 +331,13 @@ class Proxy:
         if kind == 0x51:  # 'Q'
             sql = body.rstrip(b"\x00").decode("utf-8", "replace")
             link.simple_query()
+            if link.state is not None and link.state.statements and (name := _deallocated(sql)) in link.held():
+                self._send_up(link, out)
+                if link.wait_idle() and link.status != b"E":  # in a failed transaction PostgreSQL answers 25P02
+                    with link.gate:
+                        link.held().pop(name, None)
+                        link.handler._send(codec.command_complete("DEALLOCATE") + codec.ready_for_query(link.status), flush=True)
+                    return None
             if self.is_semantic(sql):
                 self._send_up(link, out)
                 reason = self.refusal(sql, link)
@@ -738,6 +746,17 @@ class _Probe:
             return self.done and not self.missing
 
 
+def _deallocated(sql: str) -> str | None:
+    """The statement name of a `DEALLOCATE [PREPARE] name` query (not ALL), as PostgreSQL folds it."""
+    m = _DEALLOCATE.match(sql)
+    if m is None:
+        return None
+    name = m.group(1)
+    if name.startswith('"'):
+        return name[1:-1].replace('""', '"')
+    return None if name.lower() == "all" else name.lower()
+
+
 def _leftover(handler: MeansqlHandler) -> bytes:
     """What the client sent right after its login and the connection's buffered reader holds (no wait)."""
     sock = handler.request
@@ -799,6 +818,7 @@ RELAY_CHUNK = 256 * 1024
 _FOLLOWED = ("timezone", "datestyle", "intervalstyle", "client_encoding")
 _EXTENDED = frozenset(b"PBDECHS")
 _BEGINS = re.compile(r"\s*(BEGIN|START\s+TRANSACTION)\b", re.I)
+_DEALLOCATE = re.compile(r'\s*DEALLOCATE\s+(?:PREPARE\s+)?("(?:[^"]|"")+"|[A-Za-z_][A-Za-z_0-9$]*)\s*;?\s*$', re.I)
 _HANDLERS: dict[int, Callable[[MeansqlHandler, ConnState, bytes], None]] = {
     ord("P"): MeansqlHandler._parse,
     ord("B"): MeansqlHandler._bind,

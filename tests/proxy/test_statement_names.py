@@ -123,3 +123,16 @@ def test_psycopg_named_statements_after_a_failed_parse_and_a_reset(proxy_server:
         again = pgconn.prepare(b"fixed", semantic)
         assert again.error_field(pq.DiagnosticField.SQLSTATE) == b"42P05"
         assert conn.execute("SELECT 1").fetchone() == (1,)
+
+
+def test_asyncpg_deallocate_of_a_semantic_statement(proxy_server: ServerProcess, kit: str, provider: FakeProvider) -> None:
+    async def body(c: asyncpg.Connection) -> Any:
+        stmt = await c.prepare(SEMANTIC, name="Gone")
+        assert [r["id"] for r in await stmt.fetch(10)] == [1, 3]
+        with pytest.raises(asyncpg.InvalidSQLStatementNameError):
+            await c.execute("DEALLOCATE gone")  # folded to lower case, as PostgreSQL does: not that name
+        await c.execute('DEALLOCATE PREPARE "Gone"')
+        plain = await c.prepare("SELECT 5", name="Gone")  # the name is free for PostgreSQL
+        return await plain.fetchval()
+
+    assert run(proxy_server, body) == 5
