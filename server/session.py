@@ -118,8 +118,8 @@ class _Copy:
 
     create: str
     drop: str
-    text: str  # the statement over the copy
-    stages: list[planner.Stage]
+    stages: list[planner.Stage]  # those of the statement over the table
+    whole: Callable[[], str]  # the DuckDB text of the statement over the table
 
 
 @dataclass
@@ -513,12 +513,14 @@ class Session:
             udfs = [s.udf_name for s in signatures.values()]
             stages = planner.plan(tree, udfs)
             kept = planner.keep(tree, udfs, _KEPT) if run and stages and self.keep_rows and self.tx is TxState.IDLE else None
-            copy = None if kept is None else _Copy(kept.create, kept.drop, self._postgres_semantics(
-                stmt, dialect.to_duckdb(kept.tree)), planner.plan(kept.tree, udfs))
         except BaseException:
             self.executor.end(ctx)
             raise
-        return self._postgres_semantics(stmt, dialect.to_duckdb(tree)), ctx, stages, copy
+        if kept is not None:  # the statement over the copy; the one over the table only if the copy cannot be made
+            whole = tree
+            copy = _Copy(kept.create, kept.drop, stages, lambda: self._postgres_semantics(stmt, dialect.to_duckdb(whole)))
+            return self._postgres_semantics(stmt, dialect.to_duckdb(kept.tree)), ctx, planner.plan(kept.tree, udfs), copy
+        return self._postgres_semantics(stmt, dialect.to_duckdb(tree)), ctx, stages, None
 
     def _postgres_semantics(self, stmt: Statement, text: str) -> str:
         """Division by zero as an error, current_setting()/set_config() on the session; not in DDL, whose
@@ -624,11 +626,11 @@ class Session:
                 # The kept rows are read once, in one statement; the stages and the query read that copy.
                 try:
                     cur.execute(kept.create)
-                    text, stages = kept.text, kept.stages
                 except duckdb.BinderException as exc:
                     if "empty set of columns" not in str(exc):
                         raise
-                    kept = None  # no column of the table is named: the statement reports what it lacks itself
+                    # No column of the table is named: the statement over the table reports what it lacks.
+                    text, stages, kept = kept.whole(), kept.stages, None
             # The planned stages and the query read one snapshot: a row committed by another session between
             # them would otherwise reach the query with no answer judged for it.
             snapshot = bool(ctx is not None and stages and self.tx is TxState.IDLE and kept is None)

@@ -138,6 +138,8 @@ def test_the_copy_is_gone_after_the_statement(proxy_server: ServerProcess, shelv
         c.execute(f"SELECT id FROM {shelves} WHERE shelf = 5 AND label MEANS 'eco-friendly'").fetchall()
         with pytest.raises(psycopg.errors.DivisionByZero):
             c.execute(f"SELECT id / 0 FROM {shelves} WHERE shelf = 5 AND label MEANS 'eco-friendly'").fetchall()
+        with pytest.raises(psycopg.errors.UndefinedColumn, match='"nope"'):  # the copy would hold no column
+            c.execute(f"SELECT count(*) FROM {shelves} WHERE shelf = 5 AND nope MEANS 'eco-friendly'").fetchall()
         with pytest.raises(psycopg.errors.UndefinedTable):
             c.execute("SELECT * FROM meansql_kept_rows WHERE 'a' MEANS 'b'").fetchall()
         assert c.execute(f"SELECT count(*) FROM {shelves} WHERE shelf = 5 AND label MEANS 'eco-friendly'").fetchone() == (
