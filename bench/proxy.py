@@ -5,8 +5,10 @@ bench/wire.py measures them. Goals: round trips >= 60% of direct, streaming >= 8
 (b) a MEANS query over a 100,000-row PostgreSQL table where a plain predicate keeps 1% of the rows: rows
 PostgreSQL sent the scanner (pg_stat_statements' row count of its COPY queries) and model calls (the fake
 provider's request log). Goal: only the kept rows cross, calls = their distinct values.
+(c) cached MEANS queries per second through 1, 2 and 4 proxies sharing one PostgreSQL store (the upstream),
+client threads spread over the proxies; the cache is warmed first, so the fake provider must record no call.
 
-    .venv/bin/python -m bench.proxy [--rows 1000000] [--seconds 3] [--part a|b]
+    .venv/bin/python -m bench.proxy [--rows 1000000] [--seconds 3] [--part a|b|c] [--clients 8]
 
 The client runs in this process, so on a small machine its own CPU is part of both figures.
 """
@@ -18,6 +20,8 @@ import os
 import statistics
 import sys
 import tempfile
+import threading
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -37,7 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--seconds", type=float, default=3.0)
-    parser.add_argument("--part", choices=["a", "b"], help="one part only")
+    parser.add_argument("--part", choices=["a", "b", "c"], help="one part only")
+    parser.add_argument("--clients", type=int, default=8, help="(c): client threads, spread over the proxies")
     parser.add_argument("--rounds", type=int, default=3, help="(a): proxy and direct runs, alternating")
     args = parser.parse_args(argv)
 
@@ -47,15 +52,18 @@ def main(argv: list[str] | None = None) -> int:
     pg = PostgresServer().start()
     direct = f"postgresql://postgres@127.0.0.1:{pg.port}/postgres"
     try:
-        if args.part != "b":
+        if args.part in (None, "a"):
             throughput(direct, args.rows, args.seconds, args.rounds)
-        if args.part != "a":
+        if args.part in (None, "b"):
             print()
             head = f"(b) MEANS over {TABLE_ROWS:,} rows"
             print(f"{head:<36}{'kept':>7}{'distinct':>9}{'sent by PG':>11}{'scans':>6}{'requests':>9}{'judged':>8}")
             for name, kept, distinct, sent, scans, requests, judged, scan in pushdown(pg):
                 print(f"{name:<36}{kept:>7,}{distinct:>9,}{sent:>11,}{scans:>6}{requests:>9,}{judged:>8,}")
                 print(f"    scan: {scan[:160]}")
+        if args.part in (None, "c"):
+            print()
+            scale_out(pg, args.clients, args.seconds, args.rounds)
     finally:
         pg.stop()
     print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
@@ -180,6 +188,104 @@ def pushdown(pg: PostgresServer) -> list[tuple[str, int, int, int, int, int, int
         server.stop()
         provider.stop()
     return out
+
+
+# -- (c) scale-out of cached queries ------------------------------------------------------------------------
+PROXIES = (1, 2, 4)
+KITS = 200  # rows of the table (c) reads; `id % 20 = 3` keeps 10, each a distinct label
+
+
+def scale_out(pg: PostgresServer, clients: int, seconds: float, rounds: int) -> None:
+    """Part (c): 4 proxies share the upstream as their store; 1, 2 and 4 of them serve `clients` threads.
+
+    The query's answers are judged once before timing (through the first proxy, then read once through each of
+    the others, from the shared store), so every timed query is a cache hit: the fake provider must record no
+    request. The figure is queries per second over all clients, median of `rounds` runs per proxy count
+    (counts alternate, as in (a)), next to the proxies' CPU time per query.
+    """
+    from tests.conftest import ServerProcess, server_env
+    from tests.fake_provider import FakeProvider
+
+    admin = f"postgresql://postgres@127.0.0.1:{pg.port}/postgres"
+    with psycopg.connect(admin, autocommit=True) as c:
+        c.execute("DROP TABLE IF EXISTS kits")
+        c.execute("CREATE TABLE kits (id int PRIMARY KEY, label text NOT NULL)")
+        c.execute(f"INSERT INTO kits SELECT g, 'kit ' || g FROM generate_series(1, {KITS}) g")
+    sql = "SELECT id, label FROM kits WHERE id % 20 = 3 AND label MEANS 'kit'"  # every kept row matches
+    provider = FakeProvider().start()
+    tmp = Path(tempfile.mkdtemp(prefix="meansql-bench-"))
+    proxies = [
+        ServerProcess(tmp / f"c{i}.duckdb", server_env(provider), ["--log-level", "WARNING", "--no-http", "--upstream", admin]).start()
+        for i in range(max(PROXIES))
+    ]
+    rates: dict[int, list[float]] = {}
+    cost: dict[int, list[float]] = {}
+    try:
+        for server in proxies:
+            with psycopg.connect(f"postgresql://postgres@127.0.0.1:{server.port}/postgres", autocommit=True) as c:
+                assert len(c.execute(sql, prepare=False).fetchall()) == KITS // 20
+        warmed = provider.stats()["requests"]
+        assert warmed == KITS // 20, f"warming judged {warmed} values, expected {KITS // 20}"
+        provider.reset()
+        for _ in range(rounds):
+            for n in PROXIES:
+                used = proxies[:n]
+                before = sum(cpu_seconds(s.proc.pid) for s in used if s.proc is not None)
+                done = cached_queries([f"postgresql://postgres@127.0.0.1:{s.port}/postgres" for s in used], sql, clients, seconds)
+                spent = sum(cpu_seconds(s.proc.pid) for s in used if s.proc is not None) - before
+                rates.setdefault(n, []).append(done / seconds)
+                cost.setdefault(n, []).append(spent * 1e3 / max(done, 1))
+        calls = provider.stats()["requests"]
+        assert calls == 0, f"{calls} model request(s) while timing: a query missed the cache"
+    finally:
+        for server in proxies:
+            server.stop()
+        provider.stop()
+    base = statistics.median(rates[1])
+    head = f"(c) cached MEANS, median of {rounds}"
+    print(f"{head:<36}{'clients':>8}{'queries/s':>11}{'vs 1':>7}{'calls':>7}{'proxy CPU':>16}  queries/s per round")
+    for n in PROXIES:
+        value = statistics.median(rates[n])
+        each = " ".join(f"{v:,.0f}" for v in rates[n])
+        name = f"{n} prox{'ies' if n > 1 else 'y'}, one PostgreSQL store"
+        spent = f"{statistics.median(cost[n]):.2f} ms/query"
+        print(f"{name:<36}{clients:>8}{value:>11,.0f}{value / base:>7.2f}{calls:>7}{spent:>16}  {each}")
+    print(f"    query: {sql}  ({KITS // 20} rows, {KITS // 20} cached answers each; {os.cpu_count()} CPUs)")
+
+
+def cached_queries(urls: list[str], sql: str, clients: int, seconds: float) -> int:
+    """Queries completed in `seconds` by `clients` threads, thread i connected to urls[i % len(urls)]."""
+    done = [0] * clients
+    errors: list[BaseException] = []
+    conns = [psycopg.connect(urls[i % len(urls)], autocommit=True) for i in range(clients)]
+    start = threading.Barrier(clients + 1)
+    deadline = [0.0]
+
+    def work(i: int) -> None:
+        conn = conns[i]
+        try:
+            conn.execute(sql, prepare=False).fetchall()  # the connection's first semantic query makes its session
+        finally:
+            start.wait()
+        try:
+            while time.monotonic() < deadline[0]:
+                conn.execute(sql, prepare=False).fetchall()
+                done[i] += 1
+        except BaseException as exc:  # reported after the run
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(clients)]
+    for t in threads:
+        t.start()
+    deadline[0] = time.monotonic() + seconds
+    start.wait()
+    for t in threads:
+        t.join()
+    for conn in conns:
+        conn.close()
+    if errors:
+        raise errors[0]
+    return sum(done)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,11 @@ So cheap predicates run first, the budget is known before the first call, and
 `LIMIT k` can stop once k matching rows are certain. Other shapes (calls in
 JOIN ON, HAVING, subqueries...) return no stages and are judged as DuckDB
 meets them, vector by vector.
+
+Where reading a table twice is costly (a PostgreSQL table read over the
+network in proxy mode), `keep` first copies the rows its plain conjuncts keep,
+only the columns the statement names, into a temporary table; the stages and
+the query then read that copy, so each kept row crosses once.
 """
 
 from __future__ import annotations
@@ -65,6 +70,89 @@ def _stage_sql(select: exp.Select, call: exp.Anonymous, filters: list[exp.Expr])
         query = query.where(exp.and_(*[f.copy() for f in filters]), copy=False)
     query.set("group", exp.Group(expressions=[exp.column(f"a{i}") for i in range(len(args))]))
     return to_duckdb(query)
+
+
+@dataclass(frozen=True)
+class Kept:
+    """A statement rewritten to read the rows its plain conjuncts keep from a temporary copy."""
+
+    create: str  # CREATE OR REPLACE TEMPORARY TABLE ... AS SELECT <named columns> FROM <table> WHERE <plain>
+    drop: str
+    tree: exp.Select  # the statement over the copy, with only its semantic conjuncts left
+
+
+def keep(tree: exp.Expr, udfs: Collection[str], name: str) -> Kept | None:
+    """The statement over a temporary copy `name` of its kept rows; None for shapes this does not cover.
+
+    Covered: a SELECT over one table (no joins, CTEs or subqueries) whose column references are unqualified
+    or qualified by the table's name or alias. The copy holds the table's columns the statement reads besides
+    its plain conjuncts (all of them under `*`); names that are only select-list aliases match no column and
+    are left out.
+    """
+    udfs = {u.lower() for u in udfs}
+    if not isinstance(tree, exp.Select) or tree.args.get("with_") or tree.args.get("joins"):
+        return None
+    source = tree.args.get("from_")
+    table = source.this if isinstance(source, exp.From) else None
+    if not isinstance(table, exp.Table) or not isinstance(table.this, exp.Identifier):
+        return None
+    alias = table.args.get("alias")
+    if alias is not None and alias.columns:
+        return None  # FROM t AS x(a, b) renames the columns
+    if any(isinstance(n, exp.Select | exp.Subquery | exp.Lateral | exp.Unnest) for n in tree.walk() if n is not tree):
+        return None
+    if any(isinstance(n, exp.Table) for n in tree.walk() if n is not table):
+        return None
+    conjuncts = _conjuncts(tree.args.get("where"))
+    plain = [c for c in conjuncts if not _udf_calls(c, udfs)]
+    semantic = [c for c in conjuncts if _udf_calls(c, udfs)]
+    rewritten = tree.copy()
+    rewritten.set("where", exp.Where(this=exp.and_(*[c.copy() for c in semantic])) if semantic else None)
+    rewritten.set("from_", None)
+    # The columns the copy must hold: those the statement reads besides its plain conjuncts (PostgreSQL
+    # applies those in the copy's scan).
+    qualifier = table.alias_or_name.lower()
+    if any(c.args.get("db") or c.args.get("catalog") or (c.table and c.table.lower() != qualifier)
+           for c in tree.find_all(exp.Column)):
+        return None
+    names: set[str] = set()
+    everything = False
+    for node in rewritten.walk():
+        if isinstance(node, exp.Column):
+            if isinstance(node.this, exp.Star):
+                everything = True
+            else:
+                names.add(node.name.lower())
+        elif isinstance(node, exp.Star) and not isinstance(node.parent, exp.Count | exp.Column):
+            everything = True
+    if not everything:
+        names -= {e.alias.lower() for e in tree.expressions if isinstance(e, exp.Alias)} - _plain_names(tree)
+        if not names:
+            return None  # nothing of the table is read but its row count: the copy would add a scan
+
+    if everything:
+        columns: exp.Expr = exp.Star()
+    else:
+        wanted = exp.In(
+            this=exp.Lower(this=exp.to_identifier("c")),
+            expressions=[exp.Literal.string(n) for n in sorted(names)],
+        )
+        columns = exp.Anonymous(this="COLUMNS", expressions=[exp.Lambda(this=wanted, expressions=[exp.to_identifier("c")])])
+    copy = exp.Select(expressions=[columns]).from_(table.copy(), copy=False)
+    if plain:
+        copy = copy.where(exp.and_(*[c.copy() for c in plain]), copy=False)
+    target = exp.Table(this=exp.to_identifier(name), db=exp.to_identifier("main"), catalog=exp.to_identifier("temp"))
+    create = exp.Create(this=target.copy(), kind="TABLE", replace=True, expression=copy,
+                        properties=exp.Properties(expressions=[exp.TemporaryProperty()]))
+    read = target.copy()
+    read.set("alias", exp.TableAlias(this=exp.to_identifier(table.alias_or_name)))
+    rewritten.set("from_", exp.From(this=read))
+    return Kept(create=to_duckdb(create), drop=f"DROP TABLE IF EXISTS {to_duckdb(target)}", tree=rewritten)
+
+
+def _plain_names(tree: exp.Select) -> set[str]:
+    """Names the select list reads as columns (outside an alias of the same name)."""
+    return {n.name.lower() for e in tree.expressions for n in e.find_all(exp.Column) if not isinstance(n.this, exp.Star)}
 
 
 def plan(tree: exp.Expr, udfs: Collection[str]) -> list[Stage]:

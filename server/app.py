@@ -78,8 +78,11 @@ class App:
             raise
         # Proxy mode: the upstream attached for semantic statements, or why it is not.
         self.upstream_error: str | None = None
+        self.store_schema: str | None = None  # where a semantic statement finds unified_logs and the training tables
         if settings.upstream:
             self._attach_upstream()
+            (catalog_name,) = self.store.database.execute("SELECT current_database()").fetchone() or ("",)
+            self.store_schema = upstream_scan.store_schema(settings.upstream, settings.store_postgres(), str(catalog_name))
             self.upstream_error = self.upstream_error or store_error
         self.server: MeansqlServer | None = None
         self.http: HttpServer | None = None
@@ -156,7 +159,8 @@ class App:
     def new_proxy_session(self, *, user: str = "", database: str = "") -> Session:
         """A session whose unqualified table names are the upstream's (proxy mode, upstream attached)."""
         session = self.new_session(user=user, database=database)
-        upstream_scan.prepare_cursor(session.cursor)
+        upstream_scan.prepare_cursor(session.cursor, self.store_schema)
+        session.keep_rows = True  # each read of an upstream table crosses the network: read kept rows once
         return session
 
     def listen(self) -> MeansqlServer:

@@ -17,7 +17,12 @@ statement opens a *local batch*: it and every message up to Sync (Bind,
 Describe, Execute, Close of what it made) are answered by meansql's session;
 later batches that name a statement meansql holds are local too. Each name
 belongs to one side: meansql refuses a name the other side holds with 42P05,
-as PostgreSQL would.
+as PostgreSQL would. Whether PostgreSQL holds a name is asked of it when a
+semantic statement takes one (a Describe meansql sends and reads itself), so
+a failed Parse, DISCARD ALL, DEALLOCATE or SQL PREPARE on the upstream cannot
+leave a stale record; DISCARD ALL and DEALLOCATE ALL drop meansql's own
+statements of the session too, as PostgreSQL drops all of a session's, and
+meansql answers a simple `DEALLOCATE name` of a statement it holds.
 
 A semantic statement meansql does not run (inside a transaction block, after
 other extended messages before Sync, among other statements in one Query) is
@@ -326,6 +331,13 @@ class Proxy:
         if kind == 0x51:  # 'Q'
             sql = body.rstrip(b"\x00").decode("utf-8", "replace")
             link.simple_query()
+            if link.state is not None and link.state.statements and (name := _deallocated(sql)) in link.held():
+                self._send_up(link, out)
+                if link.wait_idle() and link.status != b"E":  # in a failed transaction PostgreSQL answers 25P02
+                    with link.gate:
+                        link.held().pop(name, None)
+                        link.handler._send(codec.command_complete("DEALLOCATE") + codec.ready_for_query(link.status), flush=True)
+                    return None
             if self.is_semantic(sql):
                 self._send_up(link, out)
                 reason = self.refusal(sql, link)
@@ -335,6 +347,8 @@ class Proxy:
                 body = self.stand_in(reason) + b"\x00"
             return kind, body
         if kind in _EXTENDED:
+            if link.dropped_all:
+                link.drop_statements()
             local = self._is_local(link, kind, body)
             if local or link.batch == "local":
                 self._send_up(link, out)
@@ -357,14 +371,10 @@ class Proxy:
                 held = link.held()
                 if name and name in held:
                     return 0x50, self._refuse_parse(link, DuplicatePreparedStatement(f'prepared statement "{name}" already exists'))
-                if name:
-                    link.upstream_names.add(name)
-                else:
+                if not name:
                     held.pop("", None)  # the client's unnamed statement is PostgreSQL's again
                 if _BEGINS.match(query):
                     link.began = True
-            elif kind == 0x43 and body[:1] == b"S":  # 'C'
-                link.upstream_names.discard(body[1:].rstrip(b"\x00").decode("utf-8", "replace"))
             return kind, body
         if kind == 0x43:  # 'C' of a statement meansql holds: drop it; CloseComplete comes in order
             link.held().pop(body[1:].rstrip(b"\x00").decode("utf-8", "replace"), None)
@@ -428,6 +438,10 @@ class Proxy:
         state = link.local()
         if state.skipping and kind != 0x53:
             return
+        taken = False  # a Parse's name is one PostgreSQL's session holds
+        if kind == 0x50 and refuse is None:
+            name = body[: body.find(b"\x00")]
+            taken = bool(name) and self._upstream_holds(link, name)
         with link.gate:  # nothing from the upstream (a NOTIFY) between our messages
             with self._lock:
                 self._local[link.pid] = state.session
@@ -435,7 +449,7 @@ class Proxy:
                 if refuse is not None:  # as _fail_extended does, with the refusal's detail
                     handler._send(self._refusals[refuse.encode()], flush=True)
                     state.skipping = True
-                elif kind == 0x50 and not self._checked_parse(link, state, body):
+                elif kind == 0x50 and not self._checked_parse(link, state, body, taken):
                     pass
                 else:
                     _HANDLERS[kind](handler, state, body)
@@ -447,11 +461,21 @@ class Proxy:
                 with self._lock:
                     self._local.pop(link.pid, None)
 
-    def _checked_parse(self, link: _Link, state: ConnState, body: bytes) -> bool:
+    def _upstream_holds(self, link: _Link, name: bytes) -> bool:
+        """Whether the client's upstream session holds a prepared statement `name`, asked of PostgreSQL with a
+        Describe (and Sync) whose answer the pump keeps from the client; the upstream is idle meanwhile."""
+        if not link.wait_idle():
+            return False
+        probe = link.probe_start()
+        if not self._send_up(link, bytearray(b"D" + struct.pack("!i", len(name) + 6) + b"S" + name + b"\x00" + _SYNC)):
+            return False
+        return probe.wait(link)
+
+    def _checked_parse(self, link: _Link, state: ConnState, body: bytes, taken: bool) -> bool:
         """Checks of a semantic Parse before the session's own; False after a refusal."""
         name, query, _ = codec.parse_parse(body)
         try:
-            if name and name in link.upstream_names:
+            if taken:
                 raise DuplicatePreparedStatement(f'prepared statement "{name}" already exists')
             stmts = split(query)
             if len(stmts) == 1:
@@ -514,13 +538,25 @@ class Proxy:
                 ready = 0
                 status = b""
                 swapped: bytearray | None = None
+                probe = link.probe
                 while pos <= limit:
                     kind = buf[pos]
                     end = pos + 1 + length_at(buf, pos + 1)[0]
                     if end > n:
                         break
                     if kind != 0x44:  # 'D' DataRow: nothing to see
-                        if kind == 0x5A:  # 'Z'
+                        if probe is not None and kind not in _ASYNC:  # the answer to meansql's own Describe
+                            swapped = swapped if swapped is not None else bytearray()
+                            swapped += buf[start:pos]
+                            start = end
+                            if kind == 0x5A:  # 'Z'
+                                ready += 1
+                                status = bytes(buf[end - 1 : end])
+                                link.probe_end(probe)
+                                probe = None
+                            elif kind == 0x45:  # 'E' 26000: no such statement
+                                probe.missing = True
+                        elif kind == 0x5A:  # 'Z'
                             ready += 1
                             status = bytes(buf[end - 1 : end])
                             if link.swallow and link.received + ready in link.swallow:
@@ -530,6 +566,8 @@ class Proxy:
                                 start = end
                         elif kind == 0x53:  # 'S' ParameterStatus: the upstream session's settings, for ours
                             link.parameter(bytes(buf[pos + 5 : end]))
+                        elif kind == 0x43 and (buf.startswith(b"DISCARD ALL\x00", pos + 5) or buf.startswith(b"DEALLOCATE ALL\x00", pos + 5)):
+                            link.dropped_all = True  # 'C': PostgreSQL dropped the session's prepared statements
                         elif kind == 0x45 and (at := buf.find(marker, pos, end)) >= 0:  # 'E': a stand-in failed
                             reason = bytes(buf[at + len(marker) + 1 : buf.find(b"(", at, end)])
                             swapped = swapped if swapped is not None else bytearray()
@@ -576,7 +614,8 @@ class _Link:
         self.leftover: bytes | None = _leftover(handler)
         self.up_lock = threading.Lock()  # a TLS upstream socket: one SSL call at a time (see _recv)
         self.began = False  # a BEGIN was relayed in this batch
-        self.upstream_names: set[str] = set()  # named statements relayed to PostgreSQL (and not closed)
+        self.probe: _Probe | None = None  # meansql's own Describe whose answer the pump keeps from the client
+        self.dropped_all = False  # PostgreSQL ran DISCARD ALL or DEALLOCATE ALL: drop meansql's statements too
         self.refusals: dict[bytes, bytes] = {}  # stand-in reason -> the ErrorResponse the pump sends instead
         self._refusal_count = 0
         self.closed = False
@@ -634,6 +673,27 @@ class _Link:
         self.refusals[reason.encode()] = error
         return reason
 
+    def probe_start(self) -> _Probe:
+        """Note one ReadyForQuery owed for meansql's own message and that the pump keeps its answer."""
+        probe = _Probe()
+        with self._cond:
+            self.owed += 1
+            self.requested += 1
+            self.probe = probe
+        return probe
+
+    def probe_end(self, probe: _Probe) -> None:
+        with self._cond:
+            probe.done = True
+            self.probe = None
+            self._cond.notify_all()
+
+    def drop_statements(self) -> None:
+        """PostgreSQL dropped every prepared statement of the session: meansql's of the client go too."""
+        self.dropped_all = False
+        if self.state is not None:
+            self.state.statements.clear()
+
     def answered(self, ready: int, status: bytes) -> None:
         with self._cond:
             self.received += ready
@@ -670,6 +730,31 @@ class _Link:
                     log.debug("proxy session: upstream setting %s=%s not applied: %s", name, value, exc.message)
         session.take_reports()  # the client has them from the upstream already
         return self.state
+
+
+class _Probe:
+    """A Describe of a statement name that meansql sends on the client's upstream session."""
+
+    def __init__(self) -> None:
+        self.done = False
+        self.missing = False  # PostgreSQL answered 26000: it holds no such statement
+
+    def wait(self, link: _Link) -> bool:
+        """Whether PostgreSQL holds the name; False if the upstream went away first."""
+        with link._cond:
+            link._cond.wait_for(lambda: self.done or link.closed)
+            return self.done and not self.missing
+
+
+def _deallocated(sql: str) -> str | None:
+    """The statement name of a `DEALLOCATE [PREPARE] name` query (not ALL), as PostgreSQL folds it."""
+    m = _DEALLOCATE.match(sql)
+    if m is None:
+        return None
+    name = m.group(1)
+    if name.startswith('"'):
+        return name[1:-1].replace('""', '"')
+    return None if name.lower() == "all" else name.lower()
 
 
 def _leftover(handler: MeansqlHandler) -> bytes:
@@ -722,6 +807,7 @@ def _sendall(sock: ssl.SSLSocket, lock: threading.Lock, data: bytes | bytearray)
 
 
 _READY_AFTER = frozenset(b"QSF")
+_ASYNC = frozenset(b"ANS")  # NotificationResponse, NoticeResponse, ParameterStatus: may come at any time
 _SYNC = b"S\x00\x00\x00\x04"
 _UPSTREAM_BATCH = frozenset(b"PBDEC")  # messages that open an extended-protocol batch PostgreSQL answers
 # Relayed as they are while meansql holds nothing for the session: they name no statement meansql could hold.
@@ -732,6 +818,7 @@ RELAY_CHUNK = 256 * 1024
 _FOLLOWED = ("timezone", "datestyle", "intervalstyle", "client_encoding")
 _EXTENDED = frozenset(b"PBDECHS")
 _BEGINS = re.compile(r"\s*(BEGIN|START\s+TRANSACTION)\b", re.I)
+_DEALLOCATE = re.compile(r'\s*DEALLOCATE\s+(?:PREPARE\s+)?("(?:[^"]|"")+"|[A-Za-z_][A-Za-z_0-9$]*)\s*;?\s*$', re.I)
 _HANDLERS: dict[int, Callable[[MeansqlHandler, ConnState, bytes], None]] = {
     ord("P"): MeansqlHandler._parse,
     ord("B"): MeansqlHandler._bind,

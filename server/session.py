@@ -113,6 +113,16 @@ class TxState(enum.Enum):
     FAILED = b"E"
 
 
+@dataclass(frozen=True)
+class _Copy:
+    """A semantic statement over a temporary copy of the rows its plain conjuncts keep (planner.keep)."""
+
+    create: str
+    drop: str
+    stages: list[planner.Stage]  # those of the statement over the table
+    whole: Callable[[], str]  # the DuckDB text of the statement over the table
+
+
 @dataclass
 class Result:
     """What one statement gives the client: columns and rows, or just a tag."""
@@ -165,6 +175,9 @@ class Session:
         self.find_portal: Callable[[str], cursors.Cursor | None] = lambda name: None
         self._tx_wrote = False  # the open transaction changed something only its own connection sees
         self._has_temp = False  # temporary objects exist, visible on the session's connection only
+        # Copy the rows a planned semantic statement keeps before judging (planner.keep): proxy mode, where each
+        # read of a table crosses the network, sets it.
+        self.keep_rows = False
         self._savepoints: list[_Savepoint] = []
         self._origins: dict[str, list[tuple[int, int]] | None] = {}  # by statement text; DDL here clears it
         self._as_written: set[str] = set()  # statement texts DuckDB runs unchanged (no operator, catalog, rewrite)
@@ -465,15 +478,16 @@ class Session:
         return None
 
     # -- DuckDB -----------------------------------------------------------------
-    def _translate(self, stmt: Statement, params: Sequence[Any] | None = None
-                   ) -> tuple[str, QueryContext | None, list[planner.Stage]]:
-        """The DuckDB text of a statement, rewritten if it has a semantic operator, and its stages."""
+    def _translate(self, stmt: Statement, params: Sequence[Any] | None = None, *, run: bool = True
+                   ) -> tuple[str, QueryContext | None, list[planner.Stage], _Copy | None]:
+        """The DuckDB text of a statement, rewritten if it has a semantic operator, and its stages; and the
+        same over a copy of its kept rows (`keep_rows`, when it is to `run` rather than be described)."""
         registry = self.executor.registry
         text = stmt.text
         if text in self._as_written:
-            return text, None, []
+            return text, None, [], None
         if m := _SHOW_LIKE.match(text):
-            return f"SELECT name FROM (SHOW TABLES) WHERE name LIKE {m.group(1)}", None, []
+            return f"SELECT name FROM (SHOW TABLES) WHERE name LIKE {m.group(1)}", None, [], None
         if not self._maybe_semantic(text) or \
                 not dialect.has_semantic_words(text, registry.infix, [*registry.by_function.keys(), functions.VECTOR_SEARCH]):
             if stmt.kind is Kind.DML and stmt.words[:2] == ("INSERT", "INTO"):
@@ -487,7 +501,7 @@ class Session:
                 if len(self._as_written) >= 1024:
                     self._as_written.clear()
                 self._as_written.add(out)
-            return out, None, []
+            return out, None, [], None
         ctx = self.executor.begin(self.id, self.notice, self.settings)
         try:
             parsed = dialect.parse(text, registry.infix)
@@ -497,11 +511,17 @@ class Session:
             bound = _bind(parsed[0], params) if params else parsed[0]
             search = self.executor.vector_search
             tree, _plan = rewrite.rewrite(bound, signatures, ctx.query_id, search=search.on(self.cursor) if search else None)
-            stages = planner.plan(tree, [s.udf_name for s in signatures.values()])
+            udfs = [s.udf_name for s in signatures.values()]
+            stages = planner.plan(tree, udfs)
+            kept = planner.keep(tree, udfs, _KEPT) if run and stages and self.keep_rows and self.tx is TxState.IDLE else None
         except BaseException:
             self.executor.end(ctx)
             raise
-        return self._postgres_semantics(stmt, dialect.to_duckdb(tree)), ctx, stages
+        if kept is not None:  # the statement over the copy; the one over the table only if the copy cannot be made
+            whole = tree
+            copy = _Copy(kept.create, kept.drop, stages, lambda: self._postgres_semantics(stmt, dialect.to_duckdb(whole)))
+            return self._postgres_semantics(stmt, dialect.to_duckdb(kept.tree)), ctx, planner.plan(kept.tree, udfs), copy
+        return self._postgres_semantics(stmt, dialect.to_duckdb(tree)), ctx, stages, None
 
     def _postgres_semantics(self, stmt: Statement, text: str) -> str:
         """Division by zero as an error, current_setting()/set_config() on the session; not in DDL, whose
@@ -584,7 +604,7 @@ class Session:
 
     def _execute(self, stmt: Statement, kind: Kind, params: Sequence[Any] | None,
                  on: duckdb.DuckDBPyConnection | None = None) -> Result:
-        text, ctx, stages = self._translate(stmt, params)
+        text, ctx, stages, kept = self._translate(stmt, params)
         if kind is Kind.DML and "training_" in text.lower() and (door := training_sql.plan(text)):
             if ctx is not None and door.table == "training_examples":
                 # Its label rows and events follow the returned ids, which a semantic statement's plan does not give.
@@ -601,10 +621,20 @@ class Session:
             self._current = ctx
             self._active = cur
             self._running = True
-        # The planned stages and the query read one snapshot: a row committed by another session between
-        # them would otherwise reach the query with no answer judged for it.
-        snapshot = bool(ctx is not None and stages and self.tx is TxState.IDLE)
+        snapshot = False
         try:
+            if kept is not None:
+                # The kept rows are read once, in one statement; the stages and the query read that copy.
+                try:
+                    cur.execute(kept.create)
+                except duckdb.BinderException as exc:
+                    if "empty set of columns" not in str(exc):
+                        raise
+                    # No column of the table is named: the statement over the table reports what it lacks.
+                    text, stages, kept = kept.whole(), kept.stages, None
+            # The planned stages and the query read one snapshot: a row committed by another session between
+            # them would otherwise reach the query with no answer judged for it.
+            snapshot = bool(ctx is not None and stages and self.tx is TxState.IDLE and kept is None)
             if snapshot:
                 cur.execute("BEGIN TRANSACTION")
             if ctx is not None and stages:
@@ -637,6 +667,11 @@ class Session:
                     cur.execute("ROLLBACK")
                 except duckdb.Error:
                     pass  # DuckDB ended the failed transaction already
+            if kept is not None:
+                try:
+                    cur.execute(kept.drop)
+                except duckdb.Error as exc:  # an interrupted connection: the next statement's CREATE replaces it
+                    log.debug("kept rows not dropped: %s", exc)
             with self._lock:
                 self._running = False
             if timer is not None:
@@ -796,7 +831,7 @@ class Session:
             if kind is Kind.ROWS:
                 raise CannotDescribe(stmt.text)
             return None
-        text, ctx, _stages = self._translate(stmt)
+        text, ctx, _stages, _kept = self._translate(stmt, run=False)
         if ctx is not None:
             self.executor.end(ctx)
         n = max(len(param_oids), len(params or ()), pgparams_count(text))
@@ -984,6 +1019,7 @@ def _positional(text: str, params: Sequence[Any]) -> list[Any] | dict[str, Any]:
     return {str(n): params[n - 1] for n in sorted(used) if 0 < n <= len(params)}
 
 
+_KEPT = "meansql_kept_rows"  # the temporary copy of a semantic statement's kept rows (planner.keep)
 # Statements whose DuckDB parse the session keeps (see _keep_parsed).
 _PARSE_ONCE = frozenset({"SELECT", "WITH", "VALUES", "FROM", "TABLE", "(", "INSERT", "UPDATE", "DELETE"})
 _SESSION_ONLY = cursors.WORDS | {"SAVEPOINT", "RELEASE"}  # statements the session answers without DuckDB

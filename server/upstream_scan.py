@@ -9,7 +9,10 @@ before: its connection pool reconnects as needed.
 A proxy session's DuckDB cursor resolves unqualified table names in the
 upstream's `public` schema, so a semantic statement reads PostgreSQL's tables
 with filters and projections pushed into the scan, and is judged by the same
-executor as on a plain meansql server.
+executor as on a plain meansql server. After `public` it looks in meansql's
+own store (`store_schema`): the upstream's `meansql` schema when the store is
+the upstream, as PostgreSQL's search_path does after `meansql db init`, or the
+DuckDB file; so `unified_logs` and the training tables read as in plain SQL.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import duckdb
 from server.errors import InsufficientPrivilege
 from server.pgwire import upstream
 from server.statements import Statement, split_tokens
+from training import pg_schema
 from training.store import extension_file as store_extension_file
 
 log = logging.getLogger(__name__)
@@ -74,10 +78,29 @@ def attach(con: duckdb.DuckDBPyConnection, url: str) -> None:
 _CACHE_LOCK = threading.Lock()
 
 
-def prepare_cursor(cur: duckdb.DuckDBPyConnection) -> None:
-    """Unqualified names on this cursor are the upstream's tables."""
+def store_schema(upstream_url: str, store_url: str | None, duckdb_catalog: str) -> str | None:
+    """Where meansql's own tables are for a semantic statement, as a DuckDB search_path entry: the upstream's
+    `meansql` schema when the store is the upstream database, the DuckDB file's `main` when the store is the
+    file (`store_url` None); None for a store in another PostgreSQL database, which is not attached."""
+    if store_url is None:
+        return f"{_quote(duckdb_catalog)}.main"
+    here, store = upstream.Target.parse(upstream_url), upstream.Target.parse(store_url)
+    if (here.host, here.port, here.database) == (store.host, store.port, store.database):
+        return f"{CATALOG}.{pg_schema.SCHEMA}"
+    return None
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def prepare_cursor(cur: duckdb.DuckDBPyConnection, store: str | None = None) -> None:
+    """Unqualified names on this cursor are the upstream's tables, then those of meansql's store (if given)."""
     with _CACHE_LOCK:
         cur.execute(f"USE {CATALOG}.{SCHEMA}")
+        if store is not None:
+            path = f"{CATALOG}.{SCHEMA},{store}"
+            cur.execute(f"SET search_path = '{path.replace(chr(39), chr(39) * 2)}'")
 
 
 def refresh(cur: duckdb.DuckDBPyConnection) -> None:

@@ -64,3 +64,52 @@ def test_stage_sql_runs_in_duckdb() -> None:
     con.execute("INSERT INTO items VALUES (1, 5, 'a'), (2, 5, 'a'), (3, 50, 'b'), (4, 1, 'c')")
     (s,) = stages("SELECT id FROM items WHERE price < 10 AND d MEANS 'eco'")
     assert sorted(con.execute(s.sql).fetchall()) == [("a", "eco", 2), ("c", "eco", 1)]
+
+
+def kept(sql: str) -> planner.Kept | None:
+    (tree,) = dialect.parse(sql, REG.infix)
+    new, _ = rewrite.rewrite(tree, REG.signatures(), "q1")
+    return planner.keep(new, [UDF], "kept")
+
+
+def test_keep_copies_the_kept_rows_with_the_columns_read_outside_the_plain_conjuncts() -> None:
+    k = kept("SELECT w.id, label MEANS 'eco' AS eco FROM public.wares AS w WHERE shelf = 7 AND id > 2 ORDER BY eco, w.id")
+    assert k is not None
+    assert k.create == ("CREATE OR REPLACE TEMPORARY TABLE temp.main.kept AS SELECT COLUMNS(LAMBDA c : LOWER(c) IN "
+                        "('id', 'label')) FROM public.wares AS w WHERE shelf = 7 AND id > 2")
+    assert dialect.to_duckdb(k.tree) == ("SELECT w.id, MEANSQL_SEMANTIC_MATCHES('q1', label, 'eco') AS eco "
+                                         "FROM temp.main.kept AS w ORDER BY eco, w.id")
+    assert k.drop == "DROP TABLE IF EXISTS temp.main.kept"
+    (s,) = planner.plan(k.tree, [UDF])
+    assert s.sql == "SELECT label AS a0, 'eco' AS a1, COUNT(*) AS n FROM temp.main.kept AS w GROUP BY a0, a1"
+
+
+def test_keep_leaves_the_semantic_conjuncts_and_copies_every_column_under_star() -> None:
+    k = kept("SELECT * FROM t WHERE d MEANS 'a' AND id > 1 AND NOT e MEANS 'b' LIMIT 3")
+    assert k is not None
+    assert k.create == "CREATE OR REPLACE TEMPORARY TABLE temp.main.kept AS SELECT * FROM t WHERE id > 1"
+    assert dialect.to_duckdb(k.tree) == ("SELECT * FROM temp.main.kept AS t WHERE MEANSQL_SEMANTIC_MATCHES('q1', d, 'a') "
+                                         "AND NOT MEANSQL_SEMANTIC_MATCHES('q1', e, 'b') LIMIT 3")
+
+
+@pytest.mark.parametrize("sql", [
+    "SELECT a.id FROM t AS a JOIN u ON a.id = u.id WHERE a.d MEANS 'x'",
+    "WITH c AS (SELECT * FROM t) SELECT id FROM c WHERE d MEANS 'x'",
+    "SELECT id FROM t WHERE d MEANS 'x' AND id IN (SELECT id FROM u)",
+    "SELECT id FROM (SELECT * FROM t) AS s WHERE d MEANS 'x'",
+    "SELECT other.id FROM t WHERE d MEANS 'x'",
+    "SELECT x FROM t AS s(x, y) WHERE y MEANS 'x'",
+    "SELECT count(*) FROM t WHERE id > 1 AND 'a' MEANS 'b'",
+])
+def test_keep_leaves_other_shapes_alone(sql: str) -> None:
+    assert kept(sql) is None
+
+
+def test_the_copy_reads_as_the_table_did() -> None:
+    con = duckdb.connect()
+    con.execute("CREATE TABLE t (id INT, \"Label\" TEXT, note TEXT)")
+    con.execute("INSERT INTO t VALUES (1, 'a', 'x'), (2, 'b', 'y'), (3, 'c', 'z')")
+    k = kept("SELECT id, label FROM t WHERE id >= 2 AND label MEANS 'eco'")
+    assert k is not None
+    con.execute(k.create)
+    assert con.execute("SELECT * FROM temp.main.kept ORDER BY id").fetchall() == [(2, "b"), (3, "c")]
