@@ -260,7 +260,9 @@ def bulk(store: Store, items: Sequence[Any], *, on_conflict: OnConflict = "error
     return results
 
 
-def _where(f: ExampleFilter, params: list[Any]) -> str:
+def _where(f: ExampleFilter, params: list[Any], *, labels: bool = True) -> str:
+    """The filters other than q as conditions on training_examples' columns (all but labels are also the label side
+    table's: labels=False leaves the label filter out)."""
     parts: list[str] = []
 
     def add(sql: str, *values: Any) -> None:
@@ -282,7 +284,7 @@ def _where(f: ExampleFilter, params: list[Any]) -> str:
         add("quality_score <= ?", f.max_quality)
     if f.min_confidence is not None:
         add("confidence >= ?", f.min_confidence)
-    if f.labels:
+    if f.labels and labels:
         # Through the side table (labels.py): the rows of the wanted labels, not a search of every list.
         parts.append(label_rows.condition(f.labels, f.labels_mode, params))
     if f.created_after is not None:
@@ -304,25 +306,16 @@ def _relation(store: Store, cur: Cursor, f: ExampleFilter) -> tuple[str, list[An
     return f"{rel} AS t WHERE {condition} AND {where}", params
 
 
-# Filters the label side table answers by itself (with created_at, quality_score and confidence it holds).
-_LABEL_TABLE_FILTERS = {"created_after": "created_at >= ?", "created_before": "created_at < ?",
-                        "min_quality": "quality_score >= ?", "max_quality": "quality_score <= ?",
-                        "min_confidence": "confidence >= ?"}
-_OTHER_FILTERS = ("agent_id", "domain", "task_type", "source_type", "cascade_id", "cell_name", "q")
-
-
 def _by_labels(cur: Cursor, f: ExampleFilter, column: str, order: str, limit: int,
                offset: int) -> tuple[list[Sequence[Any]], int] | None:
-    """A page filtered by labels (and side-table columns) alone, ordered in the side table; None for other filters."""
-    if not f.labels or any(getattr(f, name) is not None for name in _OTHER_FILTERS):
+    """A page filtered by labels, filtered, ordered and counted in the side table (which carries every filter column
+    but the full-text q, and every sort column but updated_at); None for a search or an order it cannot follow."""
+    if not f.labels or f.q:
         return None
-    if column != "_score" and column not in schema.LABEL_COLUMNS:
+    if column != "_score" and column not in schema.LABEL_SORT_COLUMNS:
         return None
-    extra, params = "", []
-    for name, condition in _LABEL_TABLE_FILTERS.items():
-        if getattr(f, name) is not None:
-            extra += f" AND {condition}"
-            params.append(getattr(f, name))
+    params: list[Any] = []
+    extra = " AND " + _where(f, params, labels=False)
     ids, total = label_rows.page(cur, f.labels, f.labels_mode, column=None if column == "_score" else column, order=order,
                                  limit=limit, offset=offset, extra=extra, extra_params=params)
     return _fetch(cur, ids), total

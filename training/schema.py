@@ -263,12 +263,9 @@ MIGRATIONS[6] = [
 ]
 
 # One row per distinct label of each example's labels list (training/labels.py keeps it with every write), so a label
-# filter reads the rows of its labels instead of searching every list. The example's sort columns ride along, so
-# a page filtered by labels alone is ordered here and only its rows are read from training_examples. No index or
-# constraint: rows are rewritten with their example, in its transaction. The back-fill is sorted by label, so the
-# rows of a label are a few row groups that DuckDB's zonemaps find.
-LABEL_COLUMNS = ("created_at", "quality_score", "confidence", "difficulty")
-_LABEL_SELECT = "id AS example_id, unnest(labels) AS label, " + ", ".join(LABEL_COLUMNS)
+# filter reads the rows of its labels instead of searching every list. No index or constraint: rows are rewritten
+# with their example, in its transaction. The back-fill is sorted by label, so the rows of a label are a few row
+# groups that DuckDB's zonemaps find. (Migration 8 replaces this table with a wider one.)
 MIGRATIONS[7] = [
     """
     CREATE TABLE IF NOT EXISTS training_example_labels (
@@ -281,21 +278,65 @@ MIGRATIONS[7] = [
     )
     """,
     "DELETE FROM training_example_labels",
-    f"""
+    """
     INSERT INTO training_example_labels
-    SELECT DISTINCT * FROM (SELECT {_LABEL_SELECT} FROM training_examples) ORDER BY label, created_at
+    SELECT DISTINCT * FROM (SELECT id AS example_id, unnest(labels) AS label, created_at, quality_score, confidence,
+                                   difficulty FROM training_examples) ORDER BY label, created_at
     """,
 ]
-LABELS_REBUILD = MIGRATIONS[7][1:]
-# {source}: a registered relation of new examples (the examples' columns, id as VARCHAR); {ids}: one of ids (VARCHAR).
+
+# Migration 8: the label rows carry every column a list filter or sort can name (all but the full-text q and
+# updated_at), so a page filtered by labels and any of those is filtered, ordered and counted in this table alone, and
+# only its rows are read from training_examples (a join back on the UUID costs a scan of every id). label_key is
+# md5_number_lower(label): rows of a label are spread over the whole table once examples arrive over time, and an
+# integer compare over every row costs a fraction of a string compare; `label = ?` then only confirms the matches.
+LABEL_SORT_COLUMNS = ("created_at", "quality_score", "confidence", "difficulty")
+LABEL_FILTER_COLUMNS = ("agent_id", "domain", "task_type", "source_type", "cascade_id", "cell_name")
+LABEL_COLUMNS = (*LABEL_SORT_COLUMNS, *LABEL_FILTER_COLUMNS)
+LABEL_KEY = "md5_number_lower({})"
+_LABEL_INTO = f"INSERT INTO training_example_labels (example_id, label, label_key, {', '.join(LABEL_COLUMNS)})"
+_LABEL_KEYED = f"SELECT example_id, label, {LABEL_KEY.format('label')}, {', '.join(LABEL_COLUMNS)}"
+_LABEL_SELECT = f"SELECT DISTINCT id AS example_id, unnest(labels) AS label, {', '.join(LABEL_COLUMNS)}"
+# A label repeated in one list is one row; the back-fill is sorted by label, so right after it the rows of a label are
+# a few row groups that DuckDB's zonemaps find.
+_LABELS_BACKFILL = f"""
+{_LABEL_INTO}
+{_LABEL_KEYED} FROM ({_LABEL_SELECT} FROM training_examples) ORDER BY label, created_at
+"""
+MIGRATIONS[8] = [
+    "DROP TABLE IF EXISTS training_example_labels",
+    """
+    CREATE TABLE training_example_labels (
+        example_id UUID,
+        label VARCHAR,
+        label_key UBIGINT,
+        created_at TIMESTAMP,
+        quality_score DOUBLE,
+        confidence DOUBLE,
+        difficulty DOUBLE,
+        agent_id UUID,
+        domain VARCHAR,
+        task_type VARCHAR,
+        source_type VARCHAR,
+        cascade_id VARCHAR,
+        cell_name VARCHAR
+    )
+    """,
+    _LABELS_BACKFILL,
+]
+LABELS_REBUILD = ["DELETE FROM training_example_labels", _LABELS_BACKFILL]
+# {source}: a registered relation of new examples (the examples' columns, id and agent_id as VARCHAR); {ids}: one of
+# ids (VARCHAR).
 LABELS_FROM = f"""
-INSERT INTO training_example_labels
-SELECT DISTINCT * FROM (SELECT CAST(id AS UUID), unnest(labels), {", ".join(LABEL_COLUMNS)} FROM {{source}})
+{_LABEL_INTO}
+{_LABEL_KEYED} FROM (
+    SELECT DISTINCT CAST(id AS UUID) AS example_id, unnest(labels) AS label, {", ".join(LABEL_SORT_COLUMNS)},
+           CAST(agent_id AS UUID) AS agent_id, {", ".join(LABEL_FILTER_COLUMNS[1:])} FROM {{source}})
 """
 LABELS_DELETE = "DELETE FROM training_example_labels WHERE example_id IN (SELECT CAST(id AS UUID) FROM {ids})"
 LABELS_RESYNC = f"""
-INSERT INTO training_example_labels
-SELECT DISTINCT * FROM (SELECT {_LABEL_SELECT} FROM training_examples WHERE id IN (SELECT CAST(id AS UUID) FROM {{ids}}))
+{_LABEL_INTO}
+{_LABEL_KEYED} FROM ({_LABEL_SELECT} FROM training_examples WHERE id IN (SELECT CAST(id AS UUID) FROM {{ids}}))
 """
 LABEL_COUNTS = "SELECT label, count(*) AS n FROM training_example_labels GROUP BY label ORDER BY n DESC, label"
 
