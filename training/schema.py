@@ -367,21 +367,21 @@ WHERE cascade_id = ? AND cell_name = ?
 ORDER BY {same_criterion} DESC, {order}
 LIMIT ?
 """
-# The same among the newest ? candidates only (found from cheap columns, so the text and JSON columns
-# are read for those rows alone); when they hold `limit` examples of the criterion, so does the whole table.
-SELECT_CURATED_RECENT_WINDOW = """
-WITH recent AS (
+# The same among the first ? candidates in the strategy's order only (found from cheap columns, so the text and JSON
+# columns are read for those rows alone); when they hold `limit` examples of the criterion, so does the whole table.
+SELECT_CURATED_WINDOW = """
+WITH firsts AS (
     SELECT rowid AS r FROM training_examples
     WHERE cascade_id = ? AND cell_name = ?
       AND coalesce(quality_score, 100) >= ? AND coalesce(confidence, 1.0) >= ?
-    ORDER BY created_at DESC
+    ORDER BY {order}
     LIMIT ?
 )
 SELECT CAST(id AS VARCHAR), input_text, json_extract_string(input_structured, '$.criterion'),
        coalesce(output_text, final_answer), confidence, created_at
 FROM training_examples
-WHERE rowid IN (SELECT r FROM recent) AND coalesce(output_text, final_answer) IS NOT NULL
-ORDER BY {same_criterion} DESC, created_at DESC
+WHERE rowid IN (SELECT r FROM firsts) AND coalesce(output_text, final_answer) IS NOT NULL
+ORDER BY {same_criterion} DESC, {order}
 LIMIT ?
 """
 # "Same criterion as the question": the JSON is parsed only for rows whose text can hold it.
