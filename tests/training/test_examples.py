@@ -8,8 +8,8 @@ import io
 import json
 import uuid
 from collections.abc import Iterator
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
