@@ -350,19 +350,14 @@ def list_examples(store: Store, f: ExampleFilter | None = None, *, limit: int = 
         rel, params = _relation(store, cur, f)
         # The page first, as a top-N (a window count would make DuckDB sort every matching row); the total
         # follows from the page when it is not full, and costs a count(*) scan of the filter columns otherwise.
-        rows: Sequence[Sequence[Any]]
-        if f.labels:
-            # The page's ids first: behind the label join DuckDB would read every column of every match.
-            ids = cur.execute(f"SELECT CAST(id AS VARCHAR) FROM {rel} ORDER BY {sort} LIMIT ? OFFSET ?",
-                              [*params, limit, offset]).fetchall()
-            rows = _fetch(cur, [str(r[0]) for r in ids])
-        else:
-            rows = cur.execute(
-                f"SELECT {', '.join(schema.EXAMPLE_FIELDS)} FROM {rel} "
-                f"ORDER BY {sort} LIMIT ? OFFSET ?", [*params, limit, offset]
-            ).fetchall()
-        if len(rows) < limit and (rows or offset == 0):
-            total = offset + len(rows)
+        # Its ids first, from the filter and sort columns; then its rows, by primary key. (Left to itself,
+        # DuckDB fetches a top-N's other columns with a join on rowid that scans every wide column of the table when
+        # the page's rows lie far apart, as they do in any order but that of insertion.)
+        ids = cur.execute(f"SELECT CAST(id AS VARCHAR) FROM {rel} ORDER BY {sort} LIMIT ? OFFSET ?",
+                          [*params, limit, offset]).fetchall()
+        rows = _fetch(cur, [str(r[0]) for r in ids])
+        if len(ids) < limit and (ids or offset == 0):
+            total = offset + len(ids)
         else:
             total_row = cur.execute(f"SELECT count(*) FROM {rel}", params).fetchone()
             total = int(total_row[0]) if total_row else 0
