@@ -144,15 +144,23 @@ def fetch_curated(
     same_params: list[Any] = []
     if criterion is not None:
         same_params = [criterion_token(criterion), criterion]
+    order = schema.CURATED_ORDER[strategy]
+
+    def rows_of(ids: list[Any]) -> list[Any]:
+        if not ids:
+            return []
+        sql = schema.SELECT_CURATED_ROWS.format(ids=", ".join("CAST(? AS UUID)" for _ in ids), same_criterion=same, order=order)
+        return list(cursor.execute(sql, [*(str(i[0]) for i in ids), *same_params, limit]).fetchall())
+
     rows: list[Any] = []
     if strategy in ("recent", "high_confidence"):
-        window = schema.SELECT_CURATED_WINDOW.format(order=schema.CURATED_ORDER[strategy], same_criterion=same)
-        rows = cursor.execute(window, [*params, max(RECENT_WINDOW, 20 * limit), *same_params, limit]).fetchall()
+        window = schema.SELECT_CURATED_WINDOW.format(order=order)
+        rows = rows_of(cursor.execute(window, [*params, max(RECENT_WINDOW, 20 * limit)]).fetchall())
         if len(rows) < limit or any(r[2] != criterion for r in rows):
             rows = []  # too few of the criterion among the first: ask the whole table
     if not rows:
-        sql = schema.SELECT_CURATED_CANDIDATES.format(order=schema.CURATED_ORDER[strategy], same_criterion=same)
-        rows = cursor.execute(sql, [*params, *same_params, limit]).fetchall()
+        sql = schema.SELECT_CURATED_CANDIDATES.format(order=order, same_criterion=same)
+        rows = rows_of(cursor.execute(sql, [*params, *same_params, limit]).fetchall())
     return [
         Example(trace_id=r[0], input=r[1] or "", criterion=r[2], output=r[3] or "", confidence=r[4], verified=True,
                 timestamp=r[5], source="curated")

@@ -355,32 +355,32 @@ INSERT_EVENT = "INSERT INTO training_events (event_type, aggregate_type, aggrega
 PENDING_EVENTS = "SELECT seq, event_type, aggregate_type, aggregate_id, payload FROM training_events ORDER BY seq LIMIT ?"
 DELETE_EVENTS = "DELETE FROM training_events WHERE seq <= ?"
 
-# Curated examples of one cascade and cell for injection; ordered in SQL so
-# only `limit` rows per criterion class leave the database.
-SELECT_CURATED_CANDIDATES = """
-SELECT CAST(id AS VARCHAR), input_text, json_extract_string(input_structured, '$.criterion'),
-       coalesce(output_text, final_answer), confidence, created_at
-FROM training_examples
+# Curated examples of one cascade and cell for injection, in two steps: the ids first, from the filter, sort and JSON
+# columns only, then their rows by primary key (DuckDB's own late fetch of a top-N is a join on rowid that scans every
+# wide column of the table when the rows lie far apart, as one cascade's rows do). Ordered in SQL so only `limit` rows
+# per criterion class leave the database.
+_CURATED_WHERE = """
 WHERE cascade_id = ? AND cell_name = ?
-  AND coalesce(quality_score, 100) >= ? AND coalesce(confidence, 1.0) >= ?
+  AND coalesce(quality_score, 100) >= ? AND coalesce(confidence, 1.0) >= ?"""
+SELECT_CURATED_CANDIDATES = f"""
+SELECT CAST(id AS VARCHAR) FROM training_examples {_CURATED_WHERE}
   AND coalesce(output_text, final_answer) IS NOT NULL
-ORDER BY {same_criterion} DESC, {order}
+ORDER BY {{same_criterion}} DESC, {{order}}
 LIMIT ?
 """
-# The same among the first ? candidates in the strategy's order only (found from cheap columns, so the text and JSON
-# columns are read for those rows alone); when they hold `limit` examples of the criterion, so does the whole table.
-SELECT_CURATED_WINDOW = """
-WITH firsts AS (
-    SELECT rowid AS r FROM training_examples
-    WHERE cascade_id = ? AND cell_name = ?
-      AND coalesce(quality_score, 100) >= ? AND coalesce(confidence, 1.0) >= ?
-    ORDER BY {order}
-    LIMIT ?
-)
+# The first ? candidates in the strategy's order, from cheap columns alone: when they hold `limit` examples of the
+# criterion, so does the whole table.
+SELECT_CURATED_WINDOW = f"""
+SELECT CAST(id AS VARCHAR) FROM training_examples {_CURATED_WHERE}
+ORDER BY {{order}}
+LIMIT ?
+"""
+# {ids}: one parameter mark per id.
+SELECT_CURATED_ROWS = """
 SELECT CAST(id AS VARCHAR), input_text, json_extract_string(input_structured, '$.criterion'),
        coalesce(output_text, final_answer), confidence, created_at
 FROM training_examples
-WHERE rowid IN (SELECT r FROM firsts) AND coalesce(output_text, final_answer) IS NOT NULL
+WHERE id IN ({ids}) AND coalesce(output_text, final_answer) IS NOT NULL
 ORDER BY {same_criterion} DESC, {order}
 LIMIT ?
 """
