@@ -35,6 +35,7 @@ import httpx
 
 from server.http import HttpServer
 from training import examples, retrieval, search
+from training import labels as label_rows
 from training.models import ExampleFilter
 from training.store import Store
 
@@ -126,6 +127,12 @@ def load(store: Store, args: argparse.Namespace, rng: random.Random, vocab: list
     return n / elapsed
 
 
+def unload(cur: Any, first: str) -> None:
+    """Delete the examples imported to measure bulk, with their label rows (as every writer of the table does)."""
+    ids = cur.execute("DELETE FROM training_examples WHERE created_at >= ? RETURNING CAST(id AS VARCHAR)", [first]).fetchall()
+    label_rows.replace(cur, [str(r[0]) for r in ids])
+
+
 def run(store: Store, args: argparse.Namespace, rng: random.Random, vocab: list[str]) -> None:
     print(f"training store bench: {args.rows:,} examples, {args.repeat} timed runs per query")
     cur0 = store.cursor()
@@ -136,7 +143,7 @@ def run(store: Store, args: argparse.Namespace, rng: random.Random, vocab: list[
         extra = random.Random(11)
         load(store, args, extra, vocab, args.rows, args.bulk_rows)
         first = make_rows(1, args.rows, extra, vocab)[0]["created_at"]
-        store.write(lambda cur: cur.execute("DELETE FROM training_examples WHERE created_at >= ?", [first])).result()
+        store.write(lambda cur: unload(cur, first)).result()
     else:
         if have:
             raise SystemExit(f"{store.path} holds {have:,} examples, not {args.rows:,}: remove it or pass --rows {have}")

@@ -45,7 +45,7 @@ def _from_row(row: Sequence[Any]) -> TrainingExample:
 
 
 def _values(example: TrainingExampleCreate, now: dt.datetime) -> dict[str, Any]:
-    data = example.model_dump()
+    data = dict(example)  # the fields as validated (a model_dump copies every nested value: twice the cost)
     values: dict[str, Any] = {name: data.get(name) for name in schema.EXAMPLE_FIELDS}
     values["id"] = str(data.get("id") or uuid.uuid4())
     values["agent_id"] = str(data["agent_id"]) if data.get("agent_id") else None
@@ -272,7 +272,9 @@ def bulk(store: Store, items: Sequence[Any], *, on_conflict: OnConflict = "error
     return results
 
 
-def _where(f: ExampleFilter, params: list[Any]) -> str:
+def _where(f: ExampleFilter, params: list[Any], *, labels: bool = True) -> str:
+    """The filters other than q as conditions on training_examples' columns (all but labels are also the label side
+    table's: labels=False leaves the label filter out)."""
     parts: list[str] = []
 
     def add(sql: str, *values: Any) -> None:
@@ -294,7 +296,7 @@ def _where(f: ExampleFilter, params: list[Any]) -> str:
         add("quality_score <= ?", f.max_quality)
     if f.min_confidence is not None:
         add("confidence >= ?", f.min_confidence)
-    if f.labels:
+    if f.labels and labels:
         # Through the side table (labels.py): the rows of the wanted labels, not a search of every list.
         parts.append(label_rows.condition(f.labels, f.labels_mode, params))
     if f.created_after is not None:
@@ -316,25 +318,16 @@ def _relation(store: Store, cur: Cursor, f: ExampleFilter) -> tuple[str, list[An
     return f"{rel} AS t WHERE {condition} AND {where}", params
 
 
-# Filters the label side table answers by itself (with created_at, quality_score and confidence it holds).
-_LABEL_TABLE_FILTERS = {"created_after": "created_at >= ?", "created_before": "created_at < ?",
-                        "min_quality": "quality_score >= ?", "max_quality": "quality_score <= ?",
-                        "min_confidence": "confidence >= ?"}
-_OTHER_FILTERS = ("agent_id", "domain", "task_type", "source_type", "cascade_id", "cell_name", "q")
-
-
 def _by_labels(cur: Cursor, f: ExampleFilter, column: str, order: str, limit: int,
                offset: int) -> tuple[list[Sequence[Any]], int] | None:
-    """A page filtered by labels (and side-table columns) alone, ordered in the side table; None for other filters."""
-    if not f.labels or any(getattr(f, name) is not None for name in _OTHER_FILTERS):
+    """A page filtered by labels, filtered, ordered and counted in the side table (which carries every filter column
+    but the full-text q, and every sort column but updated_at); None for a search or an order it cannot follow."""
+    if not f.labels or f.q:
         return None
-    if column != "_score" and column not in schema.LABEL_COLUMNS:
+    if column != "_score" and column not in schema.LABEL_SORT_COLUMNS:
         return None
-    extra, params = "", []
-    for name, condition in _LABEL_TABLE_FILTERS.items():
-        if getattr(f, name) is not None:
-            extra += f" AND {condition}"
-            params.append(getattr(f, name))
+    params: list[Any] = []
+    extra = " AND " + _where(f, params, labels=False)
     ids, total = label_rows.page(cur, f.labels, f.labels_mode, column=None if column == "_score" else column, order=order,
                                  limit=limit, offset=offset, extra=extra, extra_params=params)
     return _fetch(cur, ids), total
@@ -369,19 +362,14 @@ def list_examples(store: Store, f: ExampleFilter | None = None, *, limit: int = 
         rel, params = _relation(store, cur, f)
         # The page first, as a top-N (a window count would make DuckDB sort every matching row); the total
         # follows from the page when it is not full, and costs a count(*) scan of the filter columns otherwise.
-        rows: Sequence[Sequence[Any]]
-        if f.labels:
-            # The page's ids first: behind the label join DuckDB would read every column of every match.
-            ids = cur.execute(f"SELECT CAST(id AS VARCHAR) FROM {rel} ORDER BY {sort} LIMIT ? OFFSET ?",
-                              [*params, limit, offset]).fetchall()
-            rows = _fetch(cur, [str(r[0]) for r in ids])
-        else:
-            rows = cur.execute(
-                f"SELECT {', '.join(schema.EXAMPLE_FIELDS)} FROM {rel} "
-                f"ORDER BY {sort} LIMIT ? OFFSET ?", [*params, limit, offset]
-            ).fetchall()
-        if len(rows) < limit and (rows or offset == 0):
-            total = offset + len(rows)
+        # Its ids first, from the filter and sort columns; then its rows, by primary key. (Left to itself,
+        # DuckDB fetches a top-N's other columns with a join on rowid that scans every wide column of the table when
+        # the page's rows lie far apart, as they do in any order but that of insertion.)
+        ids = cur.execute(f"SELECT CAST(id AS VARCHAR) FROM {rel} ORDER BY {sort} LIMIT ? OFFSET ?",
+                          [*params, limit, offset]).fetchall()
+        rows = _fetch(cur, [str(r[0]) for r in ids])
+        if len(ids) < limit and (ids or offset == 0):
+            total = offset + len(ids)
         else:
             total_row = cur.execute(f"SELECT count(*) FROM {rel}", params).fetchone()
             total = int(total_row[0]) if total_row else 0

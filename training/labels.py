@@ -9,11 +9,15 @@ table in the same transaction, through the functions here: a rollback undoes
 both, and no reader ever sees one without the other.
 
 The rows are the distinct (example, label) pairs of the lists: a label repeated
-in one list is one row, so a count of rows is a count of examples.
+in one list is one row, so a count of rows is a count of examples. Each row
+carries the example's filter and sort columns (schema.LABEL_COLUMNS), so a
+list filtered by labels and those is answered here, and only a page's rows are
+read from training_examples.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -66,16 +70,30 @@ def rebuild(cur: Cursor) -> None:
         cur.execute(statement)
 
 
+def key(label: str) -> int:
+    """The label's label_key: md5_number_lower(label), as DuckDB computes it when it writes the row."""
+    return int.from_bytes(hashlib.md5(label.encode()).digest()[8:], "little")
+
+
+def _rows_of(wanted: Sequence[str], params: list[Any]) -> str:
+    """Rows of any of the labels: the integer keys first (a cheap compare over every row), the text confirms."""
+    params.extend(key(w) for w in wanted)
+    params.extend(wanted)
+    marks = ", ".join("?" for _ in wanted)
+    if len(wanted) == 1:
+        return "label_key = ? AND label = ?"
+    return f"label_key IN ({marks}) AND label IN ({marks})"
+
+
 def condition(labels: Sequence[str], mode: str, params: list[Any]) -> str:
     """`id IN (...)` for examples with any (or all) of the labels, appending its parameters to params."""
     wanted = list(dict.fromkeys(labels))
-    marks = ", ".join("?" for _ in wanted)
-    params.extend(wanted)
+    rows = _rows_of(wanted, params)
     if mode == "any" or len(wanted) == 1:
-        return f"id IN (SELECT example_id FROM training_example_labels WHERE label IN ({marks}))"
+        return f"id IN (SELECT example_id FROM training_example_labels WHERE {rows})"
     params.append(len(wanted))
     # Rows are distinct (example, label) pairs, so count(*) counts the wanted labels an example has.
-    return f"id IN (SELECT example_id FROM training_example_labels WHERE label IN ({marks}) GROUP BY example_id HAVING count(*) = ?)"
+    return f"id IN (SELECT example_id FROM training_example_labels WHERE {rows} GROUP BY example_id HAVING count(*) = ?)"
 
 
 def page(
@@ -94,20 +112,27 @@ def page(
     sort columns, or None: by id alone) and id, and their total; `extra` is more conditions on the side table's
     columns (" AND ...", with extra_params)."""
     wanted = list(dict.fromkeys(labels))
-    where = f"label IN ({', '.join('?' for _ in wanted)}){extra}"
-    params: list[Any] = [*wanted, *extra_params]
-    key = "example_id" if column is None else f"{column} {order.upper()} NULLS LAST, example_id"
-    if mode == "any" or len(wanted) == 1:
+    params: list[Any] = []
+    where = _rows_of(wanted, params) + extra
+    params.extend(extra_params)
+    key_order = "example_id" if column is None else f"{column} {order.upper()} NULLS LAST, example_id"
+    if len(wanted) == 1:
+        # One row per example: the page is a top-N of the rows, the total their count.
+        rows = cur.execute(
+            f"SELECT CAST(example_id AS VARCHAR) FROM training_example_labels WHERE {where} ORDER BY {key_order} LIMIT ? OFFSET ?",
+            [*params, limit, offset],
+        ).fetchall()
+        ids = [str(r[0]) for r in rows]
+        counted = f"SELECT count(*) FROM training_example_labels WHERE {where}"
+    elif mode == "any":
         # The sorted rows themselves: an example has at most one row per wanted label and its rows sort next to
         # each other, so (offset + limit) x labels rows hold the page once repeats are dropped.
         rows = cur.execute(
-            f"SELECT CAST(example_id AS VARCHAR) FROM training_example_labels WHERE {where} ORDER BY {key} LIMIT ?",
+            f"SELECT CAST(example_id AS VARCHAR) FROM training_example_labels WHERE {where} ORDER BY {key_order} LIMIT ?",
             [*params, (offset + limit) * len(wanted)],
         ).fetchall()
         ids = list(dict.fromkeys(str(r[0]) for r in rows))[offset : offset + limit]
-        counted = f"SELECT count(*) FROM training_example_labels WHERE {where}"
-        if len(wanted) > 1:
-            counted = f"SELECT count(*) FROM (SELECT example_id FROM training_example_labels WHERE {where} GROUP BY example_id)"
+        counted = f"SELECT count(DISTINCT example_id) FROM training_example_labels WHERE {where}"
     else:
         value = "" if column is None else f", any_value({column}) AS {column}"
         grouped = f"SELECT example_id{value} FROM training_example_labels WHERE {where} GROUP BY example_id HAVING count(*) = ?"
@@ -115,7 +140,7 @@ def page(
         # Examples with all of several labels are few (at most those of the rarest): the total comes with the page,
         # so the grouping runs once.
         rows = cur.execute(
-            f"SELECT CAST(example_id AS VARCHAR), count(*) OVER () FROM ({grouped}) ORDER BY {key} LIMIT ? OFFSET ?",
+            f"SELECT CAST(example_id AS VARCHAR), count(*) OVER () FROM ({grouped}) ORDER BY {key_order} LIMIT ? OFFSET ?",
             [*params, limit, offset],
         ).fetchall()
         if rows:

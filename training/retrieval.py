@@ -109,8 +109,19 @@ def fetch_candidates(
     ]
 
 
-# Candidates of the "recent" strategy looked at first, newest first (see schema.SELECT_CURATED_RECENT_WINDOW).
+# Candidates of the "recent" and "high_confidence" strategies looked at first, in the strategy's order
+# (see schema.SELECT_CURATED_WINDOW).
 RECENT_WINDOW = 200
+# Characters no JSON writer escapes inside a string (some write '/' as '\/', or <, >, & and ' as \u escapes).
+_PLAIN_JSON = re.compile(r"[A-Za-z0-9 !#$%()*+,.:;=?@\[\]^_`{|}~-]*")
+
+
+def criterion_token(criterion: str) -> str:
+    """Text that the JSON of every example of this criterion contains: the quoted criterion when no JSON writer can
+    escape any of its characters, else its longest ASCII word (which appears verbatim however the rest is escaped)."""
+    if _PLAIN_JSON.fullmatch(criterion):
+        return f'"{criterion}"'
+    return max(re.findall(r"[A-Za-z0-9]+", criterion), key=len, default="criterion")
 
 
 def fetch_curated(
@@ -132,18 +143,24 @@ def fetch_curated(
     params: list[Any] = [cascade_id, cell_name, min_quality, min_confidence]
     same_params: list[Any] = []
     if criterion is not None:
-        # An ASCII word of the criterion appears verbatim however the JSON text escapes the rest.
-        token = max(re.findall(r"[A-Za-z0-9]+", criterion), key=len, default="criterion")
-        same_params = [token, criterion]
+        same_params = [criterion_token(criterion), criterion]
+    order = schema.CURATED_ORDER[strategy]
+
+    def rows_of(ids: list[Any]) -> list[Any]:
+        if not ids:
+            return []
+        sql = schema.SELECT_CURATED_ROWS.format(ids=", ".join("CAST(? AS UUID)" for _ in ids), same_criterion=same, order=order)
+        return list(cursor.execute(sql, [*(str(i[0]) for i in ids), *same_params, limit]).fetchall())
+
     rows: list[Any] = []
-    if strategy == "recent":
-        window = schema.SELECT_CURATED_RECENT_WINDOW.format(same_criterion=same)
-        rows = cursor.execute(window, [*params, max(RECENT_WINDOW, 20 * limit), *same_params, limit]).fetchall()
+    if strategy in ("recent", "high_confidence"):
+        window = schema.SELECT_CURATED_WINDOW.format(order=order)
+        rows = rows_of(cursor.execute(window, [*params, max(RECENT_WINDOW, 20 * limit)]).fetchall())
         if len(rows) < limit or any(r[2] != criterion for r in rows):
-            rows = []  # too few of the criterion among the newest: ask the whole table
+            rows = []  # too few of the criterion among the first: ask the whole table
     if not rows:
-        sql = schema.SELECT_CURATED_CANDIDATES.format(order=schema.CURATED_ORDER[strategy], same_criterion=same)
-        rows = cursor.execute(sql, [*params, *same_params, limit]).fetchall()
+        sql = schema.SELECT_CURATED_CANDIDATES.format(order=order, same_criterion=same)
+        rows = rows_of(cursor.execute(sql, [*params, *same_params, limit]).fetchall())
     return [
         Example(trace_id=r[0], input=r[1] or "", criterion=r[2], output=r[3] or "", confidence=r[4], verified=True,
                 timestamp=r[5], source="curated")

@@ -263,12 +263,9 @@ MIGRATIONS[6] = [
 ]
 
 # One row per distinct label of each example's labels list (training/labels.py keeps it with every write), so a label
-# filter reads the rows of its labels instead of searching every list. The example's sort columns ride along, so
-# a page filtered by labels alone is ordered here and only its rows are read from training_examples. No index or
-# constraint: rows are rewritten with their example, in its transaction. The back-fill is sorted by label, so the
-# rows of a label are a few row groups that DuckDB's zonemaps find.
-LABEL_COLUMNS = ("created_at", "quality_score", "confidence", "difficulty")
-_LABEL_SELECT = "id AS example_id, unnest(labels) AS label, " + ", ".join(LABEL_COLUMNS)
+# filter reads the rows of its labels instead of searching every list. No index or constraint: rows are rewritten
+# with their example, in its transaction. The back-fill is sorted by label, so the rows of a label are a few row
+# groups that DuckDB's zonemaps find. (Migration 8 replaces this table with a wider one.)
 MIGRATIONS[7] = [
     """
     CREATE TABLE IF NOT EXISTS training_example_labels (
@@ -281,21 +278,65 @@ MIGRATIONS[7] = [
     )
     """,
     "DELETE FROM training_example_labels",
-    f"""
+    """
     INSERT INTO training_example_labels
-    SELECT DISTINCT * FROM (SELECT {_LABEL_SELECT} FROM training_examples) ORDER BY label, created_at
+    SELECT DISTINCT * FROM (SELECT id AS example_id, unnest(labels) AS label, created_at, quality_score, confidence,
+                                   difficulty FROM training_examples) ORDER BY label, created_at
     """,
 ]
-LABELS_REBUILD = MIGRATIONS[7][1:]
-# {source}: a registered relation of new examples (the examples' columns, id as VARCHAR); {ids}: one of ids (VARCHAR).
+
+# Migration 8: the label rows carry every column a list filter or sort can name (all but the full-text q and
+# updated_at), so a page filtered by labels and any of those is filtered, ordered and counted in this table alone, and
+# only its rows are read from training_examples (a join back on the UUID costs a scan of every id). label_key is
+# md5_number_lower(label): rows of a label are spread over the whole table once examples arrive over time, and an
+# integer compare over every row costs a fraction of a string compare; `label = ?` then only confirms the matches.
+LABEL_SORT_COLUMNS = ("created_at", "quality_score", "confidence", "difficulty")
+LABEL_FILTER_COLUMNS = ("agent_id", "domain", "task_type", "source_type", "cascade_id", "cell_name")
+LABEL_COLUMNS = (*LABEL_SORT_COLUMNS, *LABEL_FILTER_COLUMNS)
+LABEL_KEY = "md5_number_lower({})"
+_LABEL_INTO = f"INSERT INTO training_example_labels (example_id, label, label_key, {', '.join(LABEL_COLUMNS)})"
+_LABEL_KEYED = f"SELECT example_id, label, {LABEL_KEY.format('label')}, {', '.join(LABEL_COLUMNS)}"
+_LABEL_SELECT = f"SELECT DISTINCT id AS example_id, unnest(labels) AS label, {', '.join(LABEL_COLUMNS)}"
+# A label repeated in one list is one row; the back-fill is sorted by label, so right after it the rows of a label are
+# a few row groups that DuckDB's zonemaps find.
+_LABELS_BACKFILL = f"""
+{_LABEL_INTO}
+{_LABEL_KEYED} FROM ({_LABEL_SELECT} FROM training_examples) ORDER BY label, created_at
+"""
+MIGRATIONS[8] = [
+    "DROP TABLE IF EXISTS training_example_labels",
+    """
+    CREATE TABLE training_example_labels (
+        example_id UUID,
+        label VARCHAR,
+        label_key UBIGINT,
+        created_at TIMESTAMP,
+        quality_score DOUBLE,
+        confidence DOUBLE,
+        difficulty DOUBLE,
+        agent_id UUID,
+        domain VARCHAR,
+        task_type VARCHAR,
+        source_type VARCHAR,
+        cascade_id VARCHAR,
+        cell_name VARCHAR
+    )
+    """,
+    _LABELS_BACKFILL,
+]
+LABELS_REBUILD = ["DELETE FROM training_example_labels", _LABELS_BACKFILL]
+# {source}: a registered relation of new examples (the examples' columns, id and agent_id as VARCHAR); {ids}: one of
+# ids (VARCHAR).
 LABELS_FROM = f"""
-INSERT INTO training_example_labels
-SELECT DISTINCT * FROM (SELECT CAST(id AS UUID), unnest(labels), {", ".join(LABEL_COLUMNS)} FROM {{source}})
+{_LABEL_INTO}
+{_LABEL_KEYED} FROM (
+    SELECT DISTINCT CAST(id AS UUID) AS example_id, unnest(labels) AS label, {", ".join(LABEL_SORT_COLUMNS)},
+           CAST(agent_id AS UUID) AS agent_id, {", ".join(LABEL_FILTER_COLUMNS[1:])} FROM {{source}})
 """
 LABELS_DELETE = "DELETE FROM training_example_labels WHERE example_id IN (SELECT CAST(id AS UUID) FROM {ids})"
 LABELS_RESYNC = f"""
-INSERT INTO training_example_labels
-SELECT DISTINCT * FROM (SELECT {_LABEL_SELECT} FROM training_examples WHERE id IN (SELECT CAST(id AS UUID) FROM {{ids}}))
+{_LABEL_INTO}
+{_LABEL_KEYED} FROM ({_LABEL_SELECT} FROM training_examples WHERE id IN (SELECT CAST(id AS UUID) FROM {{ids}}))
 """
 LABEL_COUNTS = "SELECT label, count(*) AS n FROM training_example_labels GROUP BY label ORDER BY n DESC, label"
 
@@ -314,33 +355,33 @@ INSERT_EVENT = "INSERT INTO training_events (event_type, aggregate_type, aggrega
 PENDING_EVENTS = "SELECT seq, event_type, aggregate_type, aggregate_id, payload FROM training_events ORDER BY seq LIMIT ?"
 DELETE_EVENTS = "DELETE FROM training_events WHERE seq <= ?"
 
-# Curated examples of one cascade and cell for injection; ordered in SQL so
-# only `limit` rows per criterion class leave the database.
-SELECT_CURATED_CANDIDATES = """
-SELECT CAST(id AS VARCHAR), input_text, json_extract_string(input_structured, '$.criterion'),
-       coalesce(output_text, final_answer), confidence, created_at
-FROM training_examples
+# Curated examples of one cascade and cell for injection, in two steps: the ids first, from the filter, sort and JSON
+# columns only, then their rows by primary key (DuckDB's own late fetch of a top-N is a join on rowid that scans every
+# wide column of the table when the rows lie far apart, as one cascade's rows do). Ordered in SQL so only `limit` rows
+# per criterion class leave the database.
+_CURATED_WHERE = """
 WHERE cascade_id = ? AND cell_name = ?
-  AND coalesce(quality_score, 100) >= ? AND coalesce(confidence, 1.0) >= ?
+  AND coalesce(quality_score, 100) >= ? AND coalesce(confidence, 1.0) >= ?"""
+SELECT_CURATED_CANDIDATES = f"""
+SELECT CAST(id AS VARCHAR) FROM training_examples {_CURATED_WHERE}
   AND coalesce(output_text, final_answer) IS NOT NULL
-ORDER BY {same_criterion} DESC, {order}
+ORDER BY {{same_criterion}} DESC, {{order}}
 LIMIT ?
 """
-# The same among the newest ? candidates only (found from cheap columns, so the text and JSON columns
-# are read for those rows alone); when they hold `limit` examples of the criterion, so does the whole table.
-SELECT_CURATED_RECENT_WINDOW = """
-WITH recent AS (
-    SELECT rowid AS r FROM training_examples
-    WHERE cascade_id = ? AND cell_name = ?
-      AND coalesce(quality_score, 100) >= ? AND coalesce(confidence, 1.0) >= ?
-    ORDER BY created_at DESC
-    LIMIT ?
-)
+# The first ? candidates in the strategy's order, from cheap columns alone: when they hold `limit` examples of the
+# criterion, so does the whole table.
+SELECT_CURATED_WINDOW = f"""
+SELECT CAST(id AS VARCHAR) FROM training_examples {_CURATED_WHERE}
+ORDER BY {{order}}
+LIMIT ?
+"""
+# {ids}: one parameter mark per id.
+SELECT_CURATED_ROWS = """
 SELECT CAST(id AS VARCHAR), input_text, json_extract_string(input_structured, '$.criterion'),
        coalesce(output_text, final_answer), confidence, created_at
 FROM training_examples
-WHERE rowid IN (SELECT r FROM recent) AND coalesce(output_text, final_answer) IS NOT NULL
-ORDER BY {same_criterion} DESC, created_at DESC
+WHERE id IN ({ids}) AND coalesce(output_text, final_answer) IS NOT NULL
+ORDER BY {same_criterion} DESC, {order}
 LIMIT ?
 """
 # "Same criterion as the question": the JSON is parsed only for rows whose text can hold it.

@@ -9,12 +9,13 @@ import json
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
 
 from tests.training.test_stores import new_database, pg  # noqa: F401 (a fixture)
-from training import examples, retrieval, search
+from training import examples, retrieval, schema, search
 from training.annotations import annotate
 from training.errors import DuplicateExample, ExampleNotFound, InvalidExample
 from training.export import export
@@ -318,5 +319,41 @@ def test_recent_curated_examples_beyond_the_newest_window(store: Store) -> None:
         assert inputs("old") == ["q4", "q3", "q2"]
         assert inputs("new") == ["q304", "q303", "q302"]
         assert inputs("none of them") == ["q304", "q303", "q302"]
+    finally:
+        cur.close()
+
+
+def test_curated_retrieval_gives_what_the_whole_table_gives(store: Store) -> None:
+    # Windows of the first candidates and the quoted-criterion shortcut choose what the plain query over every
+    # candidate chooses, whatever escapes a JSON writer used.
+    base = dt.datetime(2026, 1, 1)
+    criteria = ["old", "new", "a/b", "café", "x 1"]
+    rows = [{"input_text": f"q{i}", "output_text": "true", "cascade_id": "c", "cell_name": "means",
+             "confidence": (i * 37 % 101) / 100, "input_structured": {"criterion": criteria[i % 5] if i > 250 or i % 5 == 0 else "new"},
+             "created_at": (base + dt.timedelta(seconds=i)).isoformat()} for i in range(320)]
+    assert {r["status"] for r in examples.bulk(store, rows)} == {"created"}
+
+    def escape(cur: Any) -> None:  # another writer's JSON: '/' and non-ASCII escaped
+        cur.execute("UPDATE training_examples SET input_structured = '{\"criterion\":\"a\\/b\"}' WHERE input_text = 'q7'")
+        cur.execute("UPDATE training_examples SET input_structured = '{\"criterion\": \"caf\\u00e9\"}' WHERE input_text = 'q8'")
+
+    store.write(escape).result()
+    assert retrieval.criterion_token("x 1") == '"x 1"' and retrieval.criterion_token("a/b") == "a"
+    plain = """SELECT input_text FROM training_examples
+        WHERE cascade_id = 'c' AND cell_name = 'means' AND coalesce(quality_score, 100) >= ? AND coalesce(confidence, 1.0) >= ?
+        ORDER BY json_extract_string(input_structured, '$.criterion') IS NOT DISTINCT FROM ? DESC, {order} LIMIT ?"""
+    cur = store.cursor()
+    try:
+        for strategy in ("recent", "high_confidence"):
+            for criterion in [*criteria, "none of them"]:
+                for limit, min_confidence in ((3, 0.0), (8, 0.5)):
+                    chosen = retrieval.fetch_curated(cur, cascade_id="c", cell_name="means", strategy=strategy, limit=limit,
+                                                     min_quality=0, min_confidence=min_confidence, criterion=criterion)
+                    expected = cur.execute(plain.format(order=schema.CURATED_ORDER[strategy]),
+                                           [0, min_confidence, criterion, limit]).fetchall()
+                    assert [e.input for e in chosen] == [r[0] for r in expected], (strategy, criterion, limit)
+        found = retrieval.fetch_curated(cur, cascade_id="c", cell_name="means", strategy="recent", limit=100,
+                                        min_quality=0, min_confidence=0, criterion="a/b")
+        assert "q7" in [e.input for e in found if e.criterion == "a/b"]
     finally:
         cur.close()

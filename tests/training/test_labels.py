@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+import random
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,6 +13,7 @@ import duckdb
 import pytest
 
 from training import examples, schema
+from training import labels as label_rows
 from training.errors import InvalidExample
 from training.models import ExampleFilter
 from training.store import Store
@@ -188,5 +191,168 @@ def test_migration_back_fills_labels_of_a_version_6_file(tmp_path: Path) -> None
         # Idempotent: a second start-up adds nothing.
         assert store.init() == max(schema.MIGRATIONS)
         assert Counter(r[:2] for r in side_rows(store))[("a", "red")] == 1
+    finally:
+        store.close()
+
+
+CARRIED = ", ".join(schema.LABEL_COLUMNS)
+
+
+def carried_rows(store: Store) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    """The side table's rows with every carried column and label_key, and the same computed from the lists."""
+    cur = store.cursor()
+    try:
+        side = cur.execute(f"SELECT example_id, label, label_key, {CARRIED} FROM training_example_labels ORDER BY ALL").fetchall()
+        lists = cur.execute(
+            f"SELECT id, label, md5_number_lower(label), {CARRIED} FROM "
+            f"(SELECT DISTINCT id, unnest(labels) AS label, {CARRIED} FROM training_examples) ORDER BY ALL"
+        ).fetchall()
+        return side, lists
+    finally:
+        cur.close()
+
+
+def test_label_key_is_duckdbs_md5_number_lower() -> None:
+    con = duckdb.connect()
+    for label in ("red", "", "é🙂 x", "a,b", "x" * 300):
+        assert label_rows.key(label) == con.execute("SELECT md5_number_lower(?)", [label]).fetchone()[0]
+
+
+AGENTS = ("00000000-0000-4000-8000-000000000001", "00000000-0000-4000-8000-000000000002")
+
+
+def varied(i: int) -> dict[str, Any]:
+    rng = random.Random(i)
+    return ex(
+        f"n{i:03d}",
+        rng.sample(["red", "blue", "green", "grey"], rng.randint(0, 3)),
+        float(rng.randint(0, 10) * 10),
+        domain=rng.choice(["web", "db", None]),
+        agent_id=rng.choice(AGENTS),
+        task_type=rng.choice(["single_step", "reasoning"]),
+        source_type=rng.choice(["synthetic", "human_annotated"]),
+        cascade_id=rng.choice(["c1", "c2"]),
+        cell_name=rng.choice(["evaluate", "classify"]),
+        confidence=rng.choice([0.5, 0.9, 1.0]),
+        difficulty=rng.choice([0.1, 0.7, None]),
+        created_at=f"2026-01-01T00:{i // 60:02d}:{i % 60:02d}",
+    )
+
+
+FILTERS: list[dict[str, Any]] = [
+    {},
+    {"domain": "web"},
+    {"domain": "db", "min_quality": 40},
+    {"agent_id": AGENTS[0]},
+    {"task_type": "reasoning"},
+    {"source_type": "synthetic", "max_quality": 60},
+    {"cascade_id": "c1", "cell_name": "classify"},
+    {"min_confidence": 0.9, "created_after": "2026-01-01T00:00:30"},
+    {"created_before": "2026-01-01T00:01:00"},
+]
+
+
+def expected(
+    store: Store, f: dict[str, Any], wanted: list[str], mode: str, order_by: str, order: str, limit: int, offset: int
+) -> tuple[list[str], int]:
+    """The straightforward query: the filters on training_examples, the labels searched in each list."""
+    conditions = {
+        "domain": "domain = ?",
+        "agent_id": "agent_id = CAST(? AS UUID)",
+        "task_type": "task_type = ?",
+        "source_type": "source_type = ?",
+        "cascade_id": "cascade_id = ?",
+        "cell_name": "cell_name = ?",
+        "min_quality": "quality_score >= ?",
+        "max_quality": "quality_score <= ?",
+        "min_confidence": "confidence >= ?",
+        "created_after": "created_at >= ?",
+        "created_before": "created_at < ?",
+    }
+    where = [conditions[k] for k in f] + [f"list_has_{mode}(labels, ?)"]
+    params = [*f.values(), wanted]
+    sort = "id" if order_by == "relevance" else f"{order_by} {order.upper()} NULLS LAST, id"
+    cur = store.cursor()
+    try:
+        sql = f"FROM training_examples WHERE {' AND '.join(where)}"
+        rows = cur.execute(f"SELECT input_text {sql} ORDER BY {sort} LIMIT ? OFFSET ?", [*params, limit, offset]).fetchall()
+        total = cur.execute(f"SELECT count(*) {sql}", params).fetchone()
+    finally:
+        cur.close()
+    assert total is not None
+    return [r[0] for r in rows], int(total[0])
+
+
+def check_carried_filters(store: Store) -> None:
+    """Label filters with every other filter but q, in every order, paged: the rows and totals of the lists."""
+    side, lists = carried_rows(store)
+    assert side == lists
+    orders = itertools.cycle(
+        (
+            ("created_at", "desc"),
+            ("quality_score", "asc"),
+            ("confidence", "desc"),
+            ("difficulty", "asc"),
+            ("updated_at", "desc"),
+            ("relevance", "desc"),
+            ("quality_score", "desc"),
+        )
+    )
+    for f in FILTERS:
+        for wanted in (["red"], ["red", "blue"], ["grey", "green", "red"], ["nowhere"]):
+            for mode in ("any", "all"):
+                order_by, order = next(orders)
+                for limit, offset in ((100, 0), (3, 4)):
+                    items, total = examples.list_examples(
+                        store,
+                        ExampleFilter(labels=wanted, labels_mode=mode, **f),
+                        limit=limit,
+                        offset=offset,
+                        order_by=order_by,
+                        order=order,
+                    )
+                    got = ([e.input_text for e in items], total)
+                    assert got == expected(store, f, wanted, mode, order_by, order, limit, offset), (f, wanted, mode, order_by)
+
+
+def test_label_filters_with_every_other_filter_and_order_give_the_rows_of_the_lists(store: Store) -> None:
+    examples.bulk(store, [varied(i) for i in range(80)])
+    check_carried_filters(store)
+    # A change of a carried column, through update, bulk's on_conflict=update and the side table's own rebuild.
+    items, _ = examples.list_examples(store, ExampleFilter(labels=["red"]), limit=5)
+    for e in items:
+        examples.update(store, str(e.id), {"domain": "web", "quality_score": 55, "agent_id": AGENTS[1]})
+    examples.bulk(store, [{**varied(3), "cascade_id": "c2", "task_type": "reasoning", "labels": ["red", "red"]}], on_conflict="update")
+    store.write(label_rows.rebuild).result()
+    check_carried_filters(store)
+
+
+def test_migration_widens_the_label_rows_of_a_version_7_file(tmp_path: Path) -> None:
+    path = tmp_path / "v7.duckdb"
+    _version_6_file(path)
+    con = duckdb.connect(str(path))
+    con.execute(
+        "UPDATE training_examples SET domain = CASE WHEN quality_score < 50 THEN 'web' ELSE 'db' END, "
+        "cascade_id = 'c1', agent_id = CAST(? AS UUID)",
+        [AGENTS[0]],
+    )
+    for statement in schema.MIGRATIONS[7]:
+        con.execute(statement)
+    con.execute("INSERT INTO schema_version (version) VALUES (7)")
+    assert con.execute("SELECT count(*) FROM training_example_labels").fetchone() == (604,)
+    con.close()
+    store = Store(path)
+    try:
+        assert store.init() == max(schema.MIGRATIONS) >= 8
+        side, lists = carried_rows(store)
+        assert side == lists and len(side) == 604
+        items, total = examples.list_examples(
+            store, ExampleFilter(labels=["red", "blue"], domain="web", cascade_id="c1"), limit=3, order_by="quality_score"
+        )
+        assert ([e.input_text for e in items], total) == (
+            expected(store, {"domain": "web", "cascade_id": "c1"}, ["red", "blue"], "any", "quality_score", "desc", 3, 0)
+        )
+        assert total == 102 and len(items) == 3
+        check_filters(store)
     finally:
         store.close()
