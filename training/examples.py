@@ -272,7 +272,7 @@ def bulk(store: Store, items: Sequence[Any], *, on_conflict: OnConflict = "error
     return results
 
 
-def _where(f: ExampleFilter, params: list[Any], *, labels: bool = True) -> str:
+def _where(f: ExampleFilter, params: list[Any], *, labels: bool = True, keyed: bool = True) -> str:
     """The filters other than q as conditions on training_examples' columns (all but labels are also the label side
     table's: labels=False leaves the label filter out)."""
     parts: list[str] = []
@@ -298,7 +298,7 @@ def _where(f: ExampleFilter, params: list[Any], *, labels: bool = True) -> str:
         add("confidence >= ?", f.min_confidence)
     if f.labels and labels:
         # Through the side table (labels.py): the rows of the wanted labels, not a search of every list.
-        parts.append(label_rows.condition(f.labels, f.labels_mode, params))
+        parts.append(label_rows.condition(f.labels, f.labels_mode, params, keyed=keyed))
     if f.created_after is not None:
         add("created_at >= ?", f.created_after)
     if f.created_before is not None:
@@ -314,16 +314,18 @@ def _relation(store: Store, cur: Cursor, f: ExampleFilter) -> tuple[str, list[An
     else:
         # No search: the table itself (no _score column), so its scan takes the filters and the top-N.
         rel, params, condition = "training_examples", [], "true"
-    where = _where(f, params)
+    where = _where(f, params, keyed=not store.triggers)
     return f"{rel} AS t WHERE {condition} AND {where}", params
 
 
-def _by_labels(cur: Cursor, f: ExampleFilter, column: str, order: str, limit: int,
+def _by_labels(store: Store, cur: Cursor, f: ExampleFilter, column: str, order: str, limit: int,
                offset: int) -> tuple[list[Sequence[Any]], int] | None:
     """A page filtered by labels, filtered, ordered and counted in the side table (which carries every filter column
     but the full-text q, and every sort column but updated_at); None for a search or an order it cannot follow."""
     if not f.labels or f.q:
         return None
+    if store.triggers:
+        return None  # the database's own side table (PostgreSQL) carries only (example_id, label, quality_score)
     if column != "_score" and column not in schema.LABEL_SORT_COLUMNS:
         return None
     params: list[Any] = []
@@ -356,7 +358,7 @@ def list_examples(store: Store, f: ExampleFilter | None = None, *, limit: int = 
     sort = "id" if column == "_score" and not f.q else f"{column} {order.upper()} NULLS LAST, id"
     cur = store.cursor()
     try:
-        labelled = _by_labels(cur, f, column, order, limit, offset)
+        labelled = _by_labels(store, cur, f, column, order, limit, offset)
         if labelled is not None:
             return [_from_row(r) for r in labelled[0]], labelled[1]
         rel, params = _relation(store, cur, f)

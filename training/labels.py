@@ -75,20 +75,25 @@ def key(label: str) -> int:
     return int.from_bytes(hashlib.md5(label.encode()).digest()[8:], "little")
 
 
-def _rows_of(wanted: Sequence[str], params: list[Any]) -> str:
-    """Rows of any of the labels: the integer keys first (a cheap compare over every row), the text confirms."""
+def _rows_of(wanted: Sequence[str], params: list[Any], keyed: bool = True) -> str:
+    """Rows of any of the labels: the integer keys first (a cheap compare over every row), the text confirms.
+
+    keyed=False: a side table without label_key (the PostgreSQL store's, indexed on label)."""
+    marks = ", ".join("?" for _ in wanted)
+    if not keyed:
+        params.extend(wanted)
+        return f"label IN ({marks})"
     params.extend(key(w) for w in wanted)
     params.extend(wanted)
-    marks = ", ".join("?" for _ in wanted)
     if len(wanted) == 1:
         return "label_key = ? AND label = ?"
     return f"label_key IN ({marks}) AND label IN ({marks})"
 
 
-def condition(labels: Sequence[str], mode: str, params: list[Any]) -> str:
+def condition(labels: Sequence[str], mode: str, params: list[Any], *, keyed: bool = True) -> str:
     """`id IN (...)` for examples with any (or all) of the labels, appending its parameters to params."""
     wanted = list(dict.fromkeys(labels))
-    rows = _rows_of(wanted, params)
+    rows = _rows_of(wanted, params, keyed)
     if mode == "any" or len(wanted) == 1:
         return f"id IN (SELECT example_id FROM training_example_labels WHERE {rows})"
     params.append(len(wanted))

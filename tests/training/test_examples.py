@@ -333,9 +333,10 @@ def test_curated_retrieval_gives_what_the_whole_table_gives(store: Store) -> Non
              "created_at": (base + dt.timedelta(seconds=i)).isoformat()} for i in range(320)]
     assert {r["status"] for r in examples.bulk(store, rows)} == {"created"}
 
-    def escape(cur: Any) -> None:  # another writer's JSON: '/' and non-ASCII escaped
-        cur.execute("UPDATE training_examples SET input_structured = '{\"criterion\":\"a\\/b\"}' WHERE input_text = 'q7'")
-        cur.execute("UPDATE training_examples SET input_structured = '{\"criterion\": \"caf\\u00e9\"}' WHERE input_text = 'q8'")
+    def escape(cur: Any) -> None:  # another writer's JSON: '/' and non-ASCII escaped (through the store's own UPDATE)
+        sql = "UPDATE training_examples SET input_structured = ? WHERE input_text = ?"
+        store.update(cur, sql, ['{"criterion":"a\\/b"}', "q7"])
+        store.update(cur, sql, ['{"criterion": "caf\\u00e9"}', "q8"])
 
     store.write(escape).result()
     assert retrieval.criterion_token("x 1") == '"x 1"' and retrieval.criterion_token("a/b") == "a"
