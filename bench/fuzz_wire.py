@@ -50,6 +50,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--messages", type=int, default=100_000, help="frontend messages to send (100,000)")
     parser.add_argument("--workers", type=int, default=50, help="concurrent connections (50)")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--rate", type=float, default=0.0,
+                        help="cases started per second at most (default: as fast as the workers go). The control's "
+                             "p99 of two servers compares only at the same rate: a faster server otherwise takes "
+                             "more cases per second, and the control competes with more work")
     args = parser.parse_args(argv)
 
     all_cases: list[Case] = []
@@ -105,7 +109,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  {done:>7,} cases  {10_000 / (now - last[0]):,.0f} cases/s", flush=True)
                 last[0] = now
 
-        results = run_many("127.0.0.1", server.port, all_cases, args.workers, on_progress=progress)
+        results = run_many("127.0.0.1", server.port, all_cases, args.workers, on_progress=progress,
+                           rate=args.rate)
         elapsed = time.perf_counter() - started
         server_cpu = _cpu_seconds(server.proc.pid) - cpu_before
         stop.set()
@@ -124,7 +129,8 @@ def main(argv: list[str] | None = None) -> int:
     tracebacks = log.count("Traceback")
     load = p99(control.latencies)
     print()
-    print(f"cases                 {len(results):>10,}   ({sent:,} messages, {args.workers} connections at once)")
+    print(f"cases                 {len(results):>10,}   ({sent:,} messages, {args.workers} connections at once"
+          f"{f', at most {args.rate:,.0f} cases/s' if args.rate else ''})")
     print(f"time                  {elapsed:>10.1f} s  ({len(results) / elapsed:,.0f} cases/s, {sent / elapsed:,.0f} msgs/s)")
     print(f"server CPU            {server_cpu / len(results) * 1e3:>10.2f} ms per case  ({server_cpu / elapsed:.0%} of one "
           "core)")

@@ -1077,9 +1077,9 @@ def _autocommit(cur: duckdb.DuckDBPyConnection, query: Any, args: Any, text: str
 def _stream(cur: duckdb.DuckDBPyConnection, size: int = 2048) -> Iterator[Sequence[Any]]:
     while True:
         chunk = cur.fetchmany(size)
-        if not chunk:
-            return
         yield from chunk
+        if len(chunk) < size:
+            return  # fetchmany fills its batch unless the result is done: no call to find it empty
 
 
 def _annotation_upsert(text: str) -> str:
