@@ -147,7 +147,7 @@ class Session:
         self.files = files  # the server's lock on its files; None for the owner's local CLI (full access)
         self.store = store
         self.executor = executor
-        self._cursor: duckdb.DuckDBPyConnection | None = None  # made on first use: see `cursor`
+        self._duck: duckdb.DuckDBPyConnection | None = None  # made on first use: see `cursor`
         self._setups = setups or contextlib.nullcontext()  # shared by the sessions whose set-ups take turns
         self.user = user
         self.database = database
@@ -189,7 +189,7 @@ class Session:
         dropped one) does not pay it, and the set-ups of many new sessions take turns (`setups`) rather than
         crowd out the statements of established ones.
         """
-        cur = self._cursor
+        cur = self._duck
         if cur is None:
             with self._setups:
                 cur = self.store.cursor()
@@ -198,7 +198,7 @@ class Session:
                 except BaseException:
                     cur.close()
                     raise
-            self._cursor = cur
+            self._duck = cur
         return cur
 
     # -- statements -------------------------------------------------------
@@ -920,14 +920,14 @@ class Session:
         self.cursors.clear()
         if self._lookup is not None:
             self._lookup.close()
-        if self._cursor is None:
+        if self._duck is None:
             return
         try:
             if self.tx is not TxState.IDLE:
-                self._cursor.execute("ROLLBACK")
+                self._duck.execute("ROLLBACK")
         except duckdb.Error:
             pass  # the connection is going away; nothing to keep
-        self._cursor.close()
+        self._duck.close()
 
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|min|h)?\s*$", re.I)
