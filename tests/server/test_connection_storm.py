@@ -86,8 +86,7 @@ def test_turns_hold_at_most_n_and_a_waiter_goes_ahead_after_its_patience() -> No
     c.release()
 
 
-def test_a_storm_of_short_connections_leaves_no_threads_behind(
-        start_server: Callable[..., ServerProcess]) -> None:
+def test_a_storm_of_short_connections_leaves_no_threads_behind(start_server: Callable[..., ServerProcess]) -> None:
     server = start_server(provider=False)
     assert server.proc is not None
     with server.connect() as conn:
