@@ -3,6 +3,7 @@ ended, new connections' work taking turns."""
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -12,6 +13,7 @@ from typing import Any
 
 from server.pgwire.connection import Turns, Workers
 from server.session import Session
+from server.statements import split_tokens
 from tests import fix_wire as w
 from tests.conftest import ServerProcess
 from training.store import Store
@@ -113,3 +115,26 @@ def test_a_storm_of_short_connections_leaves_no_threads_behind(start_server: Cal
     while _threads(server.proc.pid) > before + 2 and time.monotonic() < deadline:
         time.sleep(0.2)
     assert _threads(server.proc.pid) <= before + 2
+
+
+def test_connections_tokenize_at_once_without_reading_each_others_text() -> None:
+    texts = [f"COPY (SELECT n, d FROM soak_{i} LIMIT 500) TO STDOUT" for i in range(8)]
+    want = {t: [tok.text for tok in split_tokens(t)] for t in texts}
+    wrong: list[str] = []
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(0.00005)  # threads take turns often, as 50 busy connections make them
+    try:
+
+        def run(text: str) -> None:
+            for _ in range(500):
+                if [tok.text for tok in split_tokens(text)] != want[text]:
+                    wrong.append(text)
+
+        threads = [threading.Thread(target=run, args=(t,)) for t in texts]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        sys.setswitchinterval(interval)
+    assert wrong == []
