@@ -13,18 +13,36 @@ compared with the same connection's p99 on the idle server before the run.
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import os
 import sys
 import threading
 import time
+from multiprocessing.connection import Connection
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # also runnable as `python bench/fuzz_wire.py`
     sys.path.insert(0, str(ROOT))
 
-from bench.wire import MeansqlProcess  # noqa: E402
+from bench.wire import MeansqlProcess, _cpu_seconds  # noqa: E402
 from tests.fix_fuzz import Case, Control, cases, p99, run_many  # noqa: E402
+
+PING_EVERY = 0.02  # seconds between a control's SELECT 1s, idle and during the run
+IDLE_SECONDS = 6.0
+
+
+def _control_process(port: int, pipe: Connection) -> None:
+    """A control connection in a process of its own: its latencies are the server's, not those of this
+    process's 50 fuzzing threads, which hold this interpreter's lock for up to 5 ms at a time."""
+    control = Control("127.0.0.1", port)
+    pipe.send("ready")
+    while pipe.recv() == "start":
+        while not pipe.poll(PING_EVERY):
+            control.ping()
+        pipe.recv()
+        pipe.send((control.latencies, control.failures))
+        control.latencies, control.failures = [], []
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -32,6 +50,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--messages", type=int, default=100_000, help="frontend messages to send (100,000)")
     parser.add_argument("--workers", type=int, default=50, help="concurrent connections (50)")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--rate", type=float, default=0.0,
+                        help="cases started per second at most (default: as fast as the workers go). The control's "
+                             "p99 of two servers compares only at the same rate: a faster server otherwise takes "
+                             "more cases per second, and the control competes with more work")
     args = parser.parse_args(argv)
 
     all_cases: list[Case] = []
@@ -42,26 +64,43 @@ def main(argv: list[str] | None = None) -> int:
         if sent >= args.messages:
             break
 
+    load_before = os.getloadavg()
     server = MeansqlProcess(["--log-level", "WARNING"]).start()
     try:
         server.wait_idle()  # the idle baseline is taken once start-up work on other threads is done
         with server.connect() as conn:
             conn.execute("CREATE TABLE fuzz_t (a INT, b TEXT)")
         control = Control("127.0.0.1", server.port)
-        for _ in range(300):
-            control.ping()
+        pipe, child_end = multiprocessing.get_context("spawn").Pipe()
+        apart = multiprocessing.get_context("spawn").Process(target=_control_process, args=(server.port, child_end),
+                                                            daemon=True)
+        apart.start()
+        pipe.recv()
+
+        def pinger(stop: threading.Event) -> None:
+            while not stop.wait(PING_EVERY):
+                control.ping()
+
+        # The idle baseline: both controls at the cadence they keep during the run, for 6 s.
+        stop = threading.Event()
+        thread = threading.Thread(target=pinger, args=(stop,), daemon=True)
+        pipe.send("start")
+        thread.start()
+        time.sleep(IDLE_SECONDS)
+        stop.set()
+        thread.join()
+        pipe.send("stop")
+        apart_idle = p99(pipe.recv()[0])
         idle = p99(control.latencies)
         control.latencies.clear()
 
         stop = threading.Event()
-
-        def pinger() -> None:
-            while not stop.wait(0.02):
-                control.ping()
-
-        thread = threading.Thread(target=pinger, daemon=True)
+        thread = threading.Thread(target=pinger, args=(stop,), daemon=True)
+        pipe.send("start")
         thread.start()
         started = time.perf_counter()
+        assert server.proc is not None
+        cpu_before = _cpu_seconds(server.proc.pid)
         last = [started]
 
         def progress(done: int) -> None:
@@ -70,10 +109,16 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  {done:>7,} cases  {10_000 / (now - last[0]):,.0f} cases/s", flush=True)
                 last[0] = now
 
-        results = run_many("127.0.0.1", server.port, all_cases, args.workers, on_progress=progress)
+        results = run_many("127.0.0.1", server.port, all_cases, args.workers, on_progress=progress,
+                           rate=args.rate)
         elapsed = time.perf_counter() - started
+        server_cpu = _cpu_seconds(server.proc.pid) - cpu_before
         stop.set()
         thread.join()
+        pipe.send("stop")
+        apart_latencies, apart_failures = pipe.recv()
+        pipe.send("exit")
+        apart.join(10)
         alive = server.proc is not None and server.proc.poll() is None
     finally:
         log = server.stop()
@@ -84,8 +129,11 @@ def main(argv: list[str] | None = None) -> int:
     tracebacks = log.count("Traceback")
     load = p99(control.latencies)
     print()
-    print(f"cases                 {len(results):>10,}   ({sent:,} messages, {args.workers} connections at once)")
+    print(f"cases                 {len(results):>10,}   ({sent:,} messages, {args.workers} connections at once"
+          f"{f', at most {args.rate:,.0f} cases/s' if args.rate else ''})")
     print(f"time                  {elapsed:>10.1f} s  ({len(results) / elapsed:,.0f} cases/s, {sent / elapsed:,.0f} msgs/s)")
+    print(f"server CPU            {server_cpu / len(results) * 1e3:>10.2f} ms per case  ({server_cpu / elapsed:.0%} of one "
+          "core)")
     print(f"process crashes       {0 if alive else 1:>10}   (goal 0)")
     print(f"tracebacks in log     {tracebacks:>10}   (goal 0)")
     print(f"hung connections      {hung:>10}   (goal 0: closed within 5 s of EOF)")
@@ -94,8 +142,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"control SELECT 1      {len(control.latencies):>10,}   pings, {len(control.failures)} failed")
     print(f"control p99 idle      {idle * 1000:>10.2f} ms")
     print(f"control p99 fuzzing   {load * 1000:>10.2f} ms   ({load / idle:.1f}x idle; goal <= 2x)")
-    print(f"load average          {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
-    ok = alive and not tracebacks and not hung and not wrong and not control.failures
+    apart_load = p99(apart_latencies)
+    print(f"same, own process     {len(apart_latencies):>10,}   pings, {len(apart_failures)} failed; p99 idle "
+          f"{apart_idle * 1000:.2f} ms, fuzzing {apart_load * 1000:.2f} ms ({apart_load / apart_idle:.1f}x idle)")
+    print(f"load average          {' '.join(f'{x:.2f}' for x in load_before)} before, "
+          f"{' '.join(f'{x:.2f}' for x in os.getloadavg())} after")
+    ok = alive and not tracebacks and not hung and not wrong and not control.failures and not apart_failures
     return 0 if ok else 1
 
 

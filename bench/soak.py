@@ -146,6 +146,7 @@ def _client(url: str, host: str, port: int, client: int, stop: threading.Event, 
 def soak(minutes: float, clients: int, fuzz: float, warmup: float, seed: int = 1,
          report: Any = print) -> dict[str, Any]:
     """Run the soak; returns its figures."""
+    load_before = os.getloadavg()
     provider = FakeProvider(defaults={"delay": 0.02}, backlog=1024).start()
     os.environ["OPENAI_API_KEY"] = "sk-soak"  # the stand-in takes any key
     config = Path(tempfile.mkdtemp(prefix="meansql-soak-")) / "meansql.yaml"
@@ -209,7 +210,7 @@ def soak(minutes: float, clients: int, fuzz: float, warmup: float, seed: int = 1
             "rss_end_mib": final["VmRSS"] / 1024,
             "rss_growth": (final["VmRSS"] - warm["VmRSS"]) / warm["VmRSS"] if warm["VmRSS"] else float("nan"),
             "threads_idle": idle["Threads"], "threads_peak": peak_threads, "threads_after": after["Threads"],
-            "model_calls": provider.attempts,
+            "model_calls": provider.attempts, "load_before": load_before, "load_after": os.getloadavg(),
         }
         return figures
     finally:
@@ -239,6 +240,8 @@ def main(argv: list[str] | None = None) -> int:
           f"{f['threads_after']} (goal: idle ± 2)")
     ok = (not f["crashed"] and not f["tracebacks"] and not f["unexpected"] and not f["fuzz_bad"]
           and f["rss_growth"] < 0.10 and abs(f["threads_after"] - f["threads_idle"]) <= 2)
+    print(f"load average: {' '.join(f'{x:.2f}' for x in f['load_before'])} before, "
+          f"{' '.join(f'{x:.2f}' for x in f['load_after'])} after (1, 5, 15 min)")
     print("all goals met" if ok else "GOALS MISSED")
     return 0 if ok else 1
 

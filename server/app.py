@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 
 
 GIL_SWITCH_INTERVAL = 0.0005  # seconds
+SESSION_SETUPS_AT_ONCE = 2  # sessions setting up their DuckDB connection at the same time (one per core here)
 
 
 class App:
@@ -85,6 +86,7 @@ class App:
             self.store_schema = upstream_scan.store_schema(settings.upstream, settings.store_postgres(), str(catalog_name))
             self.upstream_error = self.upstream_error or store_error
         self.server: MeansqlServer | None = None
+        self.session_setups = threading.BoundedSemaphore(SESSION_SETUPS_AT_ONCE)
         self.http: HttpServer | None = None
         self.files: file_access.Lock | None = None  # set once clients may connect; None: the owner's full access
 
@@ -154,7 +156,8 @@ class App:
             self.files = file_access.lock(self.store.database)
 
     def new_session(self, *, user: str = "", database: str = "") -> Session:
-        return Session(self.store, self.executor, user=user, database=database, files=self.files)
+        return Session(self.store, self.executor, user=user, database=database, files=self.files,
+                       setups=self.session_setups)
 
     def new_proxy_session(self, *, user: str = "", database: str = "") -> Session:
         """A session whose unqualified table names are the upstream's (proxy mode, upstream attached)."""

@@ -17,6 +17,7 @@ from sqlglot.dialects.duckdb import DuckDB
 from sqlglot.tokens import TokenType
 
 from server.errors import CantChangeRuntimeParam, InvalidParameterValue
+from server.statements import ThreadTokenizer
 
 # Parameters Postgres sends a ParameterStatus for when they change (GUC_REPORT).
 REPORTED = frozenset({"application_name", "client_encoding", "datestyle", "intervalstyle", "timezone",
@@ -36,7 +37,7 @@ _MACRO_SQL = (f"CREATE OR REPLACE TEMP MACRO {DIVISOR_MACRO}(x) AS "
 # DuckDB has one JSON type: jsonb is a name for it.
 _PREPARE_SQL = f"SET integer_division = true; {_MACRO_SQL}; CREATE TEMP TYPE IF NOT EXISTS jsonb AS JSON"
 
-_TOKENIZER = DuckDB().tokenizer_class()
+_TOKENIZER = ThreadTokenizer(DuckDB)
 _CONFIG_FUNCTIONS = ("CURRENT_SETTING", "SET_CONFIG")
 
 

@@ -153,12 +153,13 @@ class Session:
     """One client connection's view of meansql."""
 
     def __init__(self, store: Store, executor: Executor, *, user: str = "", database: str = "",
-                 files: file_access.Lock | None = None) -> None:
+                 files: file_access.Lock | None = None, setups: threading.Semaphore | None = None) -> None:
         self.id = session_name()
         self.files = files  # the server's lock on its files; None for the owner's local CLI (full access)
         self.store = store
         self.executor = executor
-        self.cursor = store.cursor()
+        self._duck: duckdb.DuckDBPyConnection | None = None  # made on first use: see `cursor`
+        self._setups = setups or contextlib.nullcontext()  # shared by the sessions whose set-ups take turns
         self.user = user
         self.database = database
         self.settings: dict[str, str] = dict(CLIENT_PARAMETERS)
@@ -169,7 +170,7 @@ class Session:
         self._running = False
         self._cancel_reason = "user request"
         self._lock = threading.Lock()
-        self._active = self.cursor  # the DuckDB connection running the current statement (a cancel interrupts it)
+        self._active: duckdb.DuckDBPyConnection | None = None  # running the current statement (a cancel interrupts it)
         # SQL cursors by name; protocol portals (kept by the connection) are looked up through find_portal.
         self.cursors: dict[str, cursors.Cursor] = {}
         self.find_portal: Callable[[str], cursors.Cursor | None] = lambda name: None
@@ -186,13 +187,33 @@ class Session:
         self._lookup: duckdb.DuckDBPyConnection | None = None
         self._catalog = catalog.Rewriter(self.settings, lambda: self.user or "postgres",
                                          lambda: self.database or "default")
-        pgsettings.prepare_cursor(self.cursor)
         # LISTEN/NOTIFY: channels listened to, notifications waiting for the session to be idle,
         # and events of this session's open transaction (handed on at COMMIT).
         self.notify: Callable[[str, str], None] | None = None
         self.listening: set[str] = set()
         self._waiting: list[tuple[str, str]] = []
         self._tx_events: list[dict[str, Any]] = []
+
+    @property
+    def cursor(self) -> duckdb.DuckDBPyConnection:
+        """The session's DuckDB connection, made and set up on first use.
+
+        Setting one up costs about a millisecond of DuckDB work (a connection and three statements, each with its
+        commit); a connection that never gets as far as a statement (a client that only logs in, a malformed or
+        dropped one) does not pay it, and the set-ups of many new sessions take turns (`setups`) rather than
+        crowd out the statements of established ones.
+        """
+        cur = self._duck
+        if cur is None:
+            with self._setups:
+                cur = self.store.cursor()
+                try:
+                    pgsettings.prepare_cursor(cur)
+                except BaseException:
+                    cur.close()
+                    raise
+            self._duck = cur
+        return cur
 
     # -- statements -------------------------------------------------------
     def split(self, sql: str) -> list[Statement]:
@@ -933,7 +954,8 @@ class Session:
             if ctx is not None:
                 ctx.cancel_reason = reason
                 ctx.cancel.set()
-            self._active.interrupt()
+            if self._active is not None:
+                self._active.interrupt()
 
     def close(self) -> None:
         self._unhook()
@@ -942,12 +964,14 @@ class Session:
         self.cursors.clear()
         if self._lookup is not None:
             self._lookup.close()
+        if self._duck is None:
+            return
         try:
             if self.tx is not TxState.IDLE:
-                self.cursor.execute("ROLLBACK")
+                self._duck.execute("ROLLBACK")
         except duckdb.Error:
             pass  # the connection is going away; nothing to keep
-        self.cursor.close()
+        self._duck.close()
 
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|min|h)?\s*$", re.I)
@@ -1111,9 +1135,9 @@ def _stream(cur: duckdb.DuckDBPyConnection, arrow: bool = False, size: int = 204
         return
     while True:
         chunk = cur.fetchmany(size)
-        if not chunk:
-            return
         yield from chunk
+        if len(chunk) < size:
+            return  # fetchmany fills its batch unless the result is done: no call to find it empty
 
 
 def _annotation_upsert(text: str) -> str:

@@ -8,13 +8,28 @@ from __future__ import annotations
 
 import enum
 import functools
+import threading
 from dataclasses import dataclass
 
+from sqlglot.dialects.dialect import Dialect
 from sqlglot.dialects.postgres import Postgres
 from sqlglot.errors import TokenError
 from sqlglot.tokens import Token, TokenType
 
-_TOKENIZER = Postgres().tokenizer_class()
+
+class ThreadTokenizer(threading.local):
+    """A sqlglot tokenizer for each thread: one keeps the text it scans and its position in itself, so two
+    connections tokenizing at once through one instance read each other's text ("Error tokenizing 'COPY (...)
+    TO STDOU'" under load)."""
+
+    def __init__(self, dialect: type[Dialect]) -> None:
+        self._tokenizer = dialect().tokenizer_class()
+
+    def tokenize(self, sql: str) -> list[Token]:
+        return self._tokenizer.tokenize(sql)
+
+
+_TOKENIZER = ThreadTokenizer(Postgres)
 
 
 class Kind(enum.Enum):

@@ -196,13 +196,23 @@ def p99(values: list[float]) -> float:
 
 
 def run_many(host: str, port: int, all_cases: list[Case], workers: int,
-             on_progress: Callable[[int], None] | None = None) -> list[tuple[Case, Outcome]]:
-    """Run cases over `workers` concurrent connections; results in case order."""
+             on_progress: Callable[[int], None] | None = None, rate: float = 0.0) -> list[tuple[Case, Outcome]]:
+    """Run cases over `workers` concurrent connections; results in case order.
+
+    rate: cases started per second at most (0: as fast as the workers go).
+    """
     from concurrent.futures import ThreadPoolExecutor
+
+    start = time.monotonic()
+
+    def one(item: tuple[int, Case]) -> Outcome:
+        if rate:
+            time.sleep(max(0.0, start + item[0] / rate - time.monotonic()))
+        return run_case(host, port, item[1])
 
     results: list[tuple[Case, Outcome]] = []
     with ThreadPoolExecutor(workers) as pool:
-        for i, outcome in enumerate(pool.map(lambda c: run_case(host, port, c), all_cases)):
+        for i, outcome in enumerate(pool.map(one, enumerate(all_cases))):
             results.append((all_cases[i], outcome))
             if on_progress is not None:
                 on_progress(i + 1)

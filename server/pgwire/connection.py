@@ -9,7 +9,9 @@ the extended protocol (skip to Sync after an error).
 
 from __future__ import annotations
 
+import itertools
 import logging
+import queue
 import secrets
 import socket
 import ssl
@@ -36,6 +38,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 FLUSH_AT = 64 * 1024
+STARTUP_AT_ONCE = 2  # new connections doing work at the same time (see MeansqlServer.startup_gate)
+YOUNG_SECONDS = 1.0  # a connection's work goes through the gate for this long after it logged in
+GATE_PATIENCE = 0.05  # seconds a new connection waits for its turn before it goes ahead anyway
 BULK_ROWS = 32_768  # rows per Arrow batch when a result is framed in bulk
 
 
@@ -84,6 +89,7 @@ class MeansqlHandler(BuenaVistaHandler):
         self._out = bytearray()
         self._wlock = threading.Lock()
         self._slot = False  # holds one of max_connections
+        self._turn: threading.Lock | None = None  # a turn at the server's start-up gate, while held
         self.server.login_clock.start(self, self.request)
 
     def finish(self) -> None:
@@ -250,6 +256,24 @@ class MeansqlHandler(BuenaVistaHandler):
             return None
         self._authenticate(params.get("user", ""))
         self.server.login_clock.done(self)
+        self._take_turn()
+        try:
+            state, out = self._new_session(params)
+        finally:
+            self._give_turn()
+        self._send(out, flush=True)
+        return state
+
+    def _take_turn(self) -> None:
+        self._turn = self.server.startup_gate.take(GATE_PATIENCE)
+
+    def _give_turn(self) -> None:
+        if self._turn is not None:
+            self._turn.release()
+            self._turn = None
+
+    def _new_session(self, params: dict[str, str]) -> tuple[ConnState, bytes]:
+        """The session of a logged-in client and the start-up messages it is owed."""
         app = self.server.app
         session = app.new_session(user=params.get("user", ""), database=params.get("database", ""))
         for key, value in params.items():
@@ -258,6 +282,7 @@ class MeansqlHandler(BuenaVistaHandler):
                 try:
                     session.assign(name, value)
                 except errors.MeansqlError as exc:
+                    session.close()
                     self._fatal(exc.sqlstate, exc.message)
         session.take_reports()  # start-up sends every reported parameter below
         state = self.server.register(session)
@@ -273,8 +298,7 @@ class MeansqlHandler(BuenaVistaHandler):
             out += codec.parameter_status(name, session.settings[name.lower()])
         out += codec.backend_key_data(state.pid, state.secret)
         out += codec.ready_for_query(session.tx.value)
-        self._send(bytes(out), flush=True)
-        return state
+        return state, bytes(out)
 
     def _next_message(self, idle_limit: float | None = None) -> tuple[int, bytes] | None:
         """The next frontend message (type byte, body), its type and length checked before the body is read.
@@ -321,6 +345,7 @@ class MeansqlHandler(BuenaVistaHandler):
             ord("c"): lambda s, b: None,
             ord("f"): lambda s, b: None,
         }
+        young_until = time.monotonic() + YOUNG_SECONDS
         while True:
             message = self._next_message(state.session.idle_in_transaction_limit())
             if message is None:
@@ -334,10 +359,16 @@ class MeansqlHandler(BuenaVistaHandler):
                 return
             if state.skipping and kind != ord("S"):
                 continue
+            if young_until and time.monotonic() < young_until:
+                self._take_turn()  # a new connection's work takes turns with other new ones
+            else:
+                young_until = 0.0
             try:
                 handler(state, body)
             except (ValueError, UnicodeDecodeError, struct.error) as exc:
                 self._fatal("08P01", f"invalid message format: {exc}")
+            finally:
+                self._give_turn()
 
     # -- errors ---------------------------------------------------------------------
     def _error(self, exc: BaseException, sql: str | None = None) -> None:
@@ -439,6 +470,7 @@ class MeansqlHandler(BuenaVistaHandler):
 
     def _receive_copy(self, sink: copy.CopyIn) -> str | None:
         """CopyData into the sink until CopyDone (None) or CopyFail (its message)."""
+        self._give_turn()  # never held while waiting for the client
         while True:
             message = self._next_message()
             if message is None:
@@ -790,6 +822,13 @@ class MeansqlServer(BuenaVistaServer):
         # Sockets before start-up is done are not sessions (as in PostgreSQL), but they are threads: cap them too.
         self.max_sockets = 2 * max_connections + 256
         self.login_clock = LoginClock(login_timeout)
+        self.workers = Workers("meansql-connection")
+        # The work of new connections (their session, and their messages in their first second) runs at most
+        # STARTUP_AT_ONCE at a time: each thread that wants the interpreter lock makes every other wait longer,
+        # and a storm of new or malformed connections would otherwise crowd established sessions out. A turn is
+        # held only while working, never while waiting for the client's bytes, and a connection that waited
+        # GATE_PATIENCE for one goes ahead anyway (a long first statement delays the others by that at most).
+        self.startup_gate = Turns(STARTUP_AT_ONCE)
         self._states: dict[int, ConnState] = {}
         self._lock = threading.Lock()
         self._sessions = 0
@@ -811,6 +850,9 @@ class MeansqlServer(BuenaVistaServer):
                 pass  # it is closed next either way
             return False
         return True
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        self.workers.submit(lambda: self.process_request_thread(request, client_address))
 
     def process_request_thread(self, request: Any, client_address: Any) -> None:
         try:
@@ -867,6 +909,66 @@ class MeansqlServer(BuenaVistaServer):
 
 
 
+class Turns:
+    """At most n holders at once, in plain locks: a waiter sleeps in the lock, not in Python code (as in a
+    threading.Semaphore, whose every release and time-out runs Python under the interpreter lock)."""
+
+    def __init__(self, n: int) -> None:
+        self._locks = [threading.Lock() for _ in range(n)]
+        self._next = itertools.count()
+
+    def take(self, patience: float) -> threading.Lock | None:
+        """A held lock to release when done, or None when none came free within `patience` seconds."""
+        for lock in self._locks:
+            if lock.acquire(blocking=False):
+                return lock
+        lock = self._locks[next(self._next) % len(self._locks)]
+        return lock if lock.acquire(timeout=patience) else None
+
+
+class Workers:
+    """Threads that serve connections, kept a little while for the next one.
+
+    Starting a thread costs the accepting thread a clone and a hand-shake with the new thread, once per
+    connection; a burst of short connections (a pool opening, a scanner, fuzzing) pays it once per worker
+    instead. A worker idle for `idle_timeout` seconds ends, so the thread count goes back down when clients leave.
+    """
+
+    def __init__(self, name: str, idle_timeout: float = 2.0) -> None:
+        self.name = name
+        self.idle_timeout = idle_timeout
+        self._jobs: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self._idle = 0  # workers waiting for a job that none has been handed yet
+        self._lock = threading.Lock()
+
+    def submit(self, job: Callable[[], None]) -> None:
+        with self._lock:
+            if self._idle:
+                self._idle -= 1
+                self._jobs.put(job)
+                return
+        threading.Thread(target=self._work, args=(job,), name=self.name, daemon=True).start()
+
+    def _work(self, job: Callable[[], None] | None) -> None:
+        while job is not None:
+            job()
+            job = None  # its handler and socket go now, not when the next job comes
+            with self._lock:
+                self._idle += 1
+            job = self._next()
+
+    def _next(self) -> Callable[[], None] | None:
+        try:
+            return self._jobs.get(timeout=self.idle_timeout)
+        except queue.Empty:
+            with self._lock:
+                try:
+                    return self._jobs.get_nowait()  # handed over just as the wait ended
+                except queue.Empty:
+                    self._idle -= 1
+                    return None
+
+
 class LoginClock:
     """Shuts down sockets that have not finished start-up and authentication in time.
 
@@ -880,6 +982,7 @@ class LoginClock:
         self._fired: dict[int, socket.socket] = {}  # shut down; kept until done() in case start() brings a new socket
         self._cond = threading.Condition()
         self._stopped = False
+        self._wakes_at = 0.0  # when the clock thread wakes next (monotonic)
         self._thread = threading.Thread(target=self._run, name="meansql-login-clock", daemon=True)
         self._thread.start()
 
@@ -890,7 +993,10 @@ class LoginClock:
             if id(key) in self._fired:
                 deadline = 0.0  # past its time already
             self._deadlines[id(key)] = (deadline, sock)
-            self._cond.notify()
+            if deadline < self._wakes_at:
+                # Only a deadline before the one the clock sleeps towards wakes it: with one timeout for all,
+                # that is almost never, so a storm of connections does not wake this thread once each.
+                self._cond.notify()
 
     def done(self, key: object) -> None:
         with self._cond:
@@ -916,4 +1022,5 @@ class LoginClock:
                     except OSError:
                         pass  # already closed by the peer
                 nearest = min((d for d, _ in self._deadlines.values()), default=now + 3600)
-                self._cond.wait(max(nearest - now, 0.01))
+                self._wakes_at = max(nearest, now + 0.01)
+                self._cond.wait(self._wakes_at - now)

@@ -27,10 +27,10 @@ from sqlglot.tokens import Token, TokenType
 from server.errors import CharacterNotInRepertoire
 from server.pgwire import types
 from server.session import Session, TxState
-from server.statements import Statement, split
+from server.statements import Statement, ThreadTokenizer, split
 from training.errors import MeansqlError
 
-TOKENIZER = Postgres().tokenizer_class()
+TOKENIZER = ThreadTokenizer(Postgres)
 
 
 class BadCopyFileFormat(MeansqlError, code="22P04"):

@@ -18,8 +18,9 @@ from sqlglot.errors import TokenError
 from sqlglot.tokens import TokenType
 
 from server.pgwire import types
+from server.statements import ThreadTokenizer
 
-_TOKENIZER = Postgres().tokenizer_class()
+_TOKENIZER = ThreadTokenizer(Postgres)
 
 # table name (lower case) → {column name (lower case): DuckDB type name}
 ColumnsOf = Callable[[str], dict[str, str]]
