@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from collections.abc import Iterator
+import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psycopg
@@ -38,6 +39,30 @@ def upstream_pg() -> Iterator[PostgresServer]:
     pg.stop()
 
 
+WORDS = ["bamboo brush", "plastic fork", "bamboo mat", "steel pan"]
+
+
+@pytest.fixture()
+def provider(proxy_provider: FakeProvider) -> FakeProvider:
+    """The proxies' stand-in provider, its counters and behaviour reset."""
+    proxy_provider.reset()
+    return proxy_provider
+
+
+@pytest.fixture()
+def items(upstream_pg: PostgresServer) -> Iterator[tuple[str, str]]:
+    """A table in the upstream of WORDS tagged so that no other test judged them: (table, the tag)."""
+    tag = uuid.uuid4().hex[:8]
+    table = f"items_{tag}"
+    with psycopg.connect(f"postgresql://postgres@127.0.0.1:{upstream_pg.port}/postgres", autocommit=True) as pg:
+        pg.execute(f"CREATE TABLE {table} (id int PRIMARY KEY, label text)")
+        for i, word in enumerate(WORDS, 1):
+            pg.execute(f"INSERT INTO {table} VALUES (%s, %s)", [i, f"{word} {tag}"])
+    yield table, tag
+    with psycopg.connect(f"postgresql://postgres@127.0.0.1:{upstream_pg.port}/postgres", autocommit=True) as pg:
+        pg.execute(f"DROP TABLE {table}")
+
+
 def pg_url(pg: PostgresServer, user: str = "scram_user") -> str:
     password = next((p for u, p, _, _ in PG_USERS if u == user), None)
     auth = f"{user}:{password.replace(' ', '%20')}" if password else user
@@ -58,4 +83,21 @@ def proxy_server(upstream_pg: PostgresServer, proxy_provider: FakeProvider) -> I
     server = ServerProcess(tmp / "proxy.duckdb", server_env(proxy_provider), ["--upstream", pg_url(upstream_pg)]).start()
     yield server
     server.stop()
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+@pytest.fixture()
+def start_proxy(upstream_pg: PostgresServer, provider: FakeProvider) -> Iterator[Callable[..., ServerProcess]]:
+    """Start meansql processes in front of the test PostgreSQL, each with its own DuckDB file."""
+    tmp = Path(tempfile.mkdtemp(prefix="meansql-store-"))
+    started: list[ServerProcess] = []
+
+    def start(**env: str) -> ServerProcess:
+        server = ServerProcess(tmp / f"p{len(started)}.duckdb", server_env(provider, **env), ["--upstream", pg_url(upstream_pg)])
+        started.append(server.start())
+        return server
+
+    yield start
+    for s in started:
+        s.stop()
     shutil.rmtree(tmp, ignore_errors=True)

@@ -48,12 +48,6 @@ def wares(upstream_pg: PostgresServer) -> Iterator[str]:
     yield "wares"
 
 
-@pytest.fixture()
-def provider(proxy_provider: FakeProvider) -> FakeProvider:
-    proxy_provider.reset()
-    return proxy_provider
-
-
 def sql(param: str, client: str) -> str:
     """The semantic query; each test asks its own criterion (words bamboo or recycled), so none hits another's cache."""
     return f"SELECT id, label, price FROM wares WHERE label MEANS 'bamboo recycled {client}' AND id < {param} ORDER BY id"

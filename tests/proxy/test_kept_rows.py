@@ -21,12 +21,6 @@ def admin(pg: PostgresServer) -> str:
 
 
 @pytest.fixture()
-def provider(proxy_provider: FakeProvider) -> FakeProvider:
-    proxy_provider.reset()
-    return proxy_provider
-
-
-@pytest.fixture()
 def shelves(upstream_pg: PostgresServer) -> Iterator[str]:
     """500 rows on 10 shelves, labels no other test judged."""
     table = f"shelves_{uuid.uuid4().hex[:8]}"

@@ -4,39 +4,14 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
-import pytest
 
 from tests.clients.conftest import PostgresServer
 from tests.conftest import ServerProcess, server_env
 from tests.fake_provider import FakeProvider
 from tests.proxy.conftest import pg_url
-
-WORDS = ["bamboo brush", "plastic fork", "bamboo mat", "steel pan"]
-
-
-@pytest.fixture()
-def provider(proxy_provider: FakeProvider) -> FakeProvider:
-    proxy_provider.reset()
-    return proxy_provider
-
-
-@pytest.fixture()
-def items(upstream_pg: PostgresServer) -> Iterator[tuple[str, str]]:
-    """A table in the upstream whose labels no other test judged: (table, the labels' tag)."""
-    tag = uuid.uuid4().hex[:8]
-    table = f"own_{tag}"
-    with psycopg.connect(f"postgresql://postgres@127.0.0.1:{upstream_pg.port}/postgres", autocommit=True) as pg:
-        pg.execute(f"CREATE TABLE {table} (id int PRIMARY KEY, label text)")
-        for i, word in enumerate(WORDS, 1):
-            pg.execute(f"INSERT INTO {table} VALUES (%s, %s)", [i, f"{word} {tag}"])
-    yield table, tag
-    with psycopg.connect(f"postgresql://postgres@127.0.0.1:{upstream_pg.port}/postgres", autocommit=True) as pg:
-        pg.execute(f"DROP TABLE {table}")
 
 
 def test_means_over_the_log_and_the_training_views_of_the_postgresql_store(

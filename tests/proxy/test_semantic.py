@@ -41,12 +41,6 @@ def goods(upstream_pg: PostgresServer) -> Iterator[str]:
 
 
 @pytest.fixture()
-def provider(proxy_provider: FakeProvider) -> FakeProvider:
-    proxy_provider.reset()
-    return proxy_provider
-
-
-@pytest.fixture()
 def conn(proxy_server: ServerProcess) -> Iterator[psycopg.Connection[Any]]:
     with proxy_server.connect() as c:
         yield c

@@ -33,12 +33,6 @@ def kit(upstream_pg: PostgresServer) -> Iterator[str]:
     yield "name_kit"
 
 
-@pytest.fixture()
-def provider(proxy_provider: FakeProvider) -> FakeProvider:
-    proxy_provider.reset()
-    return proxy_provider
-
-
 SEMANTIC = "SELECT id FROM name_kit WHERE label MEANS 'bamboo recycled names' AND id < $1 ORDER BY id"
 
 

@@ -3,63 +3,21 @@
 from __future__ import annotations
 
 import json
-import shutil
 import signal
-import tempfile
 import threading
 import uuid
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import psycopg
-import pytest
 
 import training
 from tests.clients.conftest import PostgresServer
-from tests.conftest import ServerProcess, collect_notices, server_env, wait_for
+from tests.conftest import ServerProcess, collect_notices, wait_for
 from tests.fake_provider import FakeProvider
-from tests.proxy.conftest import pg_url
+from tests.proxy.conftest import WORDS
 
-WORDS = ["bamboo brush", "plastic fork", "bamboo mat", "steel pan"]
 CLIENTS = 16
-
-
-@pytest.fixture()
-def provider(proxy_provider: FakeProvider) -> FakeProvider:
-    proxy_provider.reset()
-    return proxy_provider
-
-
-@pytest.fixture()
-def start_proxy(upstream_pg: PostgresServer, provider: FakeProvider) -> Iterator[Callable[..., ServerProcess]]:
-    """Start meansql processes in front of the test PostgreSQL, each with its own DuckDB file."""
-    tmp = Path(tempfile.mkdtemp(prefix="meansql-store-"))
-    started: list[ServerProcess] = []
-
-    def start(**env: str) -> ServerProcess:
-        server = ServerProcess(tmp / f"p{len(started)}.duckdb", server_env(provider, **env), ["--upstream", pg_url(upstream_pg)])
-        started.append(server.start())
-        return server
-
-    yield start
-    for s in started:
-        s.stop()
-    shutil.rmtree(tmp, ignore_errors=True)
-
-
-@pytest.fixture()
-def items(upstream_pg: PostgresServer) -> Iterator[tuple[str, str]]:
-    """A table in the upstream whose labels no other test judged: (table, the labels' tag)."""
-    tag = uuid.uuid4().hex[:8]
-    table = f"items_{tag}"
-    with psycopg.connect(f"postgresql://postgres@127.0.0.1:{upstream_pg.port}/postgres", autocommit=True) as pg:
-        pg.execute(f"CREATE TABLE {table} (id int PRIMARY KEY, label text)")
-        for i, word in enumerate(WORDS, 1):
-            pg.execute(f"INSERT INTO {table} VALUES (%s, %s)", [i, f"{word} {tag}"])
-    yield table, tag
-    with psycopg.connect(f"postgresql://postgres@127.0.0.1:{upstream_pg.port}/postgres", autocommit=True) as pg:
-        pg.execute(f"DROP TABLE {table}")
 
 
 def connect(server: ServerProcess) -> psycopg.Connection[Any]:

@@ -18,12 +18,7 @@ from tests.clients.conftest import PostgresServer
 from tests.conftest import ROOT, ServerProcess, server_env, wait_for
 from tests.e2e.test_events import RedisProcess, Subscriber
 from tests.e2e.test_store_api import http_url
-from tests.proxy import test_store
 from tests.proxy.conftest import pg_url
-
-# Its fixtures: meansql processes in front of the test PostgreSQL, and the fake provider they use.
-start_proxy = test_store.start_proxy
-provider = test_store.provider
 
 
 @pytest.fixture()
