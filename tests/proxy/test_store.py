@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
 import threading
 import uuid
@@ -60,7 +61,12 @@ def test_a_second_process_answers_from_the_shared_cache_and_annotations_are_inje
         # ... is injected by the first at its next query (the prompts change, so they are judged again).
         notices = collect_notices(a)
         assert a.execute(f"SELECT id FROM {table} WHERE label MEANS 'bamboo' AND id < 3 ORDER BY id").fetchall() == [(1,)]
-    assert "Injected 1 training examples (recent strategy)" in notices
+    # Other tests' annotations in the shared database may be injected too (other criteria fill up): at least this one.
+    assert any(
+        n == "Injected 1 training examples (recent strategy)"
+        or re.fullmatch(r"Injected \d+ training examples \(recent strategy\): 1 for 'bamboo', \d+ from other criteria", n)
+        for n in notices
+    ), notices
     sent = provider.requests[-1]["body"]["messages"]
     assert any(f"bamboo mat {tag}" in m["content"] for m in sent[:-1])
 
