@@ -475,10 +475,12 @@ def _text_column(arr: pa.Array) -> pa.Array:
         arr = pc.if_else(arr, "t", "f")
     elif pa.types.is_date32(arr.type):
         days = arr.view(pa.int32())
-        arr = pc.cast(arr, pa.string()) if not _has_infinity(days, DATE_INFINITY) else pc.if_else(
-            pc.equal(days, DATE_INFINITY), "infinity",
-            pc.if_else(pc.equal(days, -DATE_INFINITY), "-infinity",
-                       pc.cast(pc.if_else(pc.equal(pc.abs(days), DATE_INFINITY), None, arr), pa.string())))
+        if _has_infinity(days, DATE_INFINITY):
+            infinite = pc.equal(pc.abs(days), DATE_INFINITY)
+            finite = pc.cast(pc.if_else(infinite, None, arr), pa.string())
+            arr = pc.if_else(infinite, pc.if_else(pc.less(days, 0), "-infinity", "infinity"), finite)
+        else:
+            arr = pc.cast(arr, pa.string())
     elif not (pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type)):
         arr = pc.cast(arr, pa.string())
     return arr.cast(pa.large_binary())
