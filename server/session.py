@@ -87,6 +87,8 @@ _SHOW = re.compile(r"^SHOW\s+([\w.\"]+)\s*;?\s*$", re.I)
 _SHOW_ISOLATION = re.compile(r"^SHOW\s+TRANSACTION\s+ISOLATION\s+LEVEL\s*;?\s*$", re.I)
 _RESET = re.compile(r"^RESET\s+([\w.\"]+)\s*;?\s*$", re.I)
 _LISTEN = re.compile(r'^(LISTEN|UNLISTEN)\s+(\*|[A-Za-z_][\w$]*|"[^"]+")\s*;?\s*$', re.I)
+# `SELECT 1` and the like: the statements connection pools and health checks send to see that a server answers.
+_CONSTANT_INTS = re.compile(r"^SELECT\s+([+-]?\d+(?:\s*,\s*[+-]?\d+)*)\s*;?\s*$", re.I)
 _SHOW_LIKE = re.compile(r"^SHOW\s+TABLES\s+LIKE\s+('(?:[^']|'')*')\s*;?\s*$", re.I)
 
 
@@ -301,6 +303,8 @@ class Session:
             return Result("RESET")
         if (m := _LISTEN.match(stmt.text)) is not None:
             return self._listen(m.group(1).upper(), m.group(2))
+        if kind is Kind.ROWS and (constant := constant_row(stmt.text)) is not None:
+            return Result("SELECT", constant[0], iter([constant[1]]), count_rows=True)
         return self._execute(stmt, kind, params)
 
     def _savepoint(self, stmt: Statement) -> Result:
@@ -848,6 +852,8 @@ class Session:
             raise CannotDescribe(stmt.text)
         if kind is Kind.DML and "RETURNING" in stmt.text.upper():
             raise CannotDescribe(stmt.text)
+        if kind is Kind.ROWS and (constant := constant_row(stmt.text)) is not None:
+            return constant[0]
         if kind is not Kind.ROWS or _SHOW_LIKE.match(stmt.text) or stmt.words[0] in _UNDESCRIBABLE:
             if kind is Kind.ROWS:
                 raise CannotDescribe(stmt.text)
@@ -984,6 +990,19 @@ def _duration_ms(value: str) -> float:
     if not m:
         return 0
     return float(m.group(1)) * _UNIT_MS[(m.group(2) or "ms").lower()]
+
+
+def constant_row(text: str) -> tuple[list[tuple[str, int]], tuple[int, ...]] | None:
+    """Columns and row of a SELECT of integer literals only (`SELECT 1`), as PostgreSQL types and names them; None
+    for anything else. Such a statement is answered without DuckDB: a health check costs no more than a round trip."""
+    m = _CONSTANT_INTS.match(text)
+    if m is None:
+        return None
+    values = tuple(int(v) for v in re.split(r"\s*,\s*", m.group(1)))
+    if not all(-(1 << 63) <= v < 1 << 63 for v in values):
+        return None  # numeric: left to DuckDB
+    # PostgreSQL folds the minus into the literal: -2147483648 is an integer, 2147483648 a bigint.
+    return [("?column?", types.INT4 if -(1 << 31) <= v < 1 << 31 else types.INT8) for v in values], values
 
 
 def _columns(stmt: Statement, described: list[tuple[str, str]]) -> list[tuple[str, int]]:
