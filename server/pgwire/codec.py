@@ -183,6 +183,12 @@ class Reader:
         self.pos += 4
         return int(v)
 
+    def uint32s(self, n: int) -> list[int]:
+        """n unsigned 32-bit words at once (a Parse may carry 65,535 parameter OIDs)."""
+        values = struct.unpack_from(f"!{n}I", self.body, self.pos)
+        self.pos += 4 * n
+        return list(values)
+
     def take(self, n: int) -> bytes:
         if n < 0 or self.pos + n > len(self.body):
             raise ValueError("value runs past the end of the message")
@@ -214,15 +220,16 @@ def parse_startup(body: bytes) -> dict[str, str]:
 def parse_parse(body: bytes) -> tuple[str, str, list[int]]:
     r = Reader(body)
     name, query = r.cstr(), r.cstr()
-    n = r.uint16()
-    oids = [r.int32() & 0xFFFFFFFF for _ in range(n)]
+    oids = r.uint32s(r.uint16())
     return name, query, oids
 
 
 def parse_bind(body: bytes) -> Bind:
     r = Reader(body)
     portal, statement = r.cstr(), r.cstr()
-    fmts = [r.int16() for _ in range(r.uint16())]
+    count = r.uint16()
+    fmts = list(struct.unpack_from(f"!{count}h", r.body, r.pos))
+    r.pos += 2 * count
     n = r.uint16()
     values: list[bytes | None] = []
     for _ in range(n):

@@ -179,8 +179,4 @@ def infer(tree: exp.Expr, columns_of: ColumnsOf, given: list[int],
         oid = _infer_one(node, scope, insert_types)
         if oid:
             found[index] = oid
-    out = []
-    for i in range(n):
-        client = given[i] if i < len(given) else 0
-        out.append(client or found.get(i) or types.TEXT)
-    return out
+    return [client or found.get(i) or types.TEXT for i, client in enumerate([*given, *[0] * (n - len(given))])]
