@@ -228,13 +228,22 @@ def parse_bind(body: bytes) -> Bind:
     r = Reader(body)
     portal, statement = r.cstr(), r.cstr()
     count = r.uint16()
-    fmts = list(struct.unpack_from(f"!{count}h", r.body, r.pos))
+    fmts = list(struct.unpack_from(f"!{count}h", body, r.pos))
     r.pos += 2 * count
     n = r.uint16()
     values: list[bytes | None] = []
+    pos, end, unpack = r.pos, len(body), struct.unpack_from  # up to 65,535 values: no method call per value
     for _ in range(n):
-        size = r.int32()
-        values.append(None if size == -1 else r.take(size))
+        (size,) = unpack("!i", body, pos)
+        pos += 4
+        if size == -1:
+            values.append(None)
+            continue
+        if size < 0 or pos + size > end:
+            raise ValueError("value runs past the end of the message")
+        values.append(body[pos : pos + size])
+        pos += size
+    r.pos = pos
     result_formats = [r.int16() for _ in range(r.uint16())]
     return Bind(portal, statement, fmts, values, result_formats)
 

@@ -585,10 +585,11 @@ class MeansqlHandler(BuenaVistaHandler):
                 raise errors.ProtocolError(
                     f"bind message has {len(bind.param_formats)} parameter formats but {len(bind.values)} parameters")
             params = []
+            oids, formats = prepared.param_oids, bind.param_formats
+            only = formats[0] if len(formats) == 1 else 0
             for i, raw in enumerate(bind.values):
-                oid = prepared.param_oids[i] if i < len(prepared.param_oids) else 0
-                fmt = bind.param_formats[i] if i < len(bind.param_formats) else (
-                    bind.param_formats[0] if len(bind.param_formats) == 1 else 0)
+                oid = oids[i] if i < len(oids) else 0
+                fmt = formats[i] if i < len(formats) else only
                 if raw is None:
                     params.append(None)
                 elif fmt == 1:
