@@ -66,6 +66,9 @@ def _local_encoder() -> tuple[Encoder, int]:
                             show_progress_bar=False)
 
     width = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
+    # One encode while loading: torch starts its worker threads now, on the loading thread, not during the first
+    # query that needs a vector (and a server's thread count at rest already includes them).
+    encode(["meansql"])
     return encode, int(width() or LOCAL_DIM)
 
 
