@@ -118,6 +118,9 @@ class Proxy:
         self.infix: dict[str, str] = dict(registry.infix)
         self.functions: Collection[str] = [*registry.by_function.keys(), functions.VECTOR_SEARCH]
         self._words = [w.lower() for w in [*self.infix, *self.functions]]
+        # Any operator's word in any case: ASCII text without one needs no closer look (str.lower of ASCII text
+        # changes only A-Z, which the case-insensitive search matches too).
+        self._any_word = re.compile("|".join(map(re.escape, self._words)) or "(?!)", re.I).search
         self.marker = f"meansql_semantic_refused_{secrets.token_hex(8)}"
         self._refusals: dict[bytes, bytes] = {}
         for reason, (code, message, detail, hint) in REASONS.items():
@@ -137,6 +140,8 @@ class Proxy:
         """
         # Words inside string literals and comments do not count; removing them first (in C, by one regular
         # expression) spares the tokenizer a bulk INSERT whose text happens to contain "means".
+        if sql.isascii() and self._any_word(sql) is None:
+            return False  # the common case of plain SQL, in one C call
         lower = _LITERALS.sub(" ", sql).lower()
         if not any(w in lower for w in self._words):
             return False
@@ -309,10 +314,14 @@ class Proxy:
                     out += buf[pos:end]
                     link.sent(kind)
                 else:
-                    routed = self._route_message(link, kind, bytes(buf[pos + 5 : end]), out)
+                    body = bytes(buf[pos + 5 : end])
+                    routed = self._route_message(link, kind, body, out)
                     if routed is not None:
-                        kind, body = routed
-                        out += bytes((kind,)) + struct.pack("!i", len(body) + 4) + body
+                        if routed[0] == kind and routed[1] is body:  # relayed as it is
+                            out += buf[pos:end]
+                        else:
+                            kind, body = routed
+                            out += bytes((kind,)) + struct.pack("!i", len(body) + 4) + body
                         link.sent(kind)
                 pos = end
                 if kind == 0x58:  # 'X'
@@ -632,15 +641,18 @@ class _Link:
     def __init__(self, handler: MeansqlHandler, up: upstream.Upstream, pid: int, secret: int, params: dict[str, str]) -> None:
         self.handler = handler
         self.up = up
+        # The client socket's sendall (its wfile writes through it; a TLS socket's wfile is its own writer).
+        self._write = handler.wfile.write if isinstance(handler.request, ssl.SSLSocket) else handler.request.sendall
         self.pid = pid
         self.secret = secret
         self.params = params
         self.status = up.status
-        self.owed = 0  # ReadyForQuery the upstream owes: one per Query, Sync and FunctionCall sent
         # Who answers the extended-protocol messages since the last Sync: None (none yet), "upstream" or "local".
         self.batch: str | None = None
         self.closes_only = False  # the upstream batch holds only Close messages so far
-        self.requested = self.received = 0  # ReadyForQuery asked for (Query, Sync, FunctionCall) and received
+        # ReadyForQuery asked for (one per Query, Sync and FunctionCall sent; counted by the connection thread only)
+        # and received (counted by the pump only): the upstream owes the difference.
+        self.requested = self.received = 0
         self.swallow: set[int] = set()  # numbers of the ReadyForQuery answering meansql's own Syncs: not relayed
         self.leftover: bytes | None = _leftover(handler)
         self.up_lock = threading.Lock()  # a TLS upstream socket: one SSL call at a time (see _recv_into)
@@ -653,6 +665,7 @@ class _Link:
         self.gate = threading.Lock()  # held while a batch of messages goes to the client
         self.state: ConnState | None = None
         self._cond = threading.Condition()
+        self._waiting = 0  # threads in wait_idle: the pump takes _cond to wake them only when there are some
         # The upstream session's reported settings (TimeZone, DateStyle...), applied to meansql's session.
         self.settings: dict[str, str] = {}
         for message in up.parameters:
@@ -669,9 +682,7 @@ class _Link:
             self.closes_only = kind == 0x43 and (self.batch is None or self.closes_only)
             self.batch = "upstream"
         elif kind in _READY_AFTER:
-            with self._cond:
-                self.owed += 1
-                self.requested += 1
+            self.requested += 1
             if kind == 0x53:  # 'S'
                 self.batch = None
                 self.began = False
@@ -680,8 +691,9 @@ class _Link:
         """Send relayed bytes to the client after whatever meansql's session has queued, without copying them."""
         handler = self.handler
         with handler._wlock:
-            handler._flush_locked()
-            handler.wfile.write(data)
+            if handler._out:
+                handler._flush_locked()
+            self._write(data)
 
     def held(self) -> dict[str, Prepared]:
         """The prepared statements meansql's session holds for this client."""
@@ -708,7 +720,6 @@ class _Link:
         """Note one ReadyForQuery owed for meansql's own message and that the pump keeps its answer."""
         probe = _Probe()
         with self._cond:
-            self.owed += 1
             self.requested += 1
             self.probe = probe
         return probe
@@ -725,12 +736,22 @@ class _Link:
         if self.state is not None:
             self.state.statements.clear()
 
+    @property
+    def owed(self) -> int:
+        """ReadyForQuery the upstream still owes."""
+        return self.requested - self.received
+
     def answered(self, ready: int, status: bytes) -> None:
-        with self._cond:
-            self.received += ready
-            self.owed -= ready
-            self.status = status
-            self._cond.notify_all()
+        """The pump relayed `ready` ReadyForQuery, the last with `status`.
+
+        A waiter counts itself in _waiting before it looks at `received`, so when _waiting reads 0 here, a wait
+        that starts later sees this count: no lock on the path of every answer.
+        """
+        self.status = status
+        self.received += ready
+        if self._waiting:
+            with self._cond:
+                self._cond.notify_all()
 
     def close(self) -> None:
         with self._cond:
@@ -739,8 +760,14 @@ class _Link:
 
     def wait_idle(self) -> bool:
         """Wait until the upstream has answered everything sent so far; False if it went away."""
+        if self.requested <= self.received:
+            return not self.closed
         with self._cond:
-            self._cond.wait_for(lambda: self.owed <= 0 or self.closed)
+            self._waiting += 1
+            try:
+                self._cond.wait_for(lambda: self.requested <= self.received or self.closed)
+            finally:
+                self._waiting -= 1
             return not self.closed
 
     def local(self) -> ConnState:
