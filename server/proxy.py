@@ -61,6 +61,17 @@ from training.errors import MeansqlError
 log = logging.getLogger(__name__)
 
 PUMP_CHUNK = 256 * 1024
+# A run of whole DataRows shorter than SHORT_ROW bytes, matched in C: the pump hops over a streamed result without
+# a Python step per row. One alternative per length byte (each skips the rest of its row); the regular expression
+# engine tries an alternative that starts with a literal byte only when that byte matches, so short rows, which
+# cost the most per byte, are matched first. Longer rows are walked one by one.
+SHORT_ROW = 96
+_SHORT_ROWS = re.compile(
+    b"(?:D\x00\x00\x00(?:"
+    + b"|".join(re.escape(bytes([size])) + (b".{%d}" % (size - 4) if size > 4 else b"") for size in range(4, SHORT_ROW))
+    + b"))*",
+    re.S,
+).match
 # String literals ('...' with '' inside, $tag$...$tag$) and comments. A backslash escape in E'...' can make it
 # take the wrong end of a literal: then a statement is at worst relayed to PostgreSQL, which rejects the word.
 _LITERALS = re.compile(r"'(?:[^']|'')*'|\$([A-Za-z_][A-Za-z_0-9]*)?\$.*?\$\1\$|--[^\n]*|/\*.*?\*/", re.S)
@@ -107,6 +118,9 @@ class Proxy:
         self.infix: dict[str, str] = dict(registry.infix)
         self.functions: Collection[str] = [*registry.by_function.keys(), functions.VECTOR_SEARCH]
         self._words = [w.lower() for w in [*self.infix, *self.functions]]
+        # Any operator's word in any case: ASCII text without one needs no closer look (str.lower of ASCII text
+        # changes only A-Z, which the case-insensitive search matches too).
+        self._any_word = re.compile("|".join(map(re.escape, self._words)) or "(?!)", re.I).search
         self.marker = f"meansql_semantic_refused_{secrets.token_hex(8)}"
         self._refusals: dict[bytes, bytes] = {}
         for reason, (code, message, detail, hint) in REASONS.items():
@@ -126,6 +140,8 @@ class Proxy:
         """
         # Words inside string literals and comments do not count; removing them first (in C, by one regular
         # expression) spares the tokenizer a bulk INSERT whose text happens to contain "means".
+        if sql.isascii() and self._any_word(sql) is None:
+            return False  # the common case of plain SQL, in one C call
         lower = _LITERALS.sub(" ", sql).lower()
         if not any(w in lower for w in self._words):
             return False
@@ -267,17 +283,19 @@ class Proxy:
         cap = handler.server.max_message_size
         buf = bytearray(link.leftover)
         out = bytearray()
+        space = memoryview(bytearray(RELAY_CHUNK))  # read into, not a fresh RELAY_CHUNK bytes object per read
+        tls = isinstance(sock, ssl.SSLSocket)
         while True:
             if not buf or link.leftover is None:
                 try:
-                    chunk = _recv(sock, handler._wlock) if isinstance(sock, ssl.SSLSocket) else sock.recv(RELAY_CHUNK)
+                    got = _recv_into(sock, handler._wlock, space) if tls else sock.recv_into(space)
                 except OSError:
-                    chunk = b""
-                if chunk is None:
+                    got = 0
+                if got is None:
                     continue  # part of a TLS record: wait for the rest
-                if not chunk:
+                if not got:
                     return False  # closed between messages, or mid-message (PostgreSQL ends the session alike)
-                buf += chunk
+                buf += space[:got]
             link.leftover = None
             pos, n = 0, len(buf)
             while n - pos >= 5:
@@ -296,10 +314,14 @@ class Proxy:
                     out += buf[pos:end]
                     link.sent(kind)
                 else:
-                    routed = self._route_message(link, kind, bytes(buf[pos + 5 : end]), out)
+                    body = bytes(buf[pos + 5 : end])
+                    routed = self._route_message(link, kind, body, out)
                     if routed is not None:
-                        kind, body = routed
-                        out += bytes((kind,)) + struct.pack("!i", len(body) + 4) + body
+                        if routed[0] == kind and routed[1] is body:  # relayed as it is
+                            out += buf[pos:end]
+                        else:
+                            kind, body = routed
+                            out += bytes((kind,)) + struct.pack("!i", len(body) + 4) + body
                         link.sent(kind)
                 pos = end
                 if kind == 0x58:  # 'X'
@@ -518,22 +540,27 @@ class Proxy:
         """
         handler, up = link.handler, link.up
         marker = self.marker.encode()
-        buf = bytearray()
+        # Read into one buffer: bytes [0, n) are what the upstream sent and the client has not been sent yet.
+        buf = bytearray(PUMP_CHUNK)
+        n = 0
         length_at = _LENGTH
-        tls = isinstance(up.sock, ssl.SSLSocket)
+        short_rows = _SHORT_ROWS
+        sock = up.sock
+        tls = isinstance(sock, ssl.SSLSocket)
         try:
             while True:
+                if n == len(buf):  # one message is larger than the buffer: make room for the rest of it
+                    buf.extend(bytes(len(buf)))
                 try:
-                    chunk = _recv(up.sock, link.up_lock) if tls else up.sock.recv(PUMP_CHUNK)
+                    got = _recv_into(sock, link.up_lock, memoryview(buf)[n:]) if tls else sock.recv_into(memoryview(buf)[n:])
                 except OSError:
-                    chunk = b""
-                if chunk is None:
+                    got = 0
+                if got is None:
                     continue
-                if not chunk:
+                if not got:
                     break
-                buf += chunk
+                n += got
                 pos = start = 0
-                n = len(buf)
                 limit = n - 5
                 ready = 0
                 status = b""
@@ -541,7 +568,14 @@ class Proxy:
                 probe = link.probe
                 while pos <= limit:
                     kind = buf[pos]
-                    end = pos + 1 + length_at(buf, pos + 1)[0]
+                    length = length_at(buf, pos + 1)[0]
+                    if kind == 0x44 and 4 <= length < SHORT_ROW:  # 'D' DataRow: hop over the run it starts
+                        end = short_rows(buf, pos, n).end()
+                        if end == pos:
+                            break  # the row is not whole yet
+                        pos = end
+                        continue
+                    end = pos + 1 + length
                     if end > n:
                         break
                     if kind != 0x44:  # 'D' DataRow: nothing to see
@@ -566,7 +600,7 @@ class Proxy:
                                 start = end
                         elif kind == 0x53:  # 'S' ParameterStatus: the upstream session's settings, for ours
                             link.parameter(bytes(buf[pos + 5 : end]))
-                        elif kind == 0x43 and (buf.startswith(b"DISCARD ALL\x00", pos + 5) or buf.startswith(b"DEALLOCATE ALL\x00", pos + 5)):
+                        elif kind == 0x43 and buf[pos + 5 : end] in (b"DISCARD ALL\x00", b"DEALLOCATE ALL\x00"):
                             link.dropped_all = True  # 'C': PostgreSQL dropped the session's prepared statements
                         elif kind == 0x45 and (at := buf.find(marker, pos, end)) >= 0:  # 'E': a stand-in failed
                             reason = bytes(buf[at + len(marker) + 1 : buf.find(b"(", at, end)])
@@ -582,7 +616,13 @@ class Proxy:
                         else:
                             swapped += buf[start:pos]
                             link.write(swapped)
-                    del buf[:pos]
+                    n -= pos
+                    if len(buf) > PUMP_CHUNK and n <= PUMP_CHUNK // 2:  # after a large message: the usual size again
+                        tail = buf[pos : pos + n]
+                        buf = bytearray(PUMP_CHUNK)
+                        buf[:n] = tail
+                    elif n:
+                        buf[:n] = buf[pos : pos + n]  # the start of a message still to come
                     if ready:
                         link.answered(ready, status)
         except Exception as exc:  # the client is gone: end the upstream session too
@@ -601,18 +641,21 @@ class _Link:
     def __init__(self, handler: MeansqlHandler, up: upstream.Upstream, pid: int, secret: int, params: dict[str, str]) -> None:
         self.handler = handler
         self.up = up
+        # The client socket's sendall (its wfile writes through it; a TLS socket's wfile is its own writer).
+        self._write = handler.wfile.write if isinstance(handler.request, ssl.SSLSocket) else handler.request.sendall
         self.pid = pid
         self.secret = secret
         self.params = params
         self.status = up.status
-        self.owed = 0  # ReadyForQuery the upstream owes: one per Query, Sync and FunctionCall sent
         # Who answers the extended-protocol messages since the last Sync: None (none yet), "upstream" or "local".
         self.batch: str | None = None
         self.closes_only = False  # the upstream batch holds only Close messages so far
-        self.requested = self.received = 0  # ReadyForQuery asked for (Query, Sync, FunctionCall) and received
+        # ReadyForQuery asked for (one per Query, Sync and FunctionCall sent; counted by the connection thread only)
+        # and received (counted by the pump only): the upstream owes the difference.
+        self.requested = self.received = 0
         self.swallow: set[int] = set()  # numbers of the ReadyForQuery answering meansql's own Syncs: not relayed
         self.leftover: bytes | None = _leftover(handler)
-        self.up_lock = threading.Lock()  # a TLS upstream socket: one SSL call at a time (see _recv)
+        self.up_lock = threading.Lock()  # a TLS upstream socket: one SSL call at a time (see _recv_into)
         self.began = False  # a BEGIN was relayed in this batch
         self.probe: _Probe | None = None  # meansql's own Describe whose answer the pump keeps from the client
         self.dropped_all = False  # PostgreSQL ran DISCARD ALL or DEALLOCATE ALL: drop meansql's statements too
@@ -622,6 +665,7 @@ class _Link:
         self.gate = threading.Lock()  # held while a batch of messages goes to the client
         self.state: ConnState | None = None
         self._cond = threading.Condition()
+        self._waiting = 0  # threads in wait_idle: the pump takes _cond to wake them only when there are some
         # The upstream session's reported settings (TimeZone, DateStyle...), applied to meansql's session.
         self.settings: dict[str, str] = {}
         for message in up.parameters:
@@ -638,9 +682,7 @@ class _Link:
             self.closes_only = kind == 0x43 and (self.batch is None or self.closes_only)
             self.batch = "upstream"
         elif kind in _READY_AFTER:
-            with self._cond:
-                self.owed += 1
-                self.requested += 1
+            self.requested += 1
             if kind == 0x53:  # 'S'
                 self.batch = None
                 self.began = False
@@ -649,8 +691,9 @@ class _Link:
         """Send relayed bytes to the client after whatever meansql's session has queued, without copying them."""
         handler = self.handler
         with handler._wlock:
-            handler._flush_locked()
-            handler.wfile.write(data)
+            if handler._out:
+                handler._flush_locked()
+            self._write(data)
 
     def held(self) -> dict[str, Prepared]:
         """The prepared statements meansql's session holds for this client."""
@@ -677,7 +720,6 @@ class _Link:
         """Note one ReadyForQuery owed for meansql's own message and that the pump keeps its answer."""
         probe = _Probe()
         with self._cond:
-            self.owed += 1
             self.requested += 1
             self.probe = probe
         return probe
@@ -694,12 +736,22 @@ class _Link:
         if self.state is not None:
             self.state.statements.clear()
 
+    @property
+    def owed(self) -> int:
+        """ReadyForQuery the upstream still owes."""
+        return self.requested - self.received
+
     def answered(self, ready: int, status: bytes) -> None:
-        with self._cond:
-            self.received += ready
-            self.owed -= ready
-            self.status = status
-            self._cond.notify_all()
+        """The pump relayed `ready` ReadyForQuery, the last with `status`.
+
+        A waiter counts itself in _waiting before it looks at `received`, so when _waiting reads 0 here, a wait
+        that starts later sees this count: no lock on the path of every answer.
+        """
+        self.status = status
+        self.received += ready
+        if self._waiting:
+            with self._cond:
+                self._cond.notify_all()
 
     def close(self) -> None:
         with self._cond:
@@ -708,8 +760,14 @@ class _Link:
 
     def wait_idle(self) -> bool:
         """Wait until the upstream has answered everything sent so far; False if it went away."""
+        if self.requested <= self.received:
+            return not self.closed
         with self._cond:
-            self._cond.wait_for(lambda: self.owed <= 0 or self.closed)
+            self._waiting += 1
+            try:
+                self._cond.wait_for(lambda: self.requested <= self.received or self.closed)
+            finally:
+                self._waiting -= 1
             return not self.closed
 
     def local(self) -> ConnState:
@@ -773,15 +831,15 @@ def _leftover(handler: MeansqlHandler) -> bytes:
 # A TLS socket is read by one thread and written by another, but OpenSSL allows one call at a time on a
 # connection: each thread waits for its socket outside the lock (select), then reads or writes inside it
 # without blocking, so neither holds the lock while the peer is silent.
-def _recv(sock: ssl.SSLSocket, lock: threading.Lock) -> bytes | None:
-    """What a TLS socket has (b"": closed; None: only part of a record yet)."""
+def _recv_into(sock: ssl.SSLSocket, lock: threading.Lock, into: memoryview) -> int | None:
+    """Read what a TLS socket has into `into`: the byte count (0: closed; None: only part of a record yet)."""
     if not sock.pending():
         select.select([sock], [], [])
     with lock:
         timeout = sock.gettimeout()
         sock.setblocking(False)
         try:
-            return sock.recv(PUMP_CHUNK)
+            return sock.recv_into(into)
         except (ssl.SSLWantReadError, ssl.SSLWantWriteError, BlockingIOError):
             return None
         finally:

@@ -180,6 +180,8 @@ def update(store: Store, example_id: str, data: Any) -> TrainingExample:
             if other is not None and other != example_id:
                 raise DuplicateExample(f"an example with source_trace_hash {h!r} exists: {other}", existing_id=other)
         fields = _update(store, cur, example_id, changes, dt.datetime.now())
+        if not fields:
+            return True  # nothing to change: no UPDATE, so no event (PostgreSQL's trigger fires on none either)
         if label_rows.touches(fields):
             _relabel(store, cur, [example_id])
         outbox.append(events.example_updated(example_id, fields))

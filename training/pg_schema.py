@@ -387,6 +387,8 @@ SELECT seq, event_type, aggregate_type, aggregate_id, payload::text FROM meansql
 WHERE published_at IS NULL ORDER BY seq LIMIT %s FOR UPDATE SKIP LOCKED
 """
 MARK_EVENTS = "UPDATE meansql.training_events SET published_at = now() WHERE seq = ANY(%s)"
+# Published events older than the retention (seconds); the unpublished are never pruned.
+PRUNE_EVENTS = "DELETE FROM meansql.training_events WHERE published_at < now() - make_interval(secs => %s)"
 LISTEN_EVENTS = "LISTEN training_events"
 
 # Run by DuckDB, on the attached store (training/pgattach.py), in the write's own PostgreSQL transaction.

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -42,6 +43,10 @@ def describe(url: str) -> str:
 
 # A transaction PostgreSQL aborted to break a deadlock wrote nothing: it is run again.
 DEADLOCK_RETRIES = 5
+# Published events stay in the outbox this long (seconds: to see what went out), then a publisher deletes them.
+EVENT_RETENTION = 7 * 24 * 3600.0
+PRUNE_EVERY = 600.0  # seconds between two prunings by one process
+
 
 class _Pool:
     """At most `size` connections (autocommit), reused; a broken one is dropped and the next use reconnects."""
@@ -101,10 +106,12 @@ def _first_line(exc: BaseException) -> str:
 class PostgresStore:
     """The training store in a PostgreSQL database's `meansql` schema."""
 
-    def __init__(self, url: str, *, pool_size: int = 8, claim_ttl: float = 30.0) -> None:
+    def __init__(self, url: str, *, pool_size: int = 8, claim_ttl: float = 30.0, event_retention: float = EVENT_RETENTION) -> None:
         self.url = url
         self.where = describe(url)
         self.claim_ttl = claim_ttl
+        self.event_retention = event_retention  # seconds a published event stays in the outbox
+        self._pruned_at = float("-inf")  # time.monotonic() of this process's last pruning of the outbox
         self.process = uuid.uuid4().hex  # claims of this process, renewed together
         self._pool = _Pool(url, pool_size)
         self._stop = threading.Event()
@@ -337,7 +344,17 @@ class PostgresStore:
             if rows and send(rows):
                 conn.execute(pg_schema.MARK_EVENTS, [[r[0] for r in rows]])
                 sent = len(rows)
+                self._prune(conn)
         return sent
+
+    def _prune(self, conn: psycopg.Connection[Any]) -> None:
+        """Delete events published more than event_retention seconds ago, at most once per PRUNE_EVERY seconds
+        per process (whichever publisher prunes, the rows go once; a published row is never claimed again)."""
+        now = time.monotonic()
+        if now - self._pruned_at < min(PRUNE_EVERY, self.event_retention):
+            return
+        self._pruned_at = now
+        conn.execute(pg_schema.PRUNE_EVENTS, [self.event_retention])
 
     def watch(self, wake: threading.Event, stop: threading.Event, *, poll: float = 1.0) -> None:
         """Set `wake` on every NOTIFY of training_events (a write by any process, or psql), until `stop` is set."""

@@ -70,6 +70,24 @@ def test_simple_extended_prepared_and_executemany(conn: psycopg.Connection[Any],
     assert names  # the prepared statement lives on the upstream
 
 
+def test_a_streamed_result_of_short_long_and_huge_rows_arrives_whole(
+    proxy_server: ServerProcess, upstream_pg: PostgresServer
+) -> None:
+    """Runs of short rows (hopped over in one match), rows too long for that, NULLs, and rows larger than the
+    relay's read buffer (which grows for them and shrinks after), in both result formats, as PostgreSQL sends them."""
+    sql = (
+        "SELECT g, CASE WHEN g % 1000 = 7 THEN repeat(md5(g::text), 2 + g % 90) WHEN g % 5000 = 11 THEN repeat('x', 300000 * (1 + g % 3)) "
+        "WHEN g % 7 = 0 THEN NULL ELSE g::text END FROM generate_series(1, 30000) g"
+    )
+    with psycopg.connect(pg_url(upstream_pg), autocommit=True) as direct:
+        expected = direct.execute(sql).fetchall()
+    with psycopg.connect(_url(proxy_server), autocommit=True) as c:
+        assert c.execute(sql).fetchall() == expected
+        assert c.cursor(binary=True).execute(sql).fetchall() == expected
+        assert c.execute("SELECT 1").fetchone() == (1,)  # the session goes on after the huge rows
+    assert sum(len(v) for _, v in expected if v and len(v) > 262144) > 262144 * 6
+
+
 def test_transactions_commit_rollback_and_25P02(proxy_server: ServerProcess, table: str) -> None:
     with psycopg.connect(_url(proxy_server)) as c:
         c.execute(f"INSERT INTO {table} VALUES (1, 'kept')")

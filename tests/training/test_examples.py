@@ -246,6 +246,20 @@ def test_every_change_writes_an_outbox_event(store: Store) -> None:
     assert [{"event_type": t, "aggregate_type": a, "aggregate_id": i, "payload": json.loads(p)} for t, a, i, p in rows] == seen
 
 
+def test_an_empty_patch_changes_nothing_and_publishes_no_event(store: Store) -> None:
+    created, _ = examples.create(store, MODAL)
+    seen: list[dict[str, object]] = []
+    store.event_hooks.append(seen.extend)
+    same = examples.update(store, str(created.id), {})
+    assert same.updated_at == created.updated_at and same.quality_score == created.quality_score
+    examples.update(store, str(created.id), {"domain": "backend"})
+    assert [(e["event_type"], e["payload"]) for e in seen] == [("training_example.updated", {"updated_fields": ["domain"]})]
+    cur = store.cursor()
+    rows = cur.execute("SELECT event_type FROM training_events ORDER BY seq").fetchall()
+    cur.close()
+    assert rows == [("training_example.created",), ("training_example.updated",)]  # the outbox agrees on both stores
+
+
 def test_curated_retrieval_puts_the_same_criterion_first(store: Store) -> None:
     from training.retrieval import select_examples
 

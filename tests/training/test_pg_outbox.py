@@ -117,3 +117,22 @@ def test_two_processes_publish_each_event_once_and_wait_out_a_redis_outage(proce
         redis_server.stop()
     assert sorted((e["event_type"], e["aggregate_id"]) for e in received) == sorted(expected)
     assert next(e for e in received if e["event_type"] == "training_example.updated")["payload"] == {"updated_fields": ["domain"]}
+
+
+def test_published_events_leave_the_outbox_after_the_retention(url: str, processes: list[Process]) -> None:
+    pg_store, attached = processes[0]
+    old = [str(examples.create(attached, {"input_text": f"old {i}"})[0].id) for i in range(3)]
+    sent: list[Any] = []
+    assert pg_store.deliver(10, lambda rows: sent.extend(rows) or True) == 3
+    with psycopg.connect(url, autocommit=True) as conn:
+        # Within the retention (a week by default) published rows stay, marked.
+        assert conn.execute("SELECT count(*), count(published_at) FROM training_events").fetchone() == (3, 3)
+        pg_store.event_retention = 0.0
+        new = [str(examples.create(attached, {"input_text": f"new {i}"})[0].id) for i in range(2)]
+        assert pg_store.deliver(1, lambda rows: sent.extend(rows) or True) == 1
+        # The three published before this transaction are gone; the one it published and the unpublished stay.
+        rows = conn.execute("SELECT aggregate_id, published_at IS NOT NULL FROM training_events ORDER BY seq").fetchall()
+        assert rows == [(new[0], True), (new[1], False)]
+        assert pg_store.deliver(10, lambda rows: sent.extend(rows) or True) == 1
+        assert conn.execute("SELECT aggregate_id FROM training_events").fetchall() == [(new[1],)]
+    assert [r[3] for r in sent] == [*old, *new]
