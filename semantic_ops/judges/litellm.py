@@ -46,7 +46,7 @@ RETRY_AFTER_CAP = 60.0
 BACKOFF_CAP = 4.0
 PROGRESS_INTERVAL = 0.5  # seconds between progress reports
 CANCELLED = "cancelled"  # the error of an attempt cut short by the query's cancel flag
-_POLL = 0.02  # how often judge()'s calling thread looks at the cancel flag
+_POLL = 0.02  # how often the event loop looks at a running batch's cancel flag
 _PRICE_PROBE_TOKENS = 1000  # small enough to stay in every model's first price tier
 GEN0_THRESHOLD = 20_000  # the collector's gen-0 threshold while judging (see _YoungCollections)
 
@@ -352,6 +352,7 @@ class _Batch:
         self.progress = progress
         self.tasks: list[asyncio.Task[None]] = []
         self.settings: tuple[Any, ...] | None = None  # litellm's settings when the batch started (see prepared.py)
+        self.watch: asyncio.TimerHandle | None = None  # the next look at the cancel flag
         self.done = 0
         self._reported_at = time.monotonic()
 
@@ -476,16 +477,10 @@ class LiteLLMJudge:
         batch = _Batch(len(requests), cancel, progress)
         batch.settings = self._prepared.settings() if self._prepared is not None else None
         with _YOUNG_COLLECTIONS:
-            fut = asyncio.run_coroutine_threadsafe(self._judge_all(lib, requests, batch), self._loop)
-            aborted = False
-            while True:
-                try:
-                    outcomes = fut.result(timeout=_POLL)
-                    break
-                except TimeoutError:
-                    if cancel.is_set() and not aborted:
-                        self._loop.call_soon_threadsafe(batch.abort)
-                        aborted = True
+            # The event loop watches the cancel flag (see _judge_all), so this thread sleeps until the outcomes are
+            # in: a thread that woke every few milliseconds to look would take Python's interpreter lock from the
+            # loop each time.
+            outcomes = asyncio.run_coroutine_threadsafe(self._judge_all(lib, requests, batch), self._loop).result()
         if not self._froze_lazy_imports:
             # The first calls import the rest of litellm lazily; freeze those objects too (see _import_litellm).
             self._froze_lazy_imports = True
@@ -494,10 +489,13 @@ class LiteLLMJudge:
 
     async def _judge_all(self, lib: Any, requests: list[JudgeRequest], batch: _Batch) -> list[Outcome]:
         batch.tasks = [asyncio.ensure_future(self._judge_one(lib, r, call, batch)) for r, call in zip(requests, batch.calls)]
+        batch.watch = self._loop.call_later(_POLL, self._watch_cancel, batch)
         try:
             if batch.tasks:
                 await asyncio.wait(batch.tasks)
         finally:
+            if batch.watch is not None:
+                batch.watch.cancel()
             batch.abort()  # only does something if this coroutine itself was cancelled
         for task, call in zip(batch.tasks, batch.calls):
             exc = None if task.cancelled() else task.exception()
@@ -509,6 +507,14 @@ class LiteLLMJudge:
         batch.settle_unfinished()
         batch.report()
         return [call.outcome for call in batch.calls]
+
+    def _watch_cancel(self, batch: _Batch) -> None:
+        """Every _POLL seconds while the batch runs: once its cancel flag is set, cancel its unfinished calls."""
+        if batch.cancel.is_set():
+            batch.watch = None
+            batch.abort()
+        else:
+            batch.watch = self._loop.call_later(_POLL, self._watch_cancel, batch)
 
     async def _judge_one(self, lib: Any, request: JudgeRequest, call: _Call, batch: _Batch) -> None:
         cancel = batch.cancel
