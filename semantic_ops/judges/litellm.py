@@ -167,6 +167,36 @@ def _memoise_model_info(lib: Any) -> None:
     setattr(main, "get_model_info_helper", memoised)  # noqa: B010 - a module attribute litellm's stubs do not name
 
 
+_COOKIE_HEADERS = (b"set-cookie", b"set-cookie2")
+
+
+def _skip_cookieless_responses() -> None:
+    """Let httpx's cookie handling pass over a response that sets no cookie.
+
+    litellm's HTTP client (httpx) hands every response to its cookie jar, which first builds urllib's
+    request and message objects for it (a URL parse and a copy of every header) only to find, for almost
+    every model answer, no Set-Cookie header: about a tenth of the judge's CPU per call. A response with
+    neither Set-Cookie nor Set-Cookie2 is skipped here, which is what the jar itself would end up doing
+    with it (its only other effect is refreshing its clock, which it does again before every use); any
+    other response goes to the jar as before, so cookies a provider sets are kept and sent back. Installed
+    once, on httpx's Cookies class.
+    """
+    httpx = importlib.import_module("httpx")
+    original = getattr(httpx.Cookies, "extract_cookies", None)
+    if original is None or getattr(original, "meansql_skip", False):
+        return
+
+    @functools.wraps(original)
+    def extract_cookies(self: Any, response: Any) -> None:
+        raw = getattr(getattr(response, "headers", None), "raw", None)
+        if raw is not None and not any(key.lower() in _COOKIE_HEADERS for key, _ in raw):
+            return
+        original(self, response)
+
+    extract_cookies.meansql_skip = True  # type: ignore[attr-defined]
+    setattr(httpx.Cookies, "extract_cookies", extract_cookies)  # noqa: B010 - a method httpx's stubs type
+
+
 def _fresh(failure: BaseException) -> BaseException:
     """A new exception like ``failure``, to raise again without growing its traceback.
 
@@ -432,6 +462,7 @@ class LiteLLMJudge:
                 lib = _import_litellm()
                 self._logging_class = _quiet_logging_class()
                 _memoise_model_info(lib)
+                _skip_cookieless_responses()
                 self._prepared = PreparedCalls(lib) if self._replay else None
                 self._litellm = lib
             return self._litellm
