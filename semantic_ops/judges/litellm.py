@@ -46,7 +46,7 @@ RETRY_AFTER_CAP = 60.0
 BACKOFF_CAP = 4.0
 PROGRESS_INTERVAL = 0.5  # seconds between progress reports
 CANCELLED = "cancelled"  # the error of an attempt cut short by the query's cancel flag
-_POLL = 0.02  # how often judge()'s calling thread looks at the cancel flag
+_POLL = 0.02  # how often the event loop looks at a running batch's cancel flag
 _PRICE_PROBE_TOKENS = 1000  # small enough to stay in every model's first price tier
 GEN0_THRESHOLD = 20_000  # the collector's gen-0 threshold while judging (see _YoungCollections)
 
@@ -165,6 +165,36 @@ def _memoise_model_info(lib: Any) -> None:
 
     memoised.meansql_memo = True  # type: ignore[attr-defined]
     setattr(main, "get_model_info_helper", memoised)  # noqa: B010 - a module attribute litellm's stubs do not name
+
+
+_COOKIE_HEADERS = (b"set-cookie", b"set-cookie2")
+
+
+def _skip_cookieless_responses() -> None:
+    """Let httpx's cookie handling pass over a response that sets no cookie.
+
+    litellm's HTTP client (httpx) hands every response to its cookie jar, which first builds urllib's
+    request and message objects for it (a URL parse and a copy of every header) only to find, for almost
+    every model answer, no Set-Cookie header: about a tenth of the judge's CPU per call. A response with
+    neither Set-Cookie nor Set-Cookie2 is skipped here, which is what the jar itself would end up doing
+    with it (its only other effect is refreshing its clock, which it does again before every use); any
+    other response goes to the jar as before, so cookies a provider sets are kept and sent back. Installed
+    once, on httpx's Cookies class.
+    """
+    httpx = importlib.import_module("httpx")
+    original = getattr(httpx.Cookies, "extract_cookies", None)
+    if original is None or getattr(original, "meansql_skip", False):
+        return
+
+    @functools.wraps(original)
+    def extract_cookies(self: Any, response: Any) -> None:
+        raw = getattr(getattr(response, "headers", None), "raw", None)
+        if raw is not None and not any(key.lower() in _COOKIE_HEADERS for key, _ in raw):
+            return
+        original(self, response)
+
+    extract_cookies.meansql_skip = True  # type: ignore[attr-defined]
+    setattr(httpx.Cookies, "extract_cookies", extract_cookies)  # noqa: B010 - a method httpx's stubs type
 
 
 def _fresh(failure: BaseException) -> BaseException:
@@ -352,6 +382,7 @@ class _Batch:
         self.progress = progress
         self.tasks: list[asyncio.Task[None]] = []
         self.settings: tuple[Any, ...] | None = None  # litellm's settings when the batch started (see prepared.py)
+        self.watch: asyncio.TimerHandle | None = None  # the next look at the cancel flag
         self.done = 0
         self._reported_at = time.monotonic()
 
@@ -431,6 +462,7 @@ class LiteLLMJudge:
                 lib = _import_litellm()
                 self._logging_class = _quiet_logging_class()
                 _memoise_model_info(lib)
+                _skip_cookieless_responses()
                 self._prepared = PreparedCalls(lib) if self._replay else None
                 self._litellm = lib
             return self._litellm
@@ -476,16 +508,10 @@ class LiteLLMJudge:
         batch = _Batch(len(requests), cancel, progress)
         batch.settings = self._prepared.settings() if self._prepared is not None else None
         with _YOUNG_COLLECTIONS:
-            fut = asyncio.run_coroutine_threadsafe(self._judge_all(lib, requests, batch), self._loop)
-            aborted = False
-            while True:
-                try:
-                    outcomes = fut.result(timeout=_POLL)
-                    break
-                except TimeoutError:
-                    if cancel.is_set() and not aborted:
-                        self._loop.call_soon_threadsafe(batch.abort)
-                        aborted = True
+            # The event loop watches the cancel flag (see _judge_all), so this thread sleeps until the outcomes are
+            # in: a thread that woke every few milliseconds to look would take Python's interpreter lock from the
+            # loop each time.
+            outcomes = asyncio.run_coroutine_threadsafe(self._judge_all(lib, requests, batch), self._loop).result()
         if not self._froze_lazy_imports:
             # The first calls import the rest of litellm lazily; freeze those objects too (see _import_litellm).
             self._froze_lazy_imports = True
@@ -494,10 +520,13 @@ class LiteLLMJudge:
 
     async def _judge_all(self, lib: Any, requests: list[JudgeRequest], batch: _Batch) -> list[Outcome]:
         batch.tasks = [asyncio.ensure_future(self._judge_one(lib, r, call, batch)) for r, call in zip(requests, batch.calls)]
+        batch.watch = self._loop.call_later(_POLL, self._watch_cancel, batch)
         try:
             if batch.tasks:
                 await asyncio.wait(batch.tasks)
         finally:
+            if batch.watch is not None:
+                batch.watch.cancel()
             batch.abort()  # only does something if this coroutine itself was cancelled
         for task, call in zip(batch.tasks, batch.calls):
             exc = None if task.cancelled() else task.exception()
@@ -509,6 +538,14 @@ class LiteLLMJudge:
         batch.settle_unfinished()
         batch.report()
         return [call.outcome for call in batch.calls]
+
+    def _watch_cancel(self, batch: _Batch) -> None:
+        """Every _POLL seconds while the batch runs: once its cancel flag is set, cancel its unfinished calls."""
+        if batch.cancel.is_set():
+            batch.watch = None
+            batch.abort()
+        else:
+            batch.watch = self._loop.call_later(_POLL, self._watch_cancel, batch)
 
     async def _judge_one(self, lib: Any, request: JudgeRequest, call: _Call, batch: _Batch) -> None:
         cancel = batch.cancel

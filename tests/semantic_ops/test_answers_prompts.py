@@ -51,3 +51,40 @@ def test_render_puts_examples_in_the_system_message() -> None:
     assert msgs[0]["role"] == "system" and msgs[0]["content"].startswith("Judge.\n\nExamples of correct answers:\nExample 1:")
     assert msgs[1] == {"role": "user", "content": "Criterion: eco\nText: steel bottle"}
     assert render(cell, {"text": "x", "criterion": "y"}, [])[0] == {"role": "system", "content": "Judge."}
+
+
+@pytest.mark.parametrize("source", [
+    "You judge whether a text matches a criterion. Answer with exactly one word: true or false.\n",
+    "Does the text match?\n\nCriterion: {{ input.criterion }}\nText: {{input.text}}\n\nAnswer true or false.\n",
+    "  {{ input.text }}  ",
+    "{{ input.text }}{{ input.text }} }} and } alone",
+    "Text: {{ input.text | upper }}",
+    "{% if input.criterion %}C: {{ input.criterion }}{% endif %} T: {{ input.text }}",
+    "Line one\r\nText: {{ input.text }}\r\n",
+    "{# note #}Text: {{ input.text }}",
+])
+@pytest.mark.parametrize("inputs", [
+    {"text": "bamboo {{ input.criterion }} bottle\n", "criterion": "eco-friendly"},
+    {"text": 42, "criterion": 2.5},
+    {"text": "  padded  ", "criterion": None},
+    {"text": "x", "criterion": "y", "keys": "k"},
+])
+def test_render_is_what_jinja_makes_of_the_template(source: str, inputs: dict[str, object]) -> None:
+    from semantic_ops.prompts import template
+
+    cell = Cell(name="c", system=source, instructions=source)
+    expected = template(source).render({"input": dict(inputs)}).strip()
+    assert render(cell, inputs, []) == [{"role": "system", "content": expected}, {"role": "user", "content": expected}]
+
+
+def test_render_looks_up_a_dict_attribute_name_as_jinja_does() -> None:
+    cell = Cell(name="c", system="", instructions="Keys: {{ input.keys }}")
+    assert render(cell, {"keys": "k"}, [])[0]["content"].startswith("Keys: <built-in method keys")
+
+
+def test_render_of_a_missing_input_fails_as_jinja_does() -> None:
+    import jinja2
+
+    cell = Cell(name="c", system="", instructions="Text: {{ input.text }} {{ input.missing }}")
+    with pytest.raises(jinja2.UndefinedError):
+        render(cell, {"text": "x"}, [])

@@ -242,3 +242,20 @@ def test_request_preparation_runs_inline_only_for_openai_style_models() -> None:
     assert not _pure_preparation(_prepared("bedrock/anthropic.claude-3"))
     assert not _pure_preparation(_prepared("vertex_ai/gemini-pro"))
     assert not _pure_preparation(functools.partial(print, "not litellm"))
+
+
+def test_cookie_jar_skips_only_responses_that_set_no_cookie(make_judge: Callable[..., LiteLLMJudge]) -> None:
+    import httpx
+
+    make_judge()._lib()  # installs the skip
+    assert getattr(httpx.Cookies.extract_cookies, "meansql_skip", False)
+    request_ = httpx.Request("POST", "http://127.0.0.1:9/v1/chat/completions")
+    jar = httpx.Cookies()
+    jar.extract_cookies(httpx.Response(200, headers={"content-type": "application/json"}, request=request_))
+    assert dict(jar) == {}
+    jar.extract_cookies(httpx.Response(200, headers={"Set-Cookie": "session=abc; Path=/"}, request=request_))
+    jar.extract_cookies(httpx.Response(200, headers=[(b"SET-COOKIE", b"other=1; Path=/")], request=request_))
+    assert dict(jar) == {"session": "abc", "other": "1"}
+    sent = httpx.Request("POST", "http://127.0.0.1:9/v1/chat/completions")
+    jar.set_cookie_header(sent)
+    assert sent.headers["cookie"] in ("session=abc; other=1", "other=1; session=abc")
