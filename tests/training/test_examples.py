@@ -324,12 +324,13 @@ def test_recent_curated_examples_beyond_the_newest_window(store: Store) -> None:
 
 
 def test_curated_retrieval_gives_what_the_whole_table_gives(store: Store) -> None:
-    # Windows of the first candidates and the quoted-criterion shortcut choose what the plain query over every
-    # candidate chooses, whatever escapes a JSON writer used.
+    # Windows of the first candidates, the criterion's own query and the quoted-criterion shortcut choose what the plain
+    # query over every candidate chooses, whatever escapes a JSON writer used, with or without a criterion.
     base = dt.datetime(2026, 1, 1)
     criteria = ["old", "new", "a/b", "café", "x 1"]
-    rows = [{"input_text": f"q{i}", "output_text": "true", "cascade_id": "c", "cell_name": "means",
-             "confidence": (i * 37 % 101) / 100, "input_structured": {"criterion": criteria[i % 5] if i > 250 or i % 5 == 0 else "new"},
+    rows = [{"input_text": f"q{i}", "cascade_id": "c", "cell_name": "means", "confidence": (i * 37 % 101) / 100,
+             "input_structured": {"criterion": criteria[i % 5] if i > 250 or i % 5 == 0 else "new"} if i % 7 else {},
+             "output_text": None if i % 11 == 3 else "true", "final_answer": None,
              "created_at": (base + dt.timedelta(seconds=i)).isoformat()} for i in range(320)]
     assert {r["status"] for r in examples.bulk(store, rows)} == {"created"}
 
@@ -342,11 +343,12 @@ def test_curated_retrieval_gives_what_the_whole_table_gives(store: Store) -> Non
     assert retrieval.criterion_token("x 1") == '"x 1"' and retrieval.criterion_token("a/b") == "a"
     plain = """SELECT input_text FROM training_examples
         WHERE cascade_id = 'c' AND cell_name = 'means' AND coalesce(quality_score, 100) >= ? AND coalesce(confidence, 1.0) >= ?
+          AND output_text IS NOT NULL
         ORDER BY json_extract_string(input_structured, '$.criterion') IS NOT DISTINCT FROM ? DESC, {order} LIMIT ?"""
     cur = store.cursor()
     try:
         for strategy in ("recent", "high_confidence"):
-            for criterion in [*criteria, "none of them"]:
+            for criterion in [*criteria, "none of them", None]:
                 for limit, min_confidence in ((3, 0.0), (8, 0.5)):
                     chosen = retrieval.fetch_curated(cur, cascade_id="c", cell_name="means", strategy=strategy, limit=limit,
                                                      min_quality=0, min_confidence=min_confidence, criterion=criterion)
