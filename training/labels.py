@@ -18,7 +18,7 @@ read from training_examples.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import pyarrow as pa
@@ -101,6 +101,23 @@ def condition(labels: Sequence[str], mode: str, params: list[Any], *, keyed: boo
     return f"id IN (SELECT example_id FROM training_example_labels WHERE {rows} GROUP BY example_id HAVING count(*) = ?)"
 
 
+# Starts a count(*) query (SQL text, parameters) and returns what waits for its number.
+Count = Callable[[str, Sequence[Any]], Callable[[], int]]
+
+
+def counted_on(cur: Cursor) -> Count:
+    """Counts run on `cur` when their number is asked for."""
+
+    def start(sql: str, params: Sequence[Any]) -> Callable[[], int]:
+        def total() -> int:
+            row = cur.execute(sql, list(params)).fetchone()
+            return int(row[0]) if row else 0
+
+        return total
+
+    return start
+
+
 def page(
     cur: Cursor,
     labels: Sequence[str],
@@ -112,25 +129,29 @@ def page(
     offset: int,
     extra: str = "",
     extra_params: Sequence[Any] = (),
+    count: Count | None = None,
 ) -> tuple[list[str], int]:
     """Ids of one page of the examples with any (or all) of the labels, ordered by `column` (one of the side table's
     sort columns, or None: by id alone) and id, and their total; `extra` is more conditions on the side table's
-    columns (" AND ...", with extra_params)."""
+    columns (" AND ...", with extra_params). `count` runs the total's query (default: on cur, after the page's), which
+    starts before the page's query when it does not come with the page."""
+    count = count or counted_on(cur)
     wanted = list(dict.fromkeys(labels))
     params: list[Any] = []
     where = _rows_of(wanted, params) + extra
     params.extend(extra_params)
     key_order = "example_id" if column is None else f"{column} {order.upper()} NULLS LAST, example_id"
-    counted_params = params
     if len(wanted) == 1:
         # One row per example: the page is a top-N of the rows, the total their count.
+        total = count(f"SELECT count(*) FROM training_example_labels WHERE {where}", params)
         rows = cur.execute(
             f"SELECT CAST(example_id AS VARCHAR) FROM training_example_labels WHERE {where} ORDER BY {key_order} LIMIT ? OFFSET ?",
             [*params, limit, offset],
         ).fetchall()
         ids = [str(r[0]) for r in rows]
-        counted = f"SELECT count(*) FROM training_example_labels WHERE {where}"
     elif mode == "any":
+        counted_params: list[Any] = []
+        total = count(_count_any(wanted, extra, extra_params, counted_params), counted_params)
         # The sorted rows themselves: an example has at most one row per wanted label and its rows sort next to
         # each other, so (offset + limit) x labels rows hold the page once repeats are dropped.
         rows = cur.execute(
@@ -138,8 +159,6 @@ def page(
             [*params, (offset + limit) * len(wanted)],
         ).fetchall()
         ids = list(dict.fromkeys(str(r[0]) for r in rows))[offset : offset + limit]
-        counted_params = []
-        counted = _count_any(wanted, extra, extra_params, counted_params)
     else:
         # One row per example with all of them: the first label's rows joined on the example to each other's (rows
         # are distinct (example, label) pairs), with the filter on the first's. Examples with all of several labels
@@ -154,11 +173,10 @@ def page(
         if rows:
             return [str(r[0]) for r in rows], int(rows[0][1])
         ids = []
-        counted, counted_params = f"SELECT count(*) {joined}", join_params
+        total = counted_on(cur)(f"SELECT count(*) {joined}", join_params)
     if len(ids) < limit and (ids or offset == 0):
         return ids, offset + len(ids)
-    total = cur.execute(counted, counted_params).fetchone()
-    return ids, int(total[0]) if total else 0
+    return ids, total()
 
 
 def _count_any(wanted: Sequence[str], extra: str, extra_params: Sequence[Any], params: list[Any]) -> str:

@@ -360,3 +360,35 @@ def test_curated_retrieval_gives_what_the_whole_table_gives(store: Store) -> Non
         assert "q7" in [e.input for e in found if e.criterion == "a/b"]
     finally:
         cur.close()
+
+
+def test_pages_and_totals_in_every_order_are_those_of_the_plain_query(store: Store) -> None:
+    # The newest-first page is one top-N query, the others ids then rows, and the total is counted beside the page:
+    # every page and total is the plain query's, ties in the sort column broken by id.
+    base = dt.datetime(2026, 1, 1)
+    rows = [{"input_text": f"t{i:03d}", "output_text": "x", "domain": ("web", "db", None)[i % 3], "quality_score": float(i * 7 % 5 * 20),
+             "confidence": (i * 3 % 4) / 4, "difficulty": None if i % 6 == 0 else (i % 4) / 4, "cascade_id": f"c{i % 2}",
+             "created_at": (base + dt.timedelta(seconds=i // 3)).isoformat()} for i in range(90)]
+    assert {r["status"] for r in examples.bulk(store, rows)} == {"created"}
+    filters: list[tuple[dict[str, Any], str, list[Any]]] = [
+        ({}, "true", []),
+        ({"domain": "web", "min_quality": 40}, "domain = ? AND quality_score >= ?", ["web", 40]),
+        ({"cascade_id": "c1", "max_quality": 60}, "cascade_id = ? AND quality_score <= ?", ["c1", 60]),
+        ({"domain": "nowhere"}, "domain = ?", ["nowhere"]),
+    ]
+    cur = store.cursor()
+    try:
+        for kw, where, params in filters:
+            for order_by in ("created_at", "quality_score", "confidence", "difficulty", "updated_at"):
+                for order in ("desc", "asc"):
+                    for limit, offset in ((10, 0), (7, 14), (50, 0), (5, 200)):
+                        items, total = examples.list_examples(store, ExampleFilter(**kw), limit=limit, offset=offset,
+                                                              order_by=order_by, order=order)
+                        sql = f"FROM training_examples WHERE {where}"
+                        want = cur.execute(f"SELECT input_text {sql} ORDER BY {order_by} {order} NULLS LAST, id LIMIT ? OFFSET ?",
+                                           [*params, limit, offset]).fetchall()
+                        count = cur.execute(f"SELECT count(*) {sql}", params).fetchone()
+                        assert count is not None
+                        assert ([e.input_text for e in items], total) == ([r[0] for r in want], count[0]), (kw, order_by, order)
+    finally:
+        cur.close()
