@@ -109,9 +109,11 @@ def fetch_candidates(
     ]
 
 
-# Candidates of the "recent" and "high_confidence" strategies looked at first, in the strategy's order
-# (see schema.SELECT_CURATED_WINDOW).
-RECENT_WINDOW = 200
+# Candidates of the "recent" and "high_confidence" strategies looked at first, in the strategy's order (see
+# schema.SELECT_CURATED_WINDOW): at least 10 x limit. Every row of the window is read whole, and rows far apart (as in
+# confidence order) cost a read each, so the window is small; when it holds too few of the criterion, the criterion's
+# own query finds them.
+RECENT_WINDOW = 50
 # Characters no JSON writer escapes inside a string (some write '/' as '\/', or <, >, & and ' as \u escapes).
 _PLAIN_JSON = re.compile(r"[A-Za-z0-9 !#$%()*+,.:;=?@\[\]^_`{|}~-]*")
 
@@ -156,7 +158,7 @@ def fetch_curated(
         # The window is a prefix of the filtered rows in strategy order, so its candidates (rows with an answer) of
         # either class are a prefix of that class's candidates. When it holds `limit` of the criterion, or is every
         # row, it holds the choice; else the criterion's first come from their own query, the others from the window.
-        size = max(RECENT_WINDOW, 20 * limit)
+        size = max(RECENT_WINDOW, 10 * limit)
         window = cursor.execute(schema.SELECT_CURATED_WINDOW.format(order=order), [*params, size]).fetchall()
         rows = rows_of(window, len(window))
         first = [r for r in rows if r[2] == criterion]
