@@ -392,3 +392,20 @@ def test_pages_and_totals_in_every_order_are_those_of_the_plain_query(store: Sto
                         assert ([e.input_text for e in items], total) == ([r[0] for r in want], count[0]), (kw, order_by, order)
     finally:
         cur.close()
+
+
+def test_curated_retrieval_past_a_window_of_rows_without_an_answer(store: Store) -> None:
+    # The newest 60 rows have no answer, so the window holds no candidate: the whole table decides.
+    base = dt.datetime(2026, 1, 1)
+    rows = [{"input_text": f"w{i}", "output_text": None if i >= 6 else "true", "cascade_id": "c", "cell_name": "m",
+             "input_structured": {"criterion": "x" if i % 2 else "y"}, "created_at": (base + dt.timedelta(seconds=i)).isoformat()}
+            for i in range(66)]
+    assert {r["status"] for r in examples.bulk(store, rows)} == {"created"}
+    cur = store.cursor()
+    try:
+        for strategy in ("recent", "high_confidence"):
+            chosen = retrieval.fetch_curated(cur, cascade_id="c", cell_name="m", strategy=strategy, limit=4, min_quality=0,
+                                             min_confidence=0, criterion="x")
+            assert [e.input for e in chosen] == ["w5", "w3", "w1", "w4"]
+    finally:
+        cur.close()
