@@ -18,7 +18,7 @@ read from training_examples.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import pyarrow as pa
@@ -101,6 +101,23 @@ def condition(labels: Sequence[str], mode: str, params: list[Any], *, keyed: boo
     return f"id IN (SELECT example_id FROM training_example_labels WHERE {rows} GROUP BY example_id HAVING count(*) = ?)"
 
 
+# Starts a count(*) query (SQL text, parameters) and returns what waits for its number.
+Count = Callable[[str, Sequence[Any]], Callable[[], int]]
+
+
+def counted_on(cur: Cursor) -> Count:
+    """Counts run on `cur` when their number is asked for."""
+
+    def start(sql: str, params: Sequence[Any]) -> Callable[[], int]:
+        def total() -> int:
+            row = cur.execute(sql, list(params)).fetchone()
+            return int(row[0]) if row else 0
+
+        return total
+
+    return start
+
+
 def page(
     cur: Cursor,
     labels: Sequence[str],
@@ -112,10 +129,13 @@ def page(
     offset: int,
     extra: str = "",
     extra_params: Sequence[Any] = (),
+    count: Count | None = None,
 ) -> tuple[list[str], int]:
     """Ids of one page of the examples with any (or all) of the labels, ordered by `column` (one of the side table's
     sort columns, or None: by id alone) and id, and their total; `extra` is more conditions on the side table's
-    columns (" AND ...", with extra_params)."""
+    columns (" AND ...", with extra_params). `count` runs the total's query (default: on cur, after the page's), which
+    starts before the page's query when it does not come with the page."""
+    count = count or counted_on(cur)
     wanted = list(dict.fromkeys(labels))
     params: list[Any] = []
     where = _rows_of(wanted, params) + extra
@@ -123,13 +143,15 @@ def page(
     key_order = "example_id" if column is None else f"{column} {order.upper()} NULLS LAST, example_id"
     if len(wanted) == 1:
         # One row per example: the page is a top-N of the rows, the total their count.
+        total = count(f"SELECT count(*) FROM training_example_labels WHERE {where}", params)
         rows = cur.execute(
             f"SELECT CAST(example_id AS VARCHAR) FROM training_example_labels WHERE {where} ORDER BY {key_order} LIMIT ? OFFSET ?",
             [*params, limit, offset],
         ).fetchall()
         ids = [str(r[0]) for r in rows]
-        counted = f"SELECT count(*) FROM training_example_labels WHERE {where}"
     elif mode == "any":
+        counted_params: list[Any] = []
+        total = count(_count_any(wanted, extra, extra_params, counted_params), counted_params)
         # The sorted rows themselves: an example has at most one row per wanted label and its rows sort next to
         # each other, so (offset + limit) x labels rows hold the page once repeats are dropped.
         rows = cur.execute(
@@ -137,25 +159,49 @@ def page(
             [*params, (offset + limit) * len(wanted)],
         ).fetchall()
         ids = list(dict.fromkeys(str(r[0]) for r in rows))[offset : offset + limit]
-        counted = f"SELECT count(DISTINCT example_id) FROM training_example_labels WHERE {where}"
     else:
-        value = "" if column is None else f", any_value({column}) AS {column}"
-        grouped = f"SELECT example_id{value} FROM training_example_labels WHERE {where} GROUP BY example_id HAVING count(*) = ?"
-        params.append(len(wanted))
-        # Examples with all of several labels are few (at most those of the rarest): the total comes with the page,
-        # so the grouping runs once.
+        # One row per example with all of them: the first label's rows joined on the example to each other's (rows
+        # are distinct (example, label) pairs), with the filter on the first's. Examples with all of several labels
+        # are few (at most those of the rarest): the total comes with the page, so the join runs once.
+        joined, join_params = _all_of(wanted, extra, extra_params)
+        value = "" if column is None else f", a.{column} AS {column}"
         rows = cur.execute(
-            f"SELECT CAST(example_id AS VARCHAR), count(*) OVER () FROM ({grouped}) ORDER BY {key_order} LIMIT ? OFFSET ?",
-            [*params, limit, offset],
+            f"SELECT CAST(example_id AS VARCHAR), count(*) OVER () FROM (SELECT a.example_id{value} {joined}) "
+            f"ORDER BY {key_order} LIMIT ? OFFSET ?",
+            [*join_params, limit, offset],
         ).fetchall()
         if rows:
             return [str(r[0]) for r in rows], int(rows[0][1])
         ids = []
-        counted = f"SELECT count(*) FROM ({grouped})"
+        total = counted_on(cur)(f"SELECT count(*) {joined}", join_params)
     if len(ids) < limit and (ids or offset == 0):
         return ids, offset + len(ids)
-    total = cur.execute(counted, params).fetchone()
-    return ids, int(total[0]) if total else 0
+    return ids, total()
+
+
+def _count_any(wanted: Sequence[str], extra: str, extra_params: Sequence[Any], params: list[Any]) -> str:
+    """The count of examples with any of the labels, appending its parameters to params: the rows of each label whose
+    example has none of the labels before it, summed (no distinct count of every row's example)."""
+    terms = []
+    for i, label in enumerate(wanted):
+        rows = _rows_of([label], params) + extra
+        params.extend(extra_params)
+        if i:
+            rows += f" AND example_id NOT IN (SELECT example_id FROM training_example_labels WHERE {_rows_of(wanted[:i], params)})"
+        terms.append(f"(SELECT count(*) FROM training_example_labels WHERE {rows})")
+    return "SELECT " + " + ".join(terms)
+
+
+def _all_of(wanted: Sequence[str], extra: str, extra_params: Sequence[Any]) -> tuple[str, list[Any]]:
+    """FROM ... WHERE ... of one row per example with all of the labels (the first label's row, as `a`)."""
+    params: list[Any] = []
+    first = f"(SELECT * FROM training_example_labels WHERE {_rows_of(wanted[:1], params)}{extra}) AS a"
+    params.extend(extra_params)
+    joins = []
+    for i, label in enumerate(wanted[1:]):
+        rows = _rows_of([label], params)
+        joins.append(f" JOIN (SELECT example_id FROM training_example_labels WHERE {rows}) AS l{i} ON l{i}.example_id = a.example_id")
+    return f"FROM {first}{''.join(joins)}", params
 
 
 def counts(cur: Cursor) -> list[dict[str, Any]]:

@@ -109,9 +109,11 @@ def fetch_candidates(
     ]
 
 
-# Candidates of the "recent" and "high_confidence" strategies looked at first, in the strategy's order
-# (see schema.SELECT_CURATED_WINDOW).
-RECENT_WINDOW = 200
+# Candidates of the "recent" and "high_confidence" strategies looked at first, in the strategy's order (see
+# schema.SELECT_CURATED_WINDOW): at least 10 x limit. Every row of the window is read whole, and rows far apart (as in
+# confidence order) cost a read each, so the window is small; when it holds too few of the criterion, the criterion's
+# own query finds them.
+RECENT_WINDOW = 50
 # Characters no JSON writer escapes inside a string (some write '/' as '\/', or <, >, & and ' as \u escapes).
 _PLAIN_JSON = re.compile(r"[A-Za-z0-9 !#$%()*+,.:;=?@\[\]^_`{|}~-]*")
 
@@ -146,21 +148,35 @@ def fetch_curated(
         same_params = [criterion_token(criterion), criterion]
     order = schema.CURATED_ORDER[strategy]
 
-    def rows_of(ids: list[Any]) -> list[Any]:
+    def rows_of(ids: list[Any], most: int = limit) -> list[Any]:
         if not ids:
             return []
         sql = schema.SELECT_CURATED_ROWS.format(ids=", ".join("CAST(? AS UUID)" for _ in ids), same_criterion=same, order=order)
-        return list(cursor.execute(sql, [*(str(i[0]) for i in ids), *same_params, limit]).fetchall())
+        return list(cursor.execute(sql, [*(str(i[0]) for i in ids), *same_params, most]).fetchall())
 
-    rows: list[Any] = []
     if strategy in ("recent", "high_confidence"):
-        window = schema.SELECT_CURATED_WINDOW.format(order=order)
-        rows = rows_of(cursor.execute(window, [*params, max(RECENT_WINDOW, 20 * limit)]).fetchall())
-        if len(rows) < limit or any(r[2] != criterion for r in rows):
-            rows = []  # too few of the criterion among the first: ask the whole table
-    if not rows:
-        sql = schema.SELECT_CURATED_CANDIDATES.format(order=order, same_criterion=same)
-        rows = rows_of(cursor.execute(sql, [*params, *same_params, limit]).fetchall())
+        # The window is a prefix of the filtered rows in strategy order, so its candidates (rows with an answer) of
+        # either class are a prefix of that class's candidates. When it holds `limit` of the criterion, or is every
+        # row, it holds the choice; else the criterion's first come from their own query, the others from the window.
+        size = max(RECENT_WINDOW, 10 * limit)
+        window = cursor.execute(schema.SELECT_CURATED_WINDOW.format(order=order), [*params, size]).fetchall()
+        rows = rows_of(window, len(window))
+        first = [r for r in rows if r[2] == criterion]
+        others = [r for r in rows if r[2] != criterion]
+        if len(window) < size or len(first) >= limit:
+            return _curated((first + others)[:limit])
+        if len(others) >= limit:
+            test = schema.SAME_CRITERION_FILTER if criterion is not None else schema.NO_CRITERION_FILTER
+            sql = schema.SELECT_CURATED_SAME.format(order=order, criterion_filter=test)
+            first = rows_of(cursor.execute(sql, [*params, *same_params, limit]).fetchall())
+            return _curated((first + others)[:limit])
+        # A window of rows without an answer: the whole table decides.
+    sql = schema.SELECT_CURATED_CANDIDATES.format(order=order, same_criterion=same)
+    return _curated(rows_of(cursor.execute(sql, [*params, *same_params, limit]).fetchall()))
+
+
+def _curated(rows: Sequence[Any]) -> list[Example]:
+    """Examples of SELECT_CURATED_ROWS rows."""
     return [
         Example(trace_id=r[0], input=r[1] or "", criterion=r[2], output=r[3] or "", confidence=r[4], verified=True,
                 timestamp=r[5], source="curated")

@@ -375,6 +375,14 @@ SELECT CAST(id AS VARCHAR) FROM training_examples {_CURATED_WHERE}
 ORDER BY {{order}}
 LIMIT ?
 """
+# The first ? candidates of the criterion alone ({criterion_filter}: a test of the one JSON column, which DuckDB makes
+# while it scans, on the rows that pass the others).
+SELECT_CURATED_SAME = f"""
+SELECT CAST(id AS VARCHAR) FROM training_examples {_CURATED_WHERE}
+  AND {{criterion_filter}} AND coalesce(output_text, final_answer) IS NOT NULL
+ORDER BY {{order}}
+LIMIT ?
+"""
 # {ids}: one parameter mark per id.
 SELECT_CURATED_ROWS = """
 SELECT CAST(id AS VARCHAR), input_text, json_extract_string(input_structured, '$.criterion'),
@@ -389,6 +397,10 @@ SAME_CRITERION = """(CASE WHEN contains(CAST(input_structured AS VARCHAR), ?)
      THEN json_extract_string(input_structured, '$.criterion') IS NOT DISTINCT FROM ? ELSE false END)"""
 NO_CRITERION = """(CASE WHEN contains(CAST(input_structured AS VARCHAR), 'criterion')
      THEN json_extract_string(input_structured, '$.criterion') IS NULL ELSE true END)"""
+SAME_CRITERION_FILTER = """contains(CAST(input_structured AS VARCHAR), ?)
+  AND json_extract_string(input_structured, '$.criterion') IS NOT DISTINCT FROM ?"""
+NO_CRITERION_FILTER = """(NOT contains(CAST(input_structured AS VARCHAR), 'criterion')
+  OR json_extract_string(input_structured, '$.criterion') IS NULL)"""
 CURATED_ORDER = {
     "recent": "created_at DESC",
     "high_confidence": "coalesce(confidence, 1.0) DESC, created_at DESC",

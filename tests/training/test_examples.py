@@ -338,12 +338,13 @@ def test_recent_curated_examples_beyond_the_newest_window(store: Store) -> None:
 
 
 def test_curated_retrieval_gives_what_the_whole_table_gives(store: Store) -> None:
-    # Windows of the first candidates and the quoted-criterion shortcut choose what the plain query over every
-    # candidate chooses, whatever escapes a JSON writer used.
+    # Windows of the first candidates, the criterion's own query and the quoted-criterion shortcut choose what the plain
+    # query over every candidate chooses, whatever escapes a JSON writer used, with or without a criterion.
     base = dt.datetime(2026, 1, 1)
     criteria = ["old", "new", "a/b", "café", "x 1"]
-    rows = [{"input_text": f"q{i}", "output_text": "true", "cascade_id": "c", "cell_name": "means",
-             "confidence": (i * 37 % 101) / 100, "input_structured": {"criterion": criteria[i % 5] if i > 250 or i % 5 == 0 else "new"},
+    rows = [{"input_text": f"q{i}", "cascade_id": "c", "cell_name": "means", "confidence": (i * 37 % 101) / 100,
+             "input_structured": {"criterion": criteria[i % 5] if i > 250 or i % 5 == 0 else "new"} if i % 7 else {},
+             "output_text": None if i % 11 == 3 else "true", "final_answer": None,
              "created_at": (base + dt.timedelta(seconds=i)).isoformat()} for i in range(320)]
     assert {r["status"] for r in examples.bulk(store, rows)} == {"created"}
 
@@ -356,11 +357,12 @@ def test_curated_retrieval_gives_what_the_whole_table_gives(store: Store) -> Non
     assert retrieval.criterion_token("x 1") == '"x 1"' and retrieval.criterion_token("a/b") == "a"
     plain = """SELECT input_text FROM training_examples
         WHERE cascade_id = 'c' AND cell_name = 'means' AND coalesce(quality_score, 100) >= ? AND coalesce(confidence, 1.0) >= ?
+          AND output_text IS NOT NULL
         ORDER BY json_extract_string(input_structured, '$.criterion') IS NOT DISTINCT FROM ? DESC, {order} LIMIT ?"""
     cur = store.cursor()
     try:
         for strategy in ("recent", "high_confidence"):
-            for criterion in [*criteria, "none of them"]:
+            for criterion in [*criteria, "none of them", None]:
                 for limit, min_confidence in ((3, 0.0), (8, 0.5)):
                     chosen = retrieval.fetch_curated(cur, cascade_id="c", cell_name="means", strategy=strategy, limit=limit,
                                                      min_quality=0, min_confidence=min_confidence, criterion=criterion)
@@ -370,5 +372,54 @@ def test_curated_retrieval_gives_what_the_whole_table_gives(store: Store) -> Non
         found = retrieval.fetch_curated(cur, cascade_id="c", cell_name="means", strategy="recent", limit=100,
                                         min_quality=0, min_confidence=0, criterion="a/b")
         assert "q7" in [e.input for e in found if e.criterion == "a/b"]
+    finally:
+        cur.close()
+
+
+def test_pages_and_totals_in_every_order_are_those_of_the_plain_query(store: Store) -> None:
+    # The newest-first page is one top-N query, the others ids then rows, and the total is counted beside the page:
+    # every page and total is the plain query's, ties in the sort column broken by id.
+    base = dt.datetime(2026, 1, 1)
+    rows = [{"input_text": f"t{i:03d}", "output_text": "x", "domain": ("web", "db", None)[i % 3], "quality_score": float(i * 7 % 5 * 20),
+             "confidence": (i * 3 % 4) / 4, "difficulty": None if i % 6 == 0 else (i % 4) / 4, "cascade_id": f"c{i % 2}",
+             "created_at": (base + dt.timedelta(seconds=i // 3)).isoformat()} for i in range(90)]
+    assert {r["status"] for r in examples.bulk(store, rows)} == {"created"}
+    filters: list[tuple[dict[str, Any], str, list[Any]]] = [
+        ({}, "true", []),
+        ({"domain": "web", "min_quality": 40}, "domain = ? AND quality_score >= ?", ["web", 40]),
+        ({"cascade_id": "c1", "max_quality": 60}, "cascade_id = ? AND quality_score <= ?", ["c1", 60]),
+        ({"domain": "nowhere"}, "domain = ?", ["nowhere"]),
+    ]
+    cur = store.cursor()
+    try:
+        for kw, where, params in filters:
+            for order_by in ("created_at", "quality_score", "confidence", "difficulty", "updated_at"):
+                for order in ("desc", "asc"):
+                    for limit, offset in ((10, 0), (7, 14), (50, 0), (5, 200)):
+                        items, total = examples.list_examples(store, ExampleFilter(**kw), limit=limit, offset=offset,
+                                                              order_by=order_by, order=order)
+                        sql = f"FROM training_examples WHERE {where}"
+                        want = cur.execute(f"SELECT input_text {sql} ORDER BY {order_by} {order} NULLS LAST, id LIMIT ? OFFSET ?",
+                                           [*params, limit, offset]).fetchall()
+                        count = cur.execute(f"SELECT count(*) {sql}", params).fetchone()
+                        assert count is not None
+                        assert ([e.input_text for e in items], total) == ([r[0] for r in want], count[0]), (kw, order_by, order)
+    finally:
+        cur.close()
+
+
+def test_curated_retrieval_past_a_window_of_rows_without_an_answer(store: Store) -> None:
+    # The newest 60 rows have no answer, so the window holds no candidate: the whole table decides.
+    base = dt.datetime(2026, 1, 1)
+    rows = [{"input_text": f"w{i}", "output_text": None if i >= 6 else "true", "cascade_id": "c", "cell_name": "m",
+             "input_structured": {"criterion": "x" if i % 2 else "y"}, "created_at": (base + dt.timedelta(seconds=i)).isoformat()}
+            for i in range(66)]
+    assert {r["status"] for r in examples.bulk(store, rows)} == {"created"}
+    cur = store.cursor()
+    try:
+        for strategy in ("recent", "high_confidence"):
+            chosen = retrieval.fetch_curated(cur, cascade_id="c", cell_name="m", strategy=strategy, limit=4, min_quality=0,
+                                             min_confidence=0, criterion="x")
+            assert [e.input for e in chosen] == ["w5", "w3", "w1", "w4"]
     finally:
         cur.close()
