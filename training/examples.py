@@ -366,18 +366,10 @@ def _by_labels(store: Store, cur: Cursor, f: ExampleFilter, column: str, order: 
         return None
     params: list[Any] = []
     extra = " AND " + _where(f, params, labels=False)
-    _ids_only(store, cur)
     ids, total = label_rows.page(cur, f.labels, f.labels_mode, column=None if column == "_score" else column, order=order,
                                  limit=limit, offset=offset, extra=extra, extra_params=params,
                                  count=totals.start if totals is not None else None)
     return _fetch(cur, ids), total
-
-
-def _ids_only(store: Store, cur: Cursor) -> None:
-    """No late fetch on this cursor: a top-N of ids alone has no other columns to read, and the rowid join DuckDB adds
-    for a LIMIT of 50 or fewer scans the table a second time (28 against 24 ms for a page ordered by quality)."""
-    if not store.triggers:
-        cur.execute("SET late_materialization_max_rows = 0")
 
 
 def _fetch(cur: Cursor, ids: list[str]) -> list[Sequence[Any]]:
@@ -424,7 +416,6 @@ def list_examples(store: Store, f: ExampleFilter | None = None, *, limit: int = 
             # In any other order the page's rows lie far apart, and DuckDB's own fetch of a top-N's other columns
             # (a join on rowid) reads whole vectors of every wide column around each: the ids first, from the filter
             # and sort columns, then their rows, by id.
-            _ids_only(store, cur)
             ids = [str(r[0]) for r in cur.execute(f"SELECT CAST(id AS VARCHAR) FROM {rel} ORDER BY {sort} LIMIT ? OFFSET ?",
                                                   [*params, limit, offset]).fetchall()]
             rows = _fetch(cur, ids)
