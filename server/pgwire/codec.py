@@ -183,6 +183,12 @@ class Reader:
         self.pos += 4
         return int(v)
 
+    def int16s(self, n: int) -> list[int]:
+        """n signed 16-bit words at once (a Bind's format codes)."""
+        values = struct.unpack_from(f"!{n}h", self.body, self.pos)
+        self.pos += 2 * n
+        return list(values)
+
     def uint32s(self, n: int) -> list[int]:
         """n unsigned 32-bit words at once (a Parse may carry 65,535 parameter OIDs)."""
         values = struct.unpack_from(f"!{n}I", self.body, self.pos)
@@ -227,9 +233,7 @@ def parse_parse(body: bytes) -> tuple[str, str, list[int]]:
 def parse_bind(body: bytes) -> Bind:
     r = Reader(body)
     portal, statement = r.cstr(), r.cstr()
-    count = r.uint16()
-    fmts = list(struct.unpack_from(f"!{count}h", body, r.pos))
-    r.pos += 2 * count
+    fmts = r.int16s(r.uint16())
     n = r.uint16()
     values: list[bytes | None] = []
     pos, end, unpack = r.pos, len(body), struct.unpack_from  # up to 65,535 values: no method call per value
@@ -244,7 +248,7 @@ def parse_bind(body: bytes) -> Bind:
         values.append(body[pos : pos + size])
         pos += size
     r.pos = pos
-    result_formats = [r.int16() for _ in range(r.uint16())]
+    result_formats = r.int16s(r.uint16())
     return Bind(portal, statement, fmts, values, result_formats)
 
 
