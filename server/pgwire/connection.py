@@ -9,7 +9,6 @@ the extended protocol (skip to Sync after an error).
 
 from __future__ import annotations
 
-import itertools
 import logging
 import queue
 import secrets
@@ -38,9 +37,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 FLUSH_AT = 64 * 1024
-STARTUP_AT_ONCE = 2  # new connections doing work at the same time (see MeansqlServer.startup_gate)
-YOUNG_SECONDS = 1.0  # a connection's work goes through the gate for this long after it logged in
-GATE_PATIENCE = 0.05  # seconds a new connection waits for its turn before it goes ahead anyway
+YOUNG_SECONDS = 1.0  # a connection's work goes through the start-up lane for this long after it logged in
+YOUNG_SHARE = 0.3  # of the wall clock, the most that new connections' work takes while they keep coming
+YOUNG_PAUSE = 0.01  # seconds: the longest rest the lane takes after one turn
+GATE_PATIENCE = 0.5  # seconds a new connection waits for its turn before it goes ahead anyway
 BULK_ROWS = 32_768  # rows per Arrow batch when a result is framed in bulk
 
 
@@ -89,7 +89,7 @@ class MeansqlHandler(BuenaVistaHandler):
         self._out = bytearray()
         self._wlock = threading.Lock()
         self._slot = False  # holds one of max_connections
-        self._turn: threading.Lock | None = None  # a turn at the server's start-up gate, while held
+        self._turn = False  # holds a turn in the server's start-up lane
         self.server.login_clock.start(self, self.request)
 
     def finish(self) -> None:
@@ -102,6 +102,7 @@ class MeansqlHandler(BuenaVistaHandler):
 
     # -- I/O --------------------------------------------------------------
     def _read(self, n: int) -> bytes:
+        self._give_turn()  # never held while waiting for the client
         try:
             data = self.rfile.read(n)
         except OSError as exc:  # TLS errors and resets; the login clock shuts sockets down too
@@ -147,6 +148,7 @@ class MeansqlHandler(BuenaVistaHandler):
         except Exception:
             log.exception("connection failed")
         finally:
+            self._give_turn()
             if state is not None:
                 self.server.forget(state)
                 state.session.close()
@@ -160,6 +162,7 @@ class MeansqlHandler(BuenaVistaHandler):
             if not codec.STARTUP_MIN <= length <= codec.STARTUP_MAX:
                 raise _Closed(f"invalid startup packet length {length}")
             body = self._read(length - 4)
+            self._take_turn()  # a new connection's work takes turns with other new ones (the next read gives it)
             (code,) = struct.unpack("!i", body[:4])
             if code == codec.SSL_REQUEST and not ssl_done:
                 ssl_done = True
@@ -187,6 +190,7 @@ class MeansqlHandler(BuenaVistaHandler):
 
     def _ssl_request(self) -> bool:
         """Answer SSLRequest: 'S' and a TLS handshake when a certificate is configured, else 'N'."""
+        self._give_turn()  # the handshake waits for the client
         context = self.server.ssl_context
         # Checked before answering: whatever is here was sent before the client could have read our answer.
         unencrypted = tls.has_unread_data(self.rfile, self.request)
@@ -252,6 +256,7 @@ class MeansqlHandler(BuenaVistaHandler):
             self._fatal("53300", "sorry, too many clients already")
         self._slot = True
         if self.server.proxy is not None:  # proxy mode: the whole session is relayed to the upstream
+            self._give_turn()
             self.server.proxy.serve(self, params)
             return None
         self._authenticate(params.get("user", ""))
@@ -265,12 +270,13 @@ class MeansqlHandler(BuenaVistaHandler):
         return state
 
     def _take_turn(self) -> None:
-        self._turn = self.server.startup_gate.take(GATE_PATIENCE)
+        if not self._turn:
+            self._turn = self.server.startup_lane.take(GATE_PATIENCE)
 
     def _give_turn(self) -> None:
-        if self._turn is not None:
-            self._turn.release()
-            self._turn = None
+        if self._turn:
+            self._turn = False
+            self.server.startup_lane.give()
 
     def _new_session(self, params: dict[str, str]) -> tuple[ConnState, bytes]:
         """The session of a logged-in client and the start-up messages it is owed."""
@@ -824,12 +830,14 @@ class MeansqlServer(BuenaVistaServer):
         self.max_sockets = 2 * max_connections + 256
         self.login_clock = LoginClock(login_timeout)
         self.workers = Workers("meansql-connection")
-        # The work of new connections (their session, and their messages in their first second) runs at most
-        # STARTUP_AT_ONCE at a time: each thread that wants the interpreter lock makes every other wait longer,
-        # and a storm of new or malformed connections would otherwise crowd established sessions out. A turn is
-        # held only while working, never while waiting for the client's bytes, and a connection that waited
-        # GATE_PATIENCE for one goes ahead anyway (a long first statement delays the others by that at most).
-        self.startup_gate = Turns(STARTUP_AT_ONCE)
+        # The work of new connections (their start-up packet, their session, and their messages in their first
+        # second) runs one at a time, and while it keeps coming it takes at most YOUNG_SHARE of the wall clock:
+        # each thread that wants the interpreter lock makes every other wait longer, and a storm of new or
+        # malformed connections would otherwise crowd established sessions out (and keep a core busy, so the
+        # kernel too makes their wake-ups wait). A turn is held only while working, never while waiting for the
+        # client's bytes, and a connection that waited GATE_PATIENCE for one goes ahead anyway (a long first
+        # statement delays the others by that at most).
+        self.startup_lane = Lane(YOUNG_SHARE, YOUNG_PAUSE)
         self._states: dict[int, ConnState] = {}
         self._lock = threading.Lock()
         self._sessions = 0
@@ -910,21 +918,46 @@ class MeansqlServer(BuenaVistaServer):
 
 
 
-class Turns:
-    """At most n holders at once, in plain locks: a waiter sleeps in the lock, not in Python code (as in a
-    threading.Semaphore, whose every release and time-out runs Python under the interpreter lock)."""
+class Lane:
+    """Work that takes turns, one at a time; while others wait for a turn, the lane rests after each turn so that
+    it takes at most `share` of the wall clock. The rest is in proportion to the turn's length, at most `max_pause`
+    seconds, and only when another turn was wanted meanwhile: a lone client never waits for it.
 
-    def __init__(self, n: int) -> None:
-        self._locks = [threading.Lock() for _ in range(n)]
-        self._next = itertools.count()
+    Waiters sleep in a plain lock, not in Python code (as in a threading.Semaphore, whose every release and time-out
+    runs Python under the interpreter lock), and the lane rests with its lock held, so nothing runs in the pause.
+    """
 
-    def take(self, patience: float) -> threading.Lock | None:
-        """A held lock to release when done, or None when none came free within `patience` seconds."""
-        for lock in self._locks:
-            if lock.acquire(blocking=False):
-                return lock
-        lock = self._locks[next(self._next) % len(self._locks)]
-        return lock if lock.acquire(timeout=patience) else None
+    def __init__(self, share: float, max_pause: float) -> None:
+        self._lock = threading.Lock()
+        self._count = threading.Lock()  # guards _waiting
+        self._waiting = 0  # threads in take() that found the lane held
+        self._rest = 1.0 / share - 1.0
+        self._max_pause = max_pause
+        self._free_at = 0.0  # monotonic time the lane's rest ends
+        self._since = 0.0  # when the turn being held started
+
+    def take(self, patience: float) -> bool:
+        """True with a turn held (give it back with give()), False when none came within `patience` seconds."""
+        if not self._lock.acquire(blocking=False):
+            with self._count:
+                self._waiting += 1
+            try:
+                if not self._lock.acquire(timeout=patience):
+                    return False
+            finally:
+                with self._count:
+                    self._waiting -= 1
+        pause = self._free_at - time.monotonic()
+        if pause > 0:
+            time.sleep(pause)
+        self._since = time.monotonic()
+        return True
+
+    def give(self) -> None:
+        now = time.monotonic()
+        if self._waiting:
+            self._free_at = now + min((now - self._since) * self._rest, self._max_pause)
+        self._lock.release()
 
 
 class Workers:

@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from server.pgwire.connection import Turns, Workers
+from server.pgwire.connection import Lane, Workers
 from server.session import Session
 from server.statements import split_tokens
 from tests import fix_wire as w
@@ -74,18 +74,41 @@ def test_workers_reuse_a_thread_and_end_it_when_idle() -> None:
     assert not any(t.name == "test-worker" for t in threading.enumerate())
 
 
-def test_turns_hold_at_most_n_and_a_waiter_goes_ahead_after_its_patience() -> None:
-    turns = Turns(2)
-    a, b = turns.take(0.01), turns.take(0.01)
-    assert a is not None and b is not None and a is not b
+def test_the_lane_holds_one_turn_and_a_waiter_goes_ahead_after_its_patience() -> None:
+    lane = Lane(share=0.5, max_pause=0.05)
+    assert lane.take(0.01)
     started = time.monotonic()
-    assert turns.take(0.1) is None  # both held: no turn within the patience
+    assert not lane.take(0.1)  # held: no turn within the patience
     assert time.monotonic() - started >= 0.09
-    a.release()
-    c = turns.take(0.1)
-    assert c is a
-    b.release()
-    c.release()
+    lane.give()
+
+
+def test_the_lane_rests_in_proportion_to_each_turn_while_others_wait() -> None:
+    lane = Lane(share=0.25, max_pause=0.05)
+    assert lane.take(1)  # an idle lane: no wait
+    time.sleep(0.01)
+    lane.give()
+    started = time.monotonic()
+    assert lane.take(1)  # nobody else wanted a turn: no rest
+    assert time.monotonic() - started < 0.005
+
+    got: list[float] = []
+    waiter = threading.Thread(target=lambda: (lane.take(5), got.append(time.monotonic()), lane.give()))
+    waiter.start()
+    time.sleep(0.01)  # the waiter is queued behind this 10+ ms turn
+    released = time.monotonic()
+    lane.give()  # a quarter share: the waiter starts after a rest of three times the turn
+    waiter.join(5)
+    assert 0.025 <= got[0] - released < 0.06
+
+    assert lane.take(1)
+    waiter = threading.Thread(target=lambda: (lane.take(5), got.append(time.monotonic()), lane.give()))
+    waiter.start()
+    time.sleep(0.2)
+    released = time.monotonic()
+    lane.give()  # a long turn: the rest stops at max_pause
+    waiter.join(5)
+    assert 0.045 <= got[1] - released < 0.1
 
 
 def test_a_storm_of_short_connections_leaves_no_threads_behind(start_server: Callable[..., ServerProcess]) -> None:
