@@ -121,6 +121,9 @@ class Proxy:
         # Any operator's word in any case: ASCII text without one needs no closer look (str.lower of ASCII text
         # changes only A-Z, which the case-insensitive search matches too).
         self._any_word = re.compile("|".join(map(re.escape, self._words)) or "(?!)", re.I).search
+        # The same look on the bytes of a simple Query, where any non-ASCII byte counts as a word: None means plain
+        # SQL without decoding the message (the relay's fast path).
+        self._any_word_bytes = re.compile(b"|".join([rb"[\x80-\xff]", *(re.escape(w.encode()) for w in self._words)]), re.I).search
         self.marker = f"meansql_semantic_refused_{secrets.token_hex(8)}"
         self._refusals: dict[bytes, bytes] = {}
         for reason, (code, message, detail, hint) in REASONS.items():
@@ -285,6 +288,8 @@ class Proxy:
         out = bytearray()
         space = memoryview(bytearray(RELAY_CHUNK))  # read into, not a fresh RELAY_CHUNK bytes object per read
         tls = isinstance(sock, ssl.SSLSocket)
+        known, small_types, small_limit = codec.KNOWN_TYPES, codec.SMALL_TYPES, codec.SMALL_MESSAGE_LIMIT
+        any_word = self._any_word_bytes
         while True:
             if not buf or link.leftover is None:
                 try:
@@ -295,16 +300,31 @@ class Proxy:
                     continue  # part of a TLS record: wait for the rest
                 if not got:
                     return False  # closed between messages, or mid-message (PostgreSQL ends the session alike)
+                # The fast path of a client that waits for each answer: the read is one whole plain simple Query
+                # and meansql holds nothing for the session, so it goes upstream as it is, without a copy.
+                if (
+                    not buf
+                    and space[0] == 0x51  # 'Q'
+                    and got > 5
+                    and link.state is None
+                    and _LENGTH(space, 1)[0] == got - 1 <= cap
+                    and any_word(space, 5, got - 1) is None
+                ):
+                    link.leftover = None
+                    link.requested += 1  # what link.sent does for a Query
+                    if not self._send_up(link, space[:got]):
+                        return True
+                    continue
                 buf += space[:got]
             link.leftover = None
             pos, n = 0, len(buf)
             while n - pos >= 5:
                 kind = buf[pos]
                 (length,) = _LENGTH(buf, pos + 1)
-                if kind not in codec.KNOWN_TYPES:
+                if kind not in known:
                     self._send_up(link, out)
                     handler._fatal("08P01", f"invalid frontend message type {kind}")
-                if length < 4 or length > (codec.SMALL_MESSAGE_LIMIT if kind in codec.SMALL_TYPES else cap):
+                if length < 4 or length > (small_limit if kind in small_types else cap):
                     self._send_up(link, out)
                     raise _Closed(f"invalid message length {length} for message type {chr(kind)!r}")
                 end = pos + 1 + length
@@ -331,20 +351,21 @@ class Proxy:
             if not self._send_up(link, out):
                 return True  # the upstream is gone: nothing left to cancel; the pump tells the client
 
-    def _send_up(self, link: _Link, out: bytearray) -> bool:
-        """Write the relayed messages gathered so far to the upstream; False if it is gone."""
+    def _send_up(self, link: _Link, out: bytearray | memoryview) -> bool:
+        """Write the relayed messages gathered so far to the upstream (and empty `out` if it is a bytearray);
+        False if it is gone."""
         if not out:
             return True
-        sock = link.up.sock
         try:
-            if isinstance(sock, ssl.SSLSocket):
-                _sendall(sock, link.up_lock, out)
+            if link.up_tls:
+                _sendall(link.up.sock, link.up_lock, out)
             else:
-                sock.sendall(out)
+                link.up.sock.sendall(out)
         except OSError:
             return False
         finally:
-            out.clear()
+            if isinstance(out, bytearray):
+                out.clear()
         return True
 
     def _route_message(self, link: _Link, kind: int, body: bytes, out: bytearray) -> tuple[int, bytes] | None:
@@ -552,7 +573,10 @@ class Proxy:
                 if n == len(buf):  # one message is larger than the buffer: make room for the rest of it
                     buf.extend(bytes(len(buf)))
                 try:
-                    got = _recv_into(sock, link.up_lock, memoryview(buf)[n:]) if tls else sock.recv_into(memoryview(buf)[n:])
+                    if tls:
+                        got = _recv_into(sock, link.up_lock, memoryview(buf)[n:])
+                    else:
+                        got = sock.recv_into(memoryview(buf)[n:] if n else buf)
                 except OSError:
                     got = 0
                 if got is None:
@@ -570,6 +594,10 @@ class Proxy:
                     kind = buf[pos]
                     length = length_at(buf, pos + 1)[0]
                     if kind == 0x44 and 4 <= length < SHORT_ROW:  # 'D' DataRow: hop over the run it starts
+                        end = pos + 1 + length
+                        if end < n and buf[end] != 0x44:  # a row alone (a one-row answer): no run to match
+                            pos = end
+                            continue
                         end = short_rows(buf, pos, n).end()
                         if end == pos:
                             break  # the row is not whole yet
@@ -578,7 +606,7 @@ class Proxy:
                     end = pos + 1 + length
                     if end > n:
                         break
-                    if kind != 0x44:  # 'D' DataRow: nothing to see
+                    if kind in _WATCHED or (probe is not None and kind != 0x44):  # the rest need no look
                         if probe is not None and kind not in _ASYNC:  # the answer to meansql's own Describe
                             swapped = swapped if swapped is not None else bytearray()
                             swapped += buf[start:pos]
@@ -600,7 +628,7 @@ class Proxy:
                                 start = end
                         elif kind == 0x53:  # 'S' ParameterStatus: the upstream session's settings, for ours
                             link.parameter(bytes(buf[pos + 5 : end]))
-                        elif kind == 0x43 and buf[pos + 5 : end] in (b"DISCARD ALL\x00", b"DEALLOCATE ALL\x00"):
+                        elif kind == 0x43 and length > 4 and buf[pos + 5] == 0x44 and buf[pos + 5 : end] in _DROPPED_ALL:
                             link.dropped_all = True  # 'C': PostgreSQL dropped the session's prepared statements
                         elif kind == 0x45 and (at := buf.find(marker, pos, end)) >= 0:  # 'E': a stand-in failed
                             reason = bytes(buf[at + len(marker) + 1 : buf.find(b"(", at, end)])
@@ -656,6 +684,7 @@ class _Link:
         self.swallow: set[int] = set()  # numbers of the ReadyForQuery answering meansql's own Syncs: not relayed
         self.leftover: bytes | None = _leftover(handler)
         self.up_lock = threading.Lock()  # a TLS upstream socket: one SSL call at a time (see _recv_into)
+        self.up_tls = isinstance(up.sock, ssl.SSLSocket)
         self.began = False  # a BEGIN was relayed in this batch
         self.probe: _Probe | None = None  # meansql's own Describe whose answer the pump keeps from the client
         self.dropped_all = False  # PostgreSQL ran DISCARD ALL or DEALLOCATE ALL: drop meansql's statements too
@@ -846,7 +875,7 @@ def _recv_into(sock: ssl.SSLSocket, lock: threading.Lock, into: memoryview) -> i
             sock.settimeout(timeout)
 
 
-def _sendall(sock: ssl.SSLSocket, lock: threading.Lock, data: bytes | bytearray) -> None:
+def _sendall(sock: ssl.SSLSocket, lock: threading.Lock, data: bytes | bytearray | memoryview) -> None:
     """Write all of data to a TLS socket whose reads run on another thread."""
     view = memoryview(data)
     while view:
@@ -866,6 +895,8 @@ def _sendall(sock: ssl.SSLSocket, lock: threading.Lock, data: bytes | bytearray)
 
 _READY_AFTER = frozenset(b"QSF")
 _ASYNC = frozenset(b"ANS")  # NotificationResponse, NoticeResponse, ParameterStatus: may come at any time
+_WATCHED = frozenset(b"ZSCE")  # what the pump looks at in a message outside a Describe of meansql's own
+_DROPPED_ALL = (b"DISCARD ALL\x00", b"DEALLOCATE ALL\x00")  # command tags of what drops every prepared statement
 _SYNC = b"S\x00\x00\x00\x04"
 _UPSTREAM_BATCH = frozenset(b"PBDEC")  # messages that open an extended-protocol batch PostgreSQL answers
 # Relayed as they are while meansql holds nothing for the session: they name no statement meansql could hold.

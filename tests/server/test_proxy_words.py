@@ -34,6 +34,30 @@ def test_semantic_or_plain(proxy: Proxy, sql: str, semantic: bool) -> None:
     assert proxy.is_semantic(sql) is semantic
 
 
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "SELECT id FROM t WHERE d MEANS 'eco-friendly'",
+        "select id from t where d means 'x'",
+        "SELECT Semantic_Matches(d, 'x') FROM t",
+        "SELECT id FROM t WHERE d MEANS 'éco'",
+        "SELECT 1; SELECT id FROM t WHERE NOT d mEaNs 'x'",
+    ],
+)
+def test_the_relays_look_at_query_bytes_never_passes_a_semantic_statement(proxy: Proxy, sql: str) -> None:
+    # The relay sends a simple Query upstream unread when this look finds nothing: it must find every statement
+    # is_semantic takes for semantic.
+    assert proxy.is_semantic(sql)
+    body = b"Q" + (len(sql.encode()) + 5).to_bytes(4, "big") + sql.encode() + b"\x00"
+    assert proxy._any_word_bytes(body, 5, len(body) - 1) is not None
+
+
+def test_the_relays_look_at_query_bytes_passes_plain_ascii_and_stops_at_any_other_byte(proxy: Proxy) -> None:
+    assert proxy._any_word_bytes(b"SELECT 1") is None
+    assert proxy._any_word_bytes(b"SELECT id, total FROM orders WHERE id = 7") is None
+    assert proxy._any_word_bytes("SELECT 'café'".encode()) is not None  # decoded and looked at closely
+
+
 def test_a_bulk_insert_mentioning_the_word_is_looked_at_quickly(proxy: Proxy) -> None:
     sql = "INSERT INTO t VALUES " + ",".join(f"({i}, 'this means nothing')" for i in range(20_000))
     started = time.perf_counter()
