@@ -109,7 +109,40 @@ def _quiet_logging_class() -> Any:
     if missing:
         # A litellm upgrade renamed something: the call still works, it just costs more CPU.
         log.warning("litellm's Logging lacks %s; its logging overhead is only partly switched off", ", ".join(missing))
+    overrides["meansql_quiet"] = True  # read by _time_only_logged_calls
     return type("MeansqlQuietLogging", (base,), overrides)
+
+
+def _time_only_logged_calls(lib: Any) -> None:
+    """Skip litellm's HTTP timing wrapper for calls whose logging meansql switched off.
+
+    litellm wraps its async HTTP post in ``track_llm_api_timing``: per call it reads the clock
+    four times, looks for an OpenTelemetry parent span, writes the duration into the logging
+    object's details (read only by litellm's own success logging and response metadata) and
+    schedules an asyncio task that builds a service-logger payload for ``litellm.service_callback``:
+    about 5% of the judge's CPU per call. For a call made with meansql's quiet logging object
+    (see _quiet_logging_class) while no service callback is registered, nobody reads any of that,
+    so the post runs unwrapped; every other call (another logging object, a service callback set)
+    takes the wrapper as before. Installed once, on litellm's ``AsyncHTTPHandler``.
+    """
+    handler_class = getattr(importlib.import_module("litellm.llms.custom_httpx.http_handler"), "AsyncHTTPHandler", None)
+    timed = getattr(handler_class, "__dict__", {}).get("post")
+    if getattr(timed, "meansql_untimed", False):
+        return
+    plain = getattr(timed, "__wrapped__", None)
+    if timed is None or plain is None or not asyncio.iscoroutinefunction(plain) or not hasattr(lib, "service_callback"):
+        # A litellm upgrade moved something: calls still work, they just cost more CPU.
+        log.warning("litellm's HTTP timing wrapper changed shape; it runs for every call")
+        return
+
+    @functools.wraps(plain)
+    async def post(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if getattr(kwargs.get("logging_obj"), "meansql_quiet", False) and not lib.service_callback:
+            return await plain(self, *args, **kwargs)
+        return await timed(self, *args, **kwargs)
+
+    post.meansql_untimed = True  # type: ignore[attr-defined]
+    setattr(handler_class, "post", post)  # noqa: B010 - a method litellm's stubs type
 
 
 # Providers whose model info is a static lookup in litellm's cost map (no provider API consulted).
@@ -195,6 +228,51 @@ def _skip_cookieless_responses() -> None:
 
     extract_cookies.meansql_skip = True  # type: ignore[attr-defined]
     setattr(httpx.Cookies, "extract_cookies", extract_cookies)  # noqa: B010 - a method httpx's stubs type
+
+
+_PARSED_URLS = 256  # distinct URL strings whose parse is kept (a judge sends to a handful of endpoints)
+
+
+def _memoise_url_parsing() -> None:
+    """Parse each URL string once in httpx, and each Content-Type's charset once.
+
+    litellm hands httpx the endpoint as a string on every call, and httpx parses it afresh
+    (``httpx.URL(str)``: its RFC 3986 parser, percent-quoting every component), then reads the
+    answer's charset by building a ``email.message.Message`` for its Content-Type header: together
+    about 3% of the judge's CPU per call, for the same one or two strings every time. Both
+    functions are pure and their results immutable (a NamedTuple of strings, a string or None),
+    so they are memoised, for calls without keyword arguments only; an invalid URL still raises
+    every time (exceptions are not kept). Installed once, on httpx's ``_urls`` and ``_models``
+    modules; if httpx's shape changed, nothing is installed.
+    """
+    urls = importlib.import_module("httpx._urls")
+    urlparse_module = importlib.import_module("httpx._urlparse")
+    models = importlib.import_module("httpx._models")
+    parse = getattr(urls, "urlparse", None)
+    charset = getattr(models, "_parse_content_type_charset", None)
+    if getattr(parse, "meansql_memo", False):
+        return
+    result = getattr(urlparse_module, "ParseResult", None)
+    if (
+        parse is None
+        or parse is not getattr(urlparse_module, "urlparse", None)
+        or charset is None
+        or not (isinstance(result, type) and issubclass(result, tuple))
+    ):
+        log.warning("httpx's URL parsing changed shape; it is not memoised")
+        return
+    original = cast("Callable[..., Any]", parse)
+    parse_string = functools.lru_cache(maxsize=_PARSED_URLS)(original)
+
+    @functools.wraps(original)
+    def urlparse(url: str = "", **kwargs: Any) -> Any:
+        if kwargs or type(url) is not str:
+            return original(url, **kwargs)
+        return parse_string(url)
+
+    urlparse.meansql_memo = True  # type: ignore[attr-defined]
+    setattr(urls, "urlparse", urlparse)  # noqa: B010 - a module attribute httpx's stubs do not name
+    setattr(models, "_parse_content_type_charset", functools.lru_cache(maxsize=64)(cast("Callable[[str], str | None]", charset)))  # noqa: B010
 
 
 def _fresh(failure: BaseException) -> BaseException:
@@ -463,6 +541,8 @@ class LiteLLMJudge:
                 self._logging_class = _quiet_logging_class()
                 _memoise_model_info(lib)
                 _skip_cookieless_responses()
+                _memoise_url_parsing()
+                _time_only_logged_calls(lib)
                 self._prepared = PreparedCalls(lib) if self._replay else None
                 self._litellm = lib
             return self._litellm

@@ -259,3 +259,49 @@ def test_cookie_jar_skips_only_responses_that_set_no_cookie(make_judge: Callable
     sent = httpx.Request("POST", "http://127.0.0.1:9/v1/chat/completions")
     jar.set_cookie_header(sent)
     assert sent.headers["cookie"] in ("session=abc; other=1", "other=1; session=abc")
+
+
+def test_httpx_parses_each_url_once_and_the_same_way(make_judge: Callable[..., LiteLLMJudge]) -> None:
+    import httpx
+
+    make_judge()._lib()  # installs the memo
+    urls = importlib.import_module("httpx._urls")
+    models = importlib.import_module("httpx._models")
+    assert getattr(urls.urlparse, "meansql_memo", False)  # httpx still parses through the name we replace
+    original = importlib.import_module("httpx._urlparse").urlparse
+    for text in (
+        "http://127.0.0.1:9/v1/chat/completions",
+        "https://api.example.com:443/v1/chat/completions?x=1#f",
+        "http://[::1]:8080/a%20b/c d",
+    ):
+        assert urls.urlparse(text) is urls.urlparse(text)  # kept
+        assert urls.urlparse(text) == original(text)
+        assert str(httpx.URL(text)) == str(original(text))
+    assert httpx.URL("http://h/p", params={"a": "1"}).query == b"a=1"  # keyword arguments take httpx's own path
+    for _ in range(2):  # an invalid URL raises every time
+        with pytest.raises(httpx.InvalidURL):
+            httpx.URL("http://host:port/")
+    answer = httpx.Response(200, headers={"content-type": "application/json; charset=latin-1"}, content=b"{}")
+    assert answer.charset_encoding == "latin-1" and models._parse_content_type_charset("text/plain") is None
+
+
+def test_litellms_http_timing_runs_only_when_a_service_callback_reads_it(make_judge: Callable[..., LiteLLMJudge]) -> None:
+    lib = importlib.import_module("litellm")
+    judge = make_judge()
+    judge._lib()  # installs the skip
+    handler = importlib.import_module("litellm.llms.custom_httpx.http_handler").AsyncHTTPHandler
+    assert getattr(handler.post, "meansql_untimed", False)
+    service = importlib.import_module("litellm.litellm_core_utils.logging_utils")._get_service_logger()
+    before = service.mock_testing_async_success_hook
+    service.mock_testing = True  # litellm counts the service events it would emit
+    try:
+        assert judge.judge([request("bamboo toothbrush")], threading.Event())[0].text == "true"
+        lib.service_callback.append("meansql-test")
+        assert judge.judge([request("plastic fork")], threading.Event())[0].text == "false"
+        deadline = time.monotonic() + 5
+        while service.mock_testing_async_success_hook == before and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert service.mock_testing_async_success_hook == before + 1  # the second call only
+    finally:
+        service.mock_testing = False
+        lib.service_callback.remove("meansql-test")
