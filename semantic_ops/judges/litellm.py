@@ -47,6 +47,8 @@ BACKOFF_CAP = 4.0
 PROGRESS_INTERVAL = 0.5  # seconds between progress reports
 CANCELLED = "cancelled"  # the error of an attempt cut short by the query's cancel flag
 _POLL = 0.02  # how often the event loop looks at a running batch's cancel flag
+BACKSTOP = 10.0  # seconds past the timeout after which an attempt is cut short whatever litellm is doing
+_SWEEP = 0.5  # how often the event loop looks for attempts past the backstop
 _PRICE_PROBE_TOKENS = 1000  # small enough to stay in every model's first price tier
 GEN0_THRESHOLD = 20_000  # the collector's gen-0 threshold while judging (see _YoungCollections)
 
@@ -442,13 +444,16 @@ class _YoungCollections:
 _YOUNG_COLLECTIONS = _YoungCollections(GEN0_THRESHOLD)
 
 
-@dataclass
+@dataclass(eq=False)
 class _Call:
     """One request's progress through its attempts."""
 
     outcome: Outcome = field(default_factory=Outcome)
     started: float | None = None  # perf_counter() of the attempt in flight
     finished: bool = False
+    task: asyncio.Task[None] | None = None
+    deadline: float = 0.0  # perf_counter() past which the attempt in flight is cut short (see _Batch.sweep)
+    overdue: bool = False  # the attempt in flight was cut short
 
 
 class _Batch:
@@ -461,6 +466,8 @@ class _Batch:
         self.tasks: list[asyncio.Task[None]] = []
         self.settings: tuple[Any, ...] | None = None  # litellm's settings when the batch started (see prepared.py)
         self.watch: asyncio.TimerHandle | None = None  # the next look at the cancel flag
+        self.running: set[_Call] = set()  # calls with an attempt in flight
+        self._swept_at = time.perf_counter()
         self.done = 0
         self._reported_at = time.monotonic()
 
@@ -468,6 +475,21 @@ class _Batch:
         """Cancel every unfinished call (in flight, waiting for a slot or backing off)."""
         for task in self.tasks:
             task.cancel()
+
+    def sweep(self) -> None:
+        """Cut short the attempts past their deadline, at most every _SWEEP seconds.
+
+        The backstop behind litellm's own timeout: one look at the calls in flight now and then
+        costs less than a timer per attempt (an ``asyncio.timeout`` was about 1% of a call's CPU).
+        """
+        now = time.perf_counter()
+        if now - self._swept_at < _SWEEP:
+            return
+        self._swept_at = now
+        for call in self.running:
+            if call.deadline <= now and not call.overdue and call.task is not None:
+                call.overdue = True
+                call.task.cancel()
 
     def finished(self, call: _Call) -> None:
         call.finished = True
@@ -600,6 +622,8 @@ class LiteLLMJudge:
 
     async def _judge_all(self, lib: Any, requests: list[JudgeRequest], batch: _Batch) -> list[Outcome]:
         batch.tasks = [asyncio.ensure_future(self._judge_one(lib, r, call, batch)) for r, call in zip(requests, batch.calls)]
+        for task, call in zip(batch.tasks, batch.calls):
+            call.task = task
         batch.watch = self._loop.call_later(_POLL, self._watch_cancel, batch)
         try:
             if batch.tasks:
@@ -620,11 +644,13 @@ class LiteLLMJudge:
         return [call.outcome for call in batch.calls]
 
     def _watch_cancel(self, batch: _Batch) -> None:
-        """Every _POLL seconds while the batch runs: once its cancel flag is set, cancel its unfinished calls."""
+        """Every _POLL seconds while the batch runs: once its cancel flag is set, cancel its unfinished calls;
+        meanwhile, cut short attempts past the backstop."""
         if batch.cancel.is_set():
             batch.watch = None
             batch.abort()
         else:
+            batch.sweep()
             batch.watch = self._loop.call_later(_POLL, self._watch_cancel, batch)
 
     async def _judge_one(self, lib: Any, request: JudgeRequest, call: _Call, batch: _Batch) -> None:
@@ -639,8 +665,20 @@ class LiteLLMJudge:
                 if cancel.is_set():
                     return
                 call.started = time.perf_counter()
+                call.deadline = call.started + self.timeout + BACKSTOP
+                batch.running.add(call)
                 try:
-                    response = await self._complete(lib, request, settings=batch.settings)
+                    try:
+                        response = await self._complete(lib, request, settings=batch.settings, backstop=False)
+                    except asyncio.CancelledError:
+                        # Cut short by the batch's sweep (and by nothing else): the attempt timed out.
+                        task = asyncio.current_task()
+                        if not call.overdue or task is None or task.uncancel() > 0:
+                            raise
+                        raise TimeoutError(f"no answer within {self.timeout + BACKSTOP:.0f} s") from None
+                    finally:
+                        batch.running.discard(call)
+                        call.overdue = False
                 except Exception as exc:
                     latency = (time.perf_counter() - call.started) * 1000
                     status = _status(exc)
@@ -667,8 +705,9 @@ class LiteLLMJudge:
             await asyncio.sleep(wait)
 
     async def _complete(self, lib: Any, request: JudgeRequest, *, api_base: str | None = None,
-                        settings: tuple[Any, ...] | None = None, **extra: Any) -> Any:
-        """One attempt through litellm. ``settings``: PreparedCalls.settings() of this batch (None: no replay)."""
+                        settings: tuple[Any, ...] | None = None, backstop: bool = True, **extra: Any) -> Any:
+        """One attempt through litellm. ``settings``: PreparedCalls.settings() of this batch (None: no replay).
+        ``backstop``: time the attempt out BACKSTOP seconds after litellm's timeout (a batch does it itself)."""
         call_id = str(uuid.UUID(int=random.getrandbits(128), version=4))  # an id, not a secret: no syscall
         messages = list(request.messages)
         logging_obj = self._logging_class(
@@ -683,7 +722,7 @@ class LiteLLMJudge:
                                      (api_base, self.api_key, self.timeout, request.temperature, request.max_tokens),
                                      settings)
         # litellm enforces `timeout` on the HTTP request; this is a backstop for anything around it.
-        async with asyncio.timeout(self.timeout + 10.0):
+        async with asyncio.timeout(self.timeout + BACKSTOP) if backstop else contextlib.nullcontext():
             if key is not None and self._prepared is not None:
                 prepared = self._prepared.lookup(key)
                 if prepared is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import functools
 import importlib
@@ -111,6 +112,47 @@ def test_timeouts_are_retried(make_judge: Callable[..., LiteLLMJudge], provider:
     [outcome] = judge.judge([request("bamboo")], threading.Event())
     assert [a.number for a in outcome.attempts] == [1, 2]
     assert all(a.error is not None and a.error.startswith("Timeout") for a in outcome.attempts)
+
+
+def test_an_attempt_that_outlives_litellms_timeout_is_cut_short_and_retried(
+    make_judge: Callable[..., LiteLLMJudge], provider: FakeProvider, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    litellm_judge = importlib.import_module("semantic_ops.judges.litellm")
+    monkeypatch.setattr(litellm_judge, "BACKSTOP", 0.3)
+    monkeypatch.setattr(litellm_judge, "_SWEEP", 0.05)
+    judge = make_judge(timeout=0.2, num_retries=1, backoff=0.01)
+    hung: list[float] = []
+
+    async def hang(*args: Any, **kwargs: Any) -> Any:  # stuck somewhere litellm's own timeout does not reach
+        hung.append(time.monotonic())
+        await asyncio.sleep(60)
+
+    monkeypatch.setattr(judge, "_complete", hang)
+    started = time.monotonic()
+    outcomes = judge.judge([request("bamboo"), request("plastic fork")], threading.Event())
+    assert time.monotonic() - started < 3 and len(hung) == 4
+    for outcome in outcomes:
+        assert [a.number for a in outcome.attempts] == [1, 2]
+        assert all(a.error == "TimeoutError: no answer within 0 s" and 400 <= (a.latency_ms or 0) < 1500 for a in outcome.attempts)
+
+
+def test_cancel_cuts_short_an_attempt_past_the_backstop_too(
+    make_judge: Callable[..., LiteLLMJudge], provider: FakeProvider, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    litellm_judge = importlib.import_module("semantic_ops.judges.litellm")
+    monkeypatch.setattr(litellm_judge, "BACKSTOP", 60.0)
+    judge = make_judge(timeout=0.2, num_retries=3, backoff=0.01)
+
+    async def hang(*args: Any, **kwargs: Any) -> Any:
+        await asyncio.sleep(60)
+
+    monkeypatch.setattr(judge, "_complete", hang)
+    cancel = threading.Event()
+    threading.Timer(0.2, cancel.set).start()
+    started = time.monotonic()
+    [outcome] = judge.judge([request("bamboo")], cancel)
+    assert time.monotonic() - started < 2
+    assert [a.error for a in outcome.attempts] == [CANCELLED]
 
 
 def test_cancel_returns_what_was_paid_for(make_judge: Callable[..., LiteLLMJudge], provider: FakeProvider) -> None:
