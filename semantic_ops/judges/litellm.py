@@ -47,6 +47,8 @@ BACKOFF_CAP = 4.0
 PROGRESS_INTERVAL = 0.5  # seconds between progress reports
 CANCELLED = "cancelled"  # the error of an attempt cut short by the query's cancel flag
 _POLL = 0.02  # how often the event loop looks at a running batch's cancel flag
+BACKSTOP = 10.0  # seconds past the timeout after which an attempt is cut short whatever litellm is doing
+_SWEEP = 0.5  # how often the event loop looks for attempts past the backstop
 _PRICE_PROBE_TOKENS = 1000  # small enough to stay in every model's first price tier
 GEN0_THRESHOLD = 20_000  # the collector's gen-0 threshold while judging (see _YoungCollections)
 
@@ -109,7 +111,40 @@ def _quiet_logging_class() -> Any:
     if missing:
         # A litellm upgrade renamed something: the call still works, it just costs more CPU.
         log.warning("litellm's Logging lacks %s; its logging overhead is only partly switched off", ", ".join(missing))
+    overrides["meansql_quiet"] = True  # read by _time_only_logged_calls
     return type("MeansqlQuietLogging", (base,), overrides)
+
+
+def _time_only_logged_calls(lib: Any) -> None:
+    """Skip litellm's HTTP timing wrapper for calls whose logging meansql switched off.
+
+    litellm wraps its async HTTP post in ``track_llm_api_timing``: per call it reads the clock
+    four times, looks for an OpenTelemetry parent span, writes the duration into the logging
+    object's details (read only by litellm's own success logging and response metadata) and
+    schedules an asyncio task that builds a service-logger payload for ``litellm.service_callback``:
+    about 5% of the judge's CPU per call. For a call made with meansql's quiet logging object
+    (see _quiet_logging_class) while no service callback is registered, nobody reads any of that,
+    so the post runs unwrapped; every other call (another logging object, a service callback set)
+    takes the wrapper as before. Installed once, on litellm's ``AsyncHTTPHandler``.
+    """
+    handler_class = getattr(importlib.import_module("litellm.llms.custom_httpx.http_handler"), "AsyncHTTPHandler", None)
+    timed = getattr(handler_class, "__dict__", {}).get("post")
+    if getattr(timed, "meansql_untimed", False):
+        return
+    plain = getattr(timed, "__wrapped__", None)
+    if timed is None or plain is None or not asyncio.iscoroutinefunction(plain) or not hasattr(lib, "service_callback"):
+        # A litellm upgrade moved something: calls still work, they just cost more CPU.
+        log.warning("litellm's HTTP timing wrapper changed shape; it runs for every call")
+        return
+
+    @functools.wraps(plain)
+    async def post(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if getattr(kwargs.get("logging_obj"), "meansql_quiet", False) and not lib.service_callback:
+            return await plain(self, *args, **kwargs)
+        return await timed(self, *args, **kwargs)
+
+    post.meansql_untimed = True  # type: ignore[attr-defined]
+    setattr(handler_class, "post", post)  # noqa: B010 - a method litellm's stubs type
 
 
 # Providers whose model info is a static lookup in litellm's cost map (no provider API consulted).
@@ -195,6 +230,51 @@ def _skip_cookieless_responses() -> None:
 
     extract_cookies.meansql_skip = True  # type: ignore[attr-defined]
     setattr(httpx.Cookies, "extract_cookies", extract_cookies)  # noqa: B010 - a method httpx's stubs type
+
+
+_PARSED_URLS = 256  # distinct URL strings whose parse is kept (a judge sends to a handful of endpoints)
+
+
+def _memoise_url_parsing() -> None:
+    """Parse each URL string once in httpx, and each Content-Type's charset once.
+
+    litellm hands httpx the endpoint as a string on every call, and httpx parses it afresh
+    (``httpx.URL(str)``: its RFC 3986 parser, percent-quoting every component), then reads the
+    answer's charset by building a ``email.message.Message`` for its Content-Type header: together
+    about 3% of the judge's CPU per call, for the same one or two strings every time. Both
+    functions are pure and their results immutable (a NamedTuple of strings, a string or None),
+    so they are memoised, for calls without keyword arguments only; an invalid URL still raises
+    every time (exceptions are not kept). Installed once, on httpx's ``_urls`` and ``_models``
+    modules; if httpx's shape changed, nothing is installed.
+    """
+    urls = importlib.import_module("httpx._urls")
+    urlparse_module = importlib.import_module("httpx._urlparse")
+    models = importlib.import_module("httpx._models")
+    parse = getattr(urls, "urlparse", None)
+    charset = getattr(models, "_parse_content_type_charset", None)
+    if getattr(parse, "meansql_memo", False):
+        return
+    result = getattr(urlparse_module, "ParseResult", None)
+    if (
+        parse is None
+        or parse is not getattr(urlparse_module, "urlparse", None)
+        or charset is None
+        or not (isinstance(result, type) and issubclass(result, tuple))
+    ):
+        log.warning("httpx's URL parsing changed shape; it is not memoised")
+        return
+    original = cast("Callable[..., Any]", parse)
+    parse_string = functools.lru_cache(maxsize=_PARSED_URLS)(original)
+
+    @functools.wraps(original)
+    def urlparse(url: str = "", **kwargs: Any) -> Any:
+        if kwargs or type(url) is not str:
+            return original(url, **kwargs)
+        return parse_string(url)
+
+    urlparse.meansql_memo = True  # type: ignore[attr-defined]
+    setattr(urls, "urlparse", urlparse)  # noqa: B010 - a module attribute httpx's stubs do not name
+    setattr(models, "_parse_content_type_charset", functools.lru_cache(maxsize=64)(cast("Callable[[str], str | None]", charset)))  # noqa: B010
 
 
 def _fresh(failure: BaseException) -> BaseException:
@@ -364,13 +444,16 @@ class _YoungCollections:
 _YOUNG_COLLECTIONS = _YoungCollections(GEN0_THRESHOLD)
 
 
-@dataclass
+@dataclass(eq=False)
 class _Call:
     """One request's progress through its attempts."""
 
     outcome: Outcome = field(default_factory=Outcome)
     started: float | None = None  # perf_counter() of the attempt in flight
     finished: bool = False
+    task: asyncio.Task[None] | None = None
+    deadline: float = 0.0  # perf_counter() past which the attempt in flight is cut short (see _Batch.sweep)
+    overdue: bool = False  # the attempt in flight was cut short
 
 
 class _Batch:
@@ -383,6 +466,8 @@ class _Batch:
         self.tasks: list[asyncio.Task[None]] = []
         self.settings: tuple[Any, ...] | None = None  # litellm's settings when the batch started (see prepared.py)
         self.watch: asyncio.TimerHandle | None = None  # the next look at the cancel flag
+        self.running: set[_Call] = set()  # calls with an attempt in flight
+        self._swept_at = time.perf_counter()
         self.done = 0
         self._reported_at = time.monotonic()
 
@@ -390,6 +475,21 @@ class _Batch:
         """Cancel every unfinished call (in flight, waiting for a slot or backing off)."""
         for task in self.tasks:
             task.cancel()
+
+    def sweep(self) -> None:
+        """Cut short the attempts past their deadline, at most every _SWEEP seconds.
+
+        The backstop behind litellm's own timeout: one look at the calls in flight now and then
+        costs less than a timer per attempt (an ``asyncio.timeout`` was about 1% of a call's CPU).
+        """
+        now = time.perf_counter()
+        if now - self._swept_at < _SWEEP:
+            return
+        self._swept_at = now
+        for call in self.running:
+            if call.deadline <= now and not call.overdue and call.task is not None:
+                call.overdue = True
+                call.task.cancel()
 
     def finished(self, call: _Call) -> None:
         call.finished = True
@@ -463,6 +563,8 @@ class LiteLLMJudge:
                 self._logging_class = _quiet_logging_class()
                 _memoise_model_info(lib)
                 _skip_cookieless_responses()
+                _memoise_url_parsing()
+                _time_only_logged_calls(lib)
                 self._prepared = PreparedCalls(lib) if self._replay else None
                 self._litellm = lib
             return self._litellm
@@ -520,6 +622,8 @@ class LiteLLMJudge:
 
     async def _judge_all(self, lib: Any, requests: list[JudgeRequest], batch: _Batch) -> list[Outcome]:
         batch.tasks = [asyncio.ensure_future(self._judge_one(lib, r, call, batch)) for r, call in zip(requests, batch.calls)]
+        for task, call in zip(batch.tasks, batch.calls):
+            call.task = task
         batch.watch = self._loop.call_later(_POLL, self._watch_cancel, batch)
         try:
             if batch.tasks:
@@ -540,11 +644,13 @@ class LiteLLMJudge:
         return [call.outcome for call in batch.calls]
 
     def _watch_cancel(self, batch: _Batch) -> None:
-        """Every _POLL seconds while the batch runs: once its cancel flag is set, cancel its unfinished calls."""
+        """Every _POLL seconds while the batch runs: once its cancel flag is set, cancel its unfinished calls;
+        meanwhile, cut short attempts past the backstop."""
         if batch.cancel.is_set():
             batch.watch = None
             batch.abort()
         else:
+            batch.sweep()
             batch.watch = self._loop.call_later(_POLL, self._watch_cancel, batch)
 
     async def _judge_one(self, lib: Any, request: JudgeRequest, call: _Call, batch: _Batch) -> None:
@@ -559,8 +665,20 @@ class LiteLLMJudge:
                 if cancel.is_set():
                     return
                 call.started = time.perf_counter()
+                call.deadline = call.started + self.timeout + BACKSTOP
+                batch.running.add(call)
                 try:
-                    response = await self._complete(lib, request, settings=batch.settings)
+                    try:
+                        response = await self._complete(lib, request, settings=batch.settings, backstop=False)
+                    except asyncio.CancelledError:
+                        # Cut short by the batch's sweep (and by nothing else): the attempt timed out.
+                        task = asyncio.current_task()
+                        if not call.overdue or task is None or task.uncancel() > 0:
+                            raise
+                        raise TimeoutError(f"no answer within {self.timeout + BACKSTOP:.0f} s") from None
+                    finally:
+                        batch.running.discard(call)
+                        call.overdue = False
                 except Exception as exc:
                     latency = (time.perf_counter() - call.started) * 1000
                     status = _status(exc)
@@ -587,8 +705,9 @@ class LiteLLMJudge:
             await asyncio.sleep(wait)
 
     async def _complete(self, lib: Any, request: JudgeRequest, *, api_base: str | None = None,
-                        settings: tuple[Any, ...] | None = None, **extra: Any) -> Any:
-        """One attempt through litellm. ``settings``: PreparedCalls.settings() of this batch (None: no replay)."""
+                        settings: tuple[Any, ...] | None = None, backstop: bool = True, **extra: Any) -> Any:
+        """One attempt through litellm. ``settings``: PreparedCalls.settings() of this batch (None: no replay).
+        ``backstop``: time the attempt out BACKSTOP seconds after litellm's timeout (a batch does it itself)."""
         call_id = str(uuid.UUID(int=random.getrandbits(128), version=4))  # an id, not a secret: no syscall
         messages = list(request.messages)
         logging_obj = self._logging_class(
@@ -603,7 +722,7 @@ class LiteLLMJudge:
                                      (api_base, self.api_key, self.timeout, request.temperature, request.max_tokens),
                                      settings)
         # litellm enforces `timeout` on the HTTP request; this is a backstop for anything around it.
-        async with asyncio.timeout(self.timeout + 10.0):
+        async with asyncio.timeout(self.timeout + BACKSTOP) if backstop else contextlib.nullcontext():
             if key is not None and self._prepared is not None:
                 prepared = self._prepared.lookup(key)
                 if prepared is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import functools
 import importlib
@@ -111,6 +112,47 @@ def test_timeouts_are_retried(make_judge: Callable[..., LiteLLMJudge], provider:
     [outcome] = judge.judge([request("bamboo")], threading.Event())
     assert [a.number for a in outcome.attempts] == [1, 2]
     assert all(a.error is not None and a.error.startswith("Timeout") for a in outcome.attempts)
+
+
+def test_an_attempt_that_outlives_litellms_timeout_is_cut_short_and_retried(
+    make_judge: Callable[..., LiteLLMJudge], provider: FakeProvider, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    litellm_judge = importlib.import_module("semantic_ops.judges.litellm")
+    monkeypatch.setattr(litellm_judge, "BACKSTOP", 0.3)
+    monkeypatch.setattr(litellm_judge, "_SWEEP", 0.05)
+    judge = make_judge(timeout=0.2, num_retries=1, backoff=0.01)
+    hung: list[float] = []
+
+    async def hang(*args: Any, **kwargs: Any) -> Any:  # stuck somewhere litellm's own timeout does not reach
+        hung.append(time.monotonic())
+        await asyncio.sleep(60)
+
+    monkeypatch.setattr(judge, "_complete", hang)
+    started = time.monotonic()
+    outcomes = judge.judge([request("bamboo"), request("plastic fork")], threading.Event())
+    assert time.monotonic() - started < 3 and len(hung) == 4
+    for outcome in outcomes:
+        assert [a.number for a in outcome.attempts] == [1, 2]
+        assert all(a.error == "TimeoutError: no answer within 0 s" and 400 <= (a.latency_ms or 0) < 1500 for a in outcome.attempts)
+
+
+def test_cancel_cuts_short_an_attempt_past_the_backstop_too(
+    make_judge: Callable[..., LiteLLMJudge], provider: FakeProvider, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    litellm_judge = importlib.import_module("semantic_ops.judges.litellm")
+    monkeypatch.setattr(litellm_judge, "BACKSTOP", 60.0)
+    judge = make_judge(timeout=0.2, num_retries=3, backoff=0.01)
+
+    async def hang(*args: Any, **kwargs: Any) -> Any:
+        await asyncio.sleep(60)
+
+    monkeypatch.setattr(judge, "_complete", hang)
+    cancel = threading.Event()
+    threading.Timer(0.2, cancel.set).start()
+    started = time.monotonic()
+    [outcome] = judge.judge([request("bamboo")], cancel)
+    assert time.monotonic() - started < 2
+    assert [a.error for a in outcome.attempts] == [CANCELLED]
 
 
 def test_cancel_returns_what_was_paid_for(make_judge: Callable[..., LiteLLMJudge], provider: FakeProvider) -> None:
@@ -259,3 +301,49 @@ def test_cookie_jar_skips_only_responses_that_set_no_cookie(make_judge: Callable
     sent = httpx.Request("POST", "http://127.0.0.1:9/v1/chat/completions")
     jar.set_cookie_header(sent)
     assert sent.headers["cookie"] in ("session=abc; other=1", "other=1; session=abc")
+
+
+def test_httpx_parses_each_url_once_and_the_same_way(make_judge: Callable[..., LiteLLMJudge]) -> None:
+    import httpx
+
+    make_judge()._lib()  # installs the memo
+    urls = importlib.import_module("httpx._urls")
+    models = importlib.import_module("httpx._models")
+    assert getattr(urls.urlparse, "meansql_memo", False)  # httpx still parses through the name we replace
+    original = importlib.import_module("httpx._urlparse").urlparse
+    for text in (
+        "http://127.0.0.1:9/v1/chat/completions",
+        "https://api.example.com:443/v1/chat/completions?x=1#f",
+        "http://[::1]:8080/a%20b/c d",
+    ):
+        assert urls.urlparse(text) is urls.urlparse(text)  # kept
+        assert urls.urlparse(text) == original(text)
+        assert str(httpx.URL(text)) == str(original(text))
+    assert httpx.URL("http://h/p", params={"a": "1"}).query == b"a=1"  # keyword arguments take httpx's own path
+    for _ in range(2):  # an invalid URL raises every time
+        with pytest.raises(httpx.InvalidURL):
+            httpx.URL("http://host:port/")
+    answer = httpx.Response(200, headers={"content-type": "application/json; charset=latin-1"}, content=b"{}")
+    assert answer.charset_encoding == "latin-1" and models._parse_content_type_charset("text/plain") is None
+
+
+def test_litellms_http_timing_runs_only_when_a_service_callback_reads_it(make_judge: Callable[..., LiteLLMJudge]) -> None:
+    lib = importlib.import_module("litellm")
+    judge = make_judge()
+    judge._lib()  # installs the skip
+    handler = importlib.import_module("litellm.llms.custom_httpx.http_handler").AsyncHTTPHandler
+    assert getattr(handler.post, "meansql_untimed", False)
+    service = importlib.import_module("litellm.litellm_core_utils.logging_utils")._get_service_logger()
+    before = service.mock_testing_async_success_hook
+    service.mock_testing = True  # litellm counts the service events it would emit
+    try:
+        assert judge.judge([request("bamboo toothbrush")], threading.Event())[0].text == "true"
+        lib.service_callback.append("meansql-test")
+        assert judge.judge([request("plastic fork")], threading.Event())[0].text == "false"
+        deadline = time.monotonic() + 5
+        while service.mock_testing_async_success_hook == before and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert service.mock_testing_async_success_hook == before + 1  # the second call only
+    finally:
+        service.mock_testing = False
+        lib.service_callback.remove("meansql-test")

@@ -173,3 +173,12 @@ def test_litellm_settings_and_environment_are_part_of_the_key(monkeypatch: pytes
     assert prepared.settings() != before
     monkeypatch.setattr(litellm, "cache", object())
     assert prepared.settings() is None
+
+
+def test_a_replayed_calls_empty_usage_is_litellms_own_and_its_alone() -> None:
+    litellm = importlib.import_module("litellm")
+    prepared = PreparedCalls(litellm)
+    first, second = prepared._empty_usage(), prepared._empty_usage()
+    assert first == litellm.Usage() and first is not second
+    first.prompt_tokens = 7
+    assert second.prompt_tokens == 0 and prepared._empty_usage() == litellm.Usage()
