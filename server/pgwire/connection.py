@@ -41,6 +41,7 @@ YOUNG_SECONDS = 1.0  # a connection's work goes through the start-up lane for th
 YOUNG_SHARE = 0.3  # of the wall clock, the most that new connections' work takes while they keep coming
 YOUNG_PAUSE = 0.01  # seconds: the longest rest the lane takes after one turn
 GATE_PATIENCE = 0.5  # seconds a new connection waits for its turn before it goes ahead anyway
+LONG_TURN = 0.02  # seconds: a turn held this long is a statement at work; new connections do not wait for it
 BULK_ROWS = 32_768  # rows per Arrow batch when a result is framed in bulk
 
 
@@ -162,7 +163,6 @@ class MeansqlHandler(BuenaVistaHandler):
             if not codec.STARTUP_MIN <= length <= codec.STARTUP_MAX:
                 raise _Closed(f"invalid startup packet length {length}")
             body = self._read(length - 4)
-            self._take_turn()  # a new connection's work takes turns with other new ones (the next read gives it)
             (code,) = struct.unpack("!i", body[:4])
             if code == codec.SSL_REQUEST and not ssl_done:
                 ssl_done = True
@@ -182,6 +182,9 @@ class MeansqlHandler(BuenaVistaHandler):
                 return None
             if code != codec.PROTOCOL_3:
                 self._fatal("0A000", f"unsupported frontend protocol {code >> 16}.{code & 0xFFFF}")
+            # A new connection's work takes turns with other new ones (the next read gives the turn back). A
+            # CancelRequest does not wait for one: it is urgent, cheap, and a client may send its cancels one by one.
+            self._take_turn()
             try:
                 params = codec.parse_startup(body[4:])
             except UnicodeDecodeError:
@@ -835,9 +838,9 @@ class MeansqlServer(BuenaVistaServer):
         # each thread that wants the interpreter lock makes every other wait longer, and a storm of new or
         # malformed connections would otherwise crowd established sessions out (and keep a core busy, so the
         # kernel too makes their wake-ups wait). A turn is held only while working, never while waiting for the
-        # client's bytes, and a connection that waited GATE_PATIENCE for one goes ahead anyway (a long first
-        # statement delays the others by that at most).
-        self.startup_lane = Lane(YOUNG_SHARE, YOUNG_PAUSE)
+        # client's bytes. A connection goes ahead without a turn when the one held has lasted LONG_TURN already
+        # (a statement at work, say a first query waiting for the model), and when it waited GATE_PATIENCE.
+        self.startup_lane = Lane(YOUNG_SHARE, YOUNG_PAUSE, LONG_TURN)
         self._states: dict[int, ConnState] = {}
         self._lock = threading.Lock()
         self._sessions = 0
@@ -921,24 +924,29 @@ class MeansqlServer(BuenaVistaServer):
 class Lane:
     """Work that takes turns, one at a time; while others wait for a turn, the lane rests after each turn so that
     it takes at most `share` of the wall clock. The rest is in proportion to the turn's length, at most `max_pause`
-    seconds, and only when another turn was wanted meanwhile: a lone client never waits for it.
+    seconds, and only when another turn was wanted meanwhile: a lone client never waits for it. A turn held for
+    `long_turn` seconds already is not waited for: take() then goes ahead without one.
 
     Waiters sleep in a plain lock, not in Python code (as in a threading.Semaphore, whose every release and time-out
     runs Python under the interpreter lock), and the lane rests with its lock held, so nothing runs in the pause.
     """
 
-    def __init__(self, share: float, max_pause: float) -> None:
+    def __init__(self, share: float, max_pause: float, long_turn: float) -> None:
         self._lock = threading.Lock()
         self._count = threading.Lock()  # guards _waiting
         self._waiting = 0  # threads in take() that found the lane held
         self._rest = 1.0 / share - 1.0
         self._max_pause = max_pause
+        self._long_turn = long_turn
         self._free_at = 0.0  # monotonic time the lane's rest ends
         self._since = 0.0  # when the turn being held started
 
     def take(self, patience: float) -> bool:
-        """True with a turn held (give it back with give()), False when none came within `patience` seconds."""
+        """True with a turn held (give it back with give()), False when the turn held is a long one or none came
+        within `patience` seconds."""
         if not self._lock.acquire(blocking=False):
+            if time.monotonic() - self._since >= self._long_turn:
+                return False
             with self._count:
                 self._waiting += 1
             try:
@@ -947,10 +955,10 @@ class Lane:
             finally:
                 with self._count:
                     self._waiting -= 1
-        pause = self._free_at - time.monotonic()
-        if pause > 0:
-            time.sleep(pause)
-        self._since = time.monotonic()
+        self._since = now = time.monotonic()  # the rest counts as part of the turn for those who come meanwhile
+        if self._free_at > now:
+            time.sleep(self._free_at - now)
+            self._since = time.monotonic()
         return True
 
     def give(self) -> None:

@@ -75,7 +75,7 @@ def test_workers_reuse_a_thread_and_end_it_when_idle() -> None:
 
 
 def test_the_lane_holds_one_turn_and_a_waiter_goes_ahead_after_its_patience() -> None:
-    lane = Lane(share=0.5, max_pause=0.05)
+    lane = Lane(share=0.5, max_pause=0.05, long_turn=1.0)
     assert lane.take(0.01)
     started = time.monotonic()
     assert not lane.take(0.1)  # held: no turn within the patience
@@ -83,8 +83,21 @@ def test_the_lane_holds_one_turn_and_a_waiter_goes_ahead_after_its_patience() ->
     lane.give()
 
 
+def test_a_long_turn_is_not_waited_for() -> None:
+    lane = Lane(share=0.5, max_pause=0.05, long_turn=0.05)
+    assert lane.take(1)
+    assert not lane.take(0.01)  # a short turn so far: waited for, up to the patience
+    time.sleep(0.06)
+    started = time.monotonic()
+    assert not lane.take(5)  # a statement at work: the next one goes ahead at once
+    assert time.monotonic() - started < 0.01
+    lane.give()
+    assert lane.take(0.01)
+    lane.give()
+
+
 def test_the_lane_rests_in_proportion_to_each_turn_while_others_wait() -> None:
-    lane = Lane(share=0.25, max_pause=0.05)
+    lane = Lane(share=0.25, max_pause=0.05, long_turn=1.0)
     assert lane.take(1)  # an idle lane: no wait
     time.sleep(0.01)
     lane.give()
