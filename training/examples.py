@@ -416,8 +416,11 @@ def list_examples(store: Store, f: ExampleFilter | None = None, *, limit: int = 
             # In any other order the page's rows lie far apart, and DuckDB's own fetch of a top-N's other columns
             # (a join on rowid) reads whole vectors of every wide column around each: the ids first, from the filter
             # and sort columns, then their rows, by id.
-            ids = [str(r[0]) for r in cur.execute(f"SELECT CAST(id AS VARCHAR) FROM {rel} ORDER BY {sort} LIMIT ? OFFSET ?",
-                                                  [*params, limit, offset]).fetchall()]
+            # The UUIDs themselves (a CAST would run on every matching row before the top-N), and more than DuckDB's
+            # late-materialization bound (labels.top).
+            found_ids = cur.execute(f"SELECT id FROM {rel} ORDER BY {sort} LIMIT ? OFFSET ?",
+                                    [*params, label_rows.top(limit), offset]).fetchall()
+            ids = [str(r[0]) for r in found_ids[:limit]]
             rows = _fetch(cur, ids)
             found = len(ids)
         n = offset + found if found < limit and (found or offset == 0) else total()

@@ -356,3 +356,39 @@ def test_migration_widens_the_label_rows_of_a_version_7_file(tmp_path: Path) -> 
         check_filters(store)
     finally:
         store.close()
+
+
+def test_newest_first_pages_over_many_label_rows_give_the_rows_of_the_lists(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Newest first over enough label rows that the page is read from the newest rows alone: spread evenly over time
+    (the bound holds the page) and bunched long before a few new ones (it does not, and the page is read again)."""
+    rows = []
+    for i in range(2000):
+        wanted = [name for name, every in (("even", 2), ("third", 3)) if i % every == 0]
+        rows.append(
+            ex(
+                f"e{i:04d}",
+                wanted,
+                float(i % 10 * 10),
+                domain=("web", "db")[i % 2 if i % 5 else 1],
+                created_at=f"2026-01-02T{i // 60 // 60:02d}:{i // 60 % 60:02d}:{i % 60:02d}",
+            )
+        )
+    for i in range(1000):
+        when = f"2026-01-01T00:{i // 60:02d}:{i % 60:02d}" if i < 995 else f"2027-01-01T00:00:{i % 60:02d}"
+        rows.append(ex(f"b{i:04d}", ["bunched"], float(i % 10 * 10), domain="web", created_at=when))
+    assert all(r["status"] == "created" for r in examples.bulk(store, rows))
+    bounds: list[Any] = []
+    real = label_rows._top_rows
+
+    def spy(cur: Any, sql: str, params: Any, limits: Any, since: Any) -> Any:
+        bounds.append(since)
+        return real(cur, sql, params, limits, since)
+
+    monkeypatch.setattr(label_rows, "_top_rows", spy)
+    for wanted in (["even"], ["even", "third"], ["bunched"], ["bunched", "even"], ["third", "bunched", "even"]):
+        for f in ({}, {"domain": "web"}):
+            for limit, offset in ((50, 0), (20, 30), (50, 900)):
+                items, total = examples.list_examples(store, ExampleFilter(labels=wanted, **f), limit=limit, offset=offset)
+                got = ([e.input_text for e in items], total)
+                assert got == expected(store, f, wanted, "any", "created_at", "desc", limit, offset), (wanted, f)
+    assert any(b is not None for b in bounds) and None in bounds
