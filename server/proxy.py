@@ -311,7 +311,7 @@ class Proxy:
                     and any_word(space, 5, got - 1) is None
                 ):
                     link.leftover = None
-                    link.requested += 1  # what link.sent does for a Query
+                    link.sent(0x51)  # 'Q'
                     if not self._send_up(link, space[:got]):
                         return True
                     continue
