@@ -7,7 +7,11 @@ connection, which is half-closed after the bytes are sent; the server must close
 it within 5 s. A control connection runs SELECT 1 every 20 ms; its p99 is
 compared with the same connection's p99 on the idle server before the run.
 
-    .venv/bin/python -m bench.fuzz_wire [--messages 100000] [--workers 50] [--seed 1]
+    .venv/bin/python -m bench.fuzz_wire [--messages 100000] [--workers 50] [--seed 1] [--postgres]
+
+`--postgres` runs the same cases against a PostgreSQL 15 started for the run (a database "default" created
+in it) instead of meansql: the reference for what the machine allows, since the fuzzing threads share its
+cores with the server. Its CPU is the postmaster's and its ended backends'.
 """
 
 from __future__ import annotations
@@ -20,12 +24,15 @@ import threading
 import time
 from multiprocessing.connection import Connection
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # also runnable as `python bench/fuzz_wire.py`
     sys.path.insert(0, str(ROOT))
 
-from bench.wire import MeansqlProcess, _cpu_seconds  # noqa: E402
+import psycopg  # noqa: E402
+
+from bench.wire import MeansqlProcess  # noqa: E402
 from tests.fix_fuzz import Case, Control, cases, p99, run_many  # noqa: E402
 
 PING_EVERY = 0.02  # seconds between a control's SELECT 1s, idle and during the run
@@ -45,6 +52,44 @@ def _control_process(port: int, pipe: Connection) -> None:
         control.latencies, control.failures = [], []
 
 
+class _Postgres:
+    """A PostgreSQL 15 for the reference run, with the database the cases log in to."""
+
+    def __init__(self) -> None:
+        from tests.clients.conftest import PostgresServer
+
+        self.pg = PostgresServer()
+        self.port = 0
+
+    def start(self) -> _Postgres:
+        self.pg.start()
+        self.port = self.pg.port
+        with psycopg.connect(f"postgresql://postgres@127.0.0.1:{self.port}/postgres", autocommit=True) as conn:
+            conn.execute('CREATE DATABASE "default"')
+        self.pid = int((self.pg.data / "postmaster.pid").read_text().split()[0])
+        return self
+
+    def wait_idle(self) -> None:
+        time.sleep(1.0)
+
+    def connect(self) -> psycopg.Connection[Any]:
+        return psycopg.connect(f"postgresql://postgres@127.0.0.1:{self.port}/default", autocommit=True)
+
+    def cpu_seconds(self) -> float:
+        """The postmaster's CPU and that of its ended backends (reaped: its children's times)."""
+        with open(f"/proc/{self.pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return sum(int(x) for x in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+
+    def alive(self) -> bool:
+        return Path(f"/proc/{self.pid}").exists()
+
+    def stop(self) -> str:
+        log = (self.pg.dir / "log").read_text(errors="replace") if (self.pg.dir / "log").exists() else ""
+        self.pg.stop()
+        return log
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--messages", type=int, default=100_000, help="frontend messages to send (100,000)")
@@ -54,6 +99,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="cases started per second at most (default: as fast as the workers go). The control's "
                              "p99 of two servers compares only at the same rate: a faster server otherwise takes "
                              "more cases per second, and the control competes with more work")
+    parser.add_argument("--postgres", action="store_true",
+                        help="fuzz a PostgreSQL 15 started for the run instead of meansql (the reference)")
     args = parser.parse_args(argv)
 
     all_cases: list[Case] = []
@@ -65,7 +112,8 @@ def main(argv: list[str] | None = None) -> int:
             break
 
     load_before = os.getloadavg()
-    server = MeansqlProcess(["--log-level", "WARNING"]).start()
+    server: MeansqlProcess | _Postgres = _Postgres().start() if args.postgres else \
+        MeansqlProcess(["--log-level", "WARNING"]).start()
     try:
         server.wait_idle()  # the idle baseline is taken once start-up work on other threads is done
         with server.connect() as conn:
@@ -99,8 +147,7 @@ def main(argv: list[str] | None = None) -> int:
         pipe.send("start")
         thread.start()
         started = time.perf_counter()
-        assert server.proc is not None
-        cpu_before = _cpu_seconds(server.proc.pid)
+        cpu_before = server.cpu_seconds()
         last = [started]
 
         def progress(done: int) -> None:
@@ -112,14 +159,14 @@ def main(argv: list[str] | None = None) -> int:
         results = run_many("127.0.0.1", server.port, all_cases, args.workers, on_progress=progress,
                            rate=args.rate)
         elapsed = time.perf_counter() - started
-        server_cpu = _cpu_seconds(server.proc.pid) - cpu_before
+        server_cpu = server.cpu_seconds() - cpu_before
         stop.set()
         thread.join()
         pipe.send("stop")
         apart_latencies, apart_failures = pipe.recv()
         pipe.send("exit")
         apart.join(10)
-        alive = server.proc is not None and server.proc.poll() is None
+        alive = server.alive()
     finally:
         log = server.stop()
 
@@ -129,6 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     tracebacks = log.count("Traceback")
     load = p99(control.latencies)
     print()
+    print(f"server                {'PostgreSQL 15' if args.postgres else 'meansql':>10}")
     print(f"cases                 {len(results):>10,}   ({sent:,} messages, {args.workers} connections at once"
           f"{f', at most {args.rate:,.0f} cases/s' if args.rate else ''})")
     print(f"time                  {elapsed:>10.1f} s  ({len(results) / elapsed:,.0f} cases/s, {sent / elapsed:,.0f} msgs/s)")

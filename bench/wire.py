@@ -86,6 +86,13 @@ class MeansqlProcess:
     def url(self) -> str:
         return f"postgresql://postgres@127.0.0.1:{self.port}/default"
 
+    def cpu_seconds(self) -> float:
+        assert self.proc is not None
+        return _cpu_seconds(self.proc.pid)
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
     def connect(self) -> psycopg.Connection[Any]:
         return psycopg.connect(self.url, autocommit=True)
 
