@@ -18,12 +18,14 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # also runnable as `python bench/proxy.py`
@@ -77,21 +79,30 @@ def cpu_seconds(pid: int) -> float:
 
 
 def throughput(direct: str, rows: int, seconds: float, rounds: int) -> None:
-    """Part (a): the same figures through the proxy and directly, alternating, `rounds` times each; medians.
+    """Part (a): the same figures through the proxy, through a bare relay and directly, alternating, `rounds`
+    times each; medians.
 
-    On a shared machine the load moves between two runs: alternating keeps both sides under the same load,
-    and the proxy's own CPU time (per 1,000,000 rows streamed, per 1,000 round trips) is printed too.
+    On a shared machine the load moves between two runs: alternating keeps all three under the same load, and
+    the proxy's own CPU time (per 1,000,000 rows streamed, per 1,000 round trips) is printed too. The bare
+    relay (bench/bare_relay.py: read and send, nothing else) is what any relay in Python reaches here.
     """
     proxy = MeansqlProcess(["--log-level", "WARNING", "--no-http", "--upstream", direct]).start()
     assert proxy.proc is not None
+    bare = subprocess.Popen([sys.executable, "-m", "bench.bare_relay", str(urlsplit(direct).port)], cwd=ROOT,
+                            stdout=subprocess.PIPE, text=True)
+    assert bare.stdout is not None
+    bare_port = int(bare.stdout.readline().rsplit(":", 1)[1])
     through: dict[str, list[float]] = {}
+    relayed: dict[str, list[float]] = {}
     plain: dict[str, list[float]] = {}
     cost: dict[str, list[float]] = {}  # the proxy's CPU microseconds per row or per round trip
     try:
         via = f"postgresql://postgres@127.0.0.1:{proxy.port}/postgres"
+        via_bare = f"postgresql://postgres@127.0.0.1:{bare_port}/postgres"
         streaming(via, min(rows, 100_000), 1)  # warm-up: imports, first connections
+        streaming(via_bare, min(rows, 100_000), 1)
         for _ in range(rounds):
-            for url, into in ((via, through), (direct, plain)):
+            for url, into in ((via, through), (via_bare, relayed), (direct, plain)):
                 for n in THREADS:
                     name = f"stream rows/s, {n} thread{'s' if n > 1 else ''}"
                     before = cpu_seconds(proxy.proc.pid)
@@ -107,15 +118,20 @@ def throughput(direct: str, rows: int, seconds: float, rounds: int) -> None:
                         cost.setdefault(name, []).append((cpu_seconds(proxy.proc.pid) - before) * 1e6 / trips)
     finally:
         proxy.stop()
+        bare.kill()
+        bare.wait()
     goals = {"stream": 0.8, "SELECT": 0.6}
-    print(f"{'(a) median of ' + str(rounds):<28}{'proxy':>12}{'direct':>12}{'ratio':>8}{'goal':>7}{'proxy CPU':>11}  ratio per round")
+    print(f"{'(a) median of ' + str(rounds):<28}{'proxy':>12}{'direct':>12}{'ratio':>8}{'goal':>7}{'proxy CPU':>11}"
+          f"  ratio per round{'':<8}{'bare relay':>11}  its ratio per round")
     for name, values in through.items():
         value, base = statistics.median(values), statistics.median(plain[name])
         each = " ".join(f"{v / b:.0%}" for v, b in zip(values, plain[name]))
+        bare_each = " ".join(f"{v / b:.0%}" for v, b in zip(relayed[name], plain[name]))
         unit = "row" if name.startswith("stream") else "trip"
         goal = ">=" + format(goals[name.split()[0]], ".0%")
         spent = f"{statistics.median(cost[name]):.1f} us/{unit}"
-        print(f"{name:<28}{value:>12,.0f}{base:>12,.0f}{value / base:>8.0%}{goal:>7}{spent:>14}  {each}")
+        print(f"{name:<28}{value:>12,.0f}{base:>12,.0f}{value / base:>8.0%}{goal:>7}{spent:>14}  {each:<23}"
+              f"{statistics.median(relayed[name]) / base:>11.0%}  {bare_each}")
 
 
 # -- (b) filter pushdown ------------------------------------------------------------------------------------
