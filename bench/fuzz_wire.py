@@ -11,7 +11,9 @@ compared with the same connection's p99 on the idle server before the run.
 
 `--postgres` runs the same cases against a PostgreSQL 15 started for the run (a database "default" created
 in it) instead of meansql: the reference for what the machine allows, since the fuzzing threads share its
-cores with the server. Its CPU is the postmaster's and its ended backends'.
+cores with the server. Its CPU is the postmaster's and its ended backends'. `--fuzz-elsewhere` starts a second
+server of the same kind and fuzzes it while the controls ping the first, which does no other work: the control's
+p99 then measures the machine's contention alone.
 """
 
 from __future__ import annotations
@@ -101,6 +103,9 @@ def main(argv: list[str] | None = None) -> int:
                              "more cases per second, and the control competes with more work")
     parser.add_argument("--postgres", action="store_true",
                         help="fuzz a PostgreSQL 15 started for the run instead of meansql (the reference)")
+    parser.add_argument("--fuzz-elsewhere", action="store_true",
+                        help="fuzz a second server of the same kind while the controls ping the first, idle one: what "
+                             "the same fuzzing does to the control through the machine alone (its cores)")
     args = parser.parse_args(argv)
 
     all_cases: list[Case] = []
@@ -114,10 +119,15 @@ def main(argv: list[str] | None = None) -> int:
     load_before = os.getloadavg()
     server: MeansqlProcess | _Postgres = _Postgres().start() if args.postgres else \
         MeansqlProcess(["--log-level", "WARNING"]).start()
+    fuzzed: MeansqlProcess | _Postgres = server
+    if args.fuzz_elsewhere:
+        fuzzed = _Postgres().start() if args.postgres else MeansqlProcess(["--log-level", "WARNING"]).start()
+        fuzzed.wait_idle()
     try:
         server.wait_idle()  # the idle baseline is taken once start-up work on other threads is done
-        with server.connect() as conn:
-            conn.execute("CREATE TABLE fuzz_t (a INT, b TEXT)")
+        for each in {id(server): server, id(fuzzed): fuzzed}.values():
+            with each.connect() as conn:
+                conn.execute("CREATE TABLE fuzz_t (a INT, b TEXT)")
         control = Control("127.0.0.1", server.port)
         pipe, child_end = multiprocessing.get_context("spawn").Pipe()
         apart = multiprocessing.get_context("spawn").Process(target=_control_process, args=(server.port, child_end),
@@ -147,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         pipe.send("start")
         thread.start()
         started = time.perf_counter()
-        cpu_before = server.cpu_seconds()
+        cpu_before = fuzzed.cpu_seconds()
         last = [started]
 
         def progress(done: int) -> None:
@@ -156,19 +166,21 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  {done:>7,} cases  {10_000 / (now - last[0]):,.0f} cases/s", flush=True)
                 last[0] = now
 
-        results = run_many("127.0.0.1", server.port, all_cases, args.workers, on_progress=progress,
+        results = run_many("127.0.0.1", fuzzed.port, all_cases, args.workers, on_progress=progress,
                            rate=args.rate)
         elapsed = time.perf_counter() - started
-        server_cpu = server.cpu_seconds() - cpu_before
+        server_cpu = fuzzed.cpu_seconds() - cpu_before
         stop.set()
         thread.join()
         pipe.send("stop")
         apart_latencies, apart_failures = pipe.recv()
         pipe.send("exit")
         apart.join(10)
-        alive = server.alive()
+        alive = fuzzed.alive()
     finally:
-        log = server.stop()
+        log = fuzzed.stop()
+        if fuzzed is not server:
+            server.stop()
 
     hung = sum(o.hung for _, o in results)
     wrong = [(c.data[:60], o.why) for c, o in results if not o.ok and not o.hung]
@@ -176,7 +188,8 @@ def main(argv: list[str] | None = None) -> int:
     tracebacks = log.count("Traceback")
     load = p99(control.latencies)
     print()
-    print(f"server                {'PostgreSQL 15' if args.postgres else 'meansql':>10}")
+    print(f"server                {'PostgreSQL 15' if args.postgres else 'meansql':>10}"
+          f"{'   (two: the controls ping one, idle; the fuzzing goes to the other)' if args.fuzz_elsewhere else ''}")
     print(f"cases                 {len(results):>10,}   ({sent:,} messages, {args.workers} connections at once"
           f"{f', at most {args.rate:,.0f} cases/s' if args.rate else ''})")
     print(f"time                  {elapsed:>10.1f} s  ({len(results) / elapsed:,.0f} cases/s, {sent / elapsed:,.0f} msgs/s)")
