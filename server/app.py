@@ -192,10 +192,11 @@ class App:
     def _warm_up(self) -> None:
         """Pay now what the first semantic query would: the answer cache's first lookup (DuckDB's first scan of
         an Arrow table imports pyarrow.dataset, 0.2 s or more of CPU), then litellm's import and set-up."""
-        try:
-            self.training_store.cache_lookup(["warm-up"])  # no answer has this key: reads a miss, writes nothing
-        except Exception as exc:  # a failed warm-up only costs the first query time
-            log.debug("answer cache warm-up failed: %s", exc)
+        if isinstance(self.training_store, DuckDBStore):  # PostgreSQL's lookup scans no Arrow table
+            try:
+                self.training_store.cache_lookup(["warm-up"])  # no answer has this key: reads a miss, writes nothing
+            except Exception as exc:  # a failed warm-up only costs the first query time
+                log.debug("answer cache warm-up failed: %s", exc)
         self.judge.warm_up(self.settings.model)
 
     def _needs_embeddings(self) -> bool:
