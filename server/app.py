@@ -186,9 +186,18 @@ class App:
             self.embedder.start()  # the model loads in the background; the first use waits for it
         if self.settings.model:
             # litellm takes seconds to import; do it before the first query needs it.
-            threading.Thread(target=self.judge.warm_up, args=(self.settings.model,), name="meansql-warmup",
-                             daemon=True).start()
+            threading.Thread(target=self._warm_up, name="meansql-warmup", daemon=True).start()
         return self.server
+
+    def _warm_up(self) -> None:
+        """Pay now what the first semantic query would: the answer cache's first lookup (DuckDB's first scan of
+        an Arrow table imports pyarrow.dataset, 0.2 s or more of CPU), then litellm's import and set-up."""
+        if isinstance(self.training_store, DuckDBStore):  # PostgreSQL's lookup scans no Arrow table
+            try:
+                self.training_store.cache_lookup(["warm-up"])  # no answer has this key: reads a miss, writes nothing
+            except Exception as exc:  # a failed warm-up only costs the first query time
+                log.debug("answer cache warm-up failed: %s", exc)
+        self.judge.warm_up(self.settings.model)
 
     def _needs_embeddings(self) -> bool:
         """Whether start-up should load the embedding model: the local judge answers, or an operator uses it.
