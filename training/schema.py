@@ -294,9 +294,17 @@ LABEL_SORT_COLUMNS = ("created_at", "quality_score", "confidence", "difficulty")
 LABEL_FILTER_COLUMNS = ("agent_id", "domain", "task_type", "source_type", "cascade_id", "cell_name")
 LABEL_COLUMNS = (*LABEL_SORT_COLUMNS, *LABEL_FILTER_COLUMNS)
 LABEL_KEY = "md5_number_lower({})"
-_LABEL_INTO = f"INSERT INTO training_example_labels (example_id, label, label_key, {', '.join(LABEL_COLUMNS)})"
-_LABEL_KEYED = f"SELECT example_id, label, {LABEL_KEY.format('label')}, {', '.join(LABEL_COLUMNS)}"
-_LABEL_SELECT = f"SELECT DISTINCT id AS example_id, unnest(labels) AS label, {', '.join(LABEL_COLUMNS)}"
+# label_bits: the example's labels as bits, one per label at md5_number_lower(label) % 64 (LABEL_BIT); a label's bit
+# clear in it says the example lacks the label, a bit set that it may have it. A join of two labels' rows on the
+# example (all of them; any of them counted once) needs only the rows whose bits allow the other label.
+LABEL_BIT = "CAST(1 AS UBIGINT) << CAST(md5_number_lower({}) % 64 AS INTEGER)"
+# (A 0 first: an empty list has bits too; list_distinct leaves NULLs out.)
+_LABEL_BITS = (
+    f"list_reduce(list_prepend(CAST(0 AS UBIGINT), list_transform(list_distinct(labels), l -> {LABEL_BIT.format('l')})), (a, b) -> a | b)"
+)
+_LABEL_INTO = f"INSERT INTO training_example_labels (example_id, label, label_key, {', '.join(LABEL_COLUMNS)}, label_bits)"
+_LABEL_KEYED = f"SELECT example_id, label, {LABEL_KEY.format('label')}, {', '.join(LABEL_COLUMNS)}, label_bits"
+_LABEL_SELECT = f"SELECT DISTINCT id AS example_id, unnest(labels) AS label, {', '.join(LABEL_COLUMNS)}, {_LABEL_BITS} AS label_bits"
 # A label repeated in one list is one row; the back-fill is sorted by label, so right after it the rows of a label are
 # a few row groups that DuckDB's zonemaps find.
 _LABELS_BACKFILL = f"""
@@ -322,6 +330,12 @@ MIGRATIONS[8] = [
         cell_name VARCHAR
     )
     """,
+    # (Filled by migration 9, which adds a column.)
+]
+# Migration 9: label_bits (see LABEL_BIT), written with every label row; the rows again, sorted by label.
+MIGRATIONS[9] = [
+    "ALTER TABLE training_example_labels ADD COLUMN label_bits UBIGINT",
+    "DELETE FROM training_example_labels",
     _LABELS_BACKFILL,
 ]
 LABELS_REBUILD = ["DELETE FROM training_example_labels", _LABELS_BACKFILL]
@@ -331,7 +345,8 @@ LABELS_FROM = f"""
 {_LABEL_INTO}
 {_LABEL_KEYED} FROM (
     SELECT DISTINCT CAST(id AS UUID) AS example_id, unnest(labels) AS label, {", ".join(LABEL_SORT_COLUMNS)},
-           CAST(agent_id AS UUID) AS agent_id, {", ".join(LABEL_FILTER_COLUMNS[1:])} FROM {{source}})
+           CAST(agent_id AS UUID) AS agent_id, {", ".join(LABEL_FILTER_COLUMNS[1:])}, {_LABEL_BITS} AS label_bits
+    FROM {{source}})
 """
 LABELS_DELETE = "DELETE FROM training_example_labels WHERE example_id IN (SELECT CAST(id AS UUID) FROM {ids})"
 LABELS_RESYNC = f"""
