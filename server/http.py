@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import socket
 import threading
+import time
 
 import uvicorn
 from fastapi import FastAPI
@@ -39,8 +40,17 @@ class HttpServer:
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, name="meansql-http",
                                        daemon=True)
 
-    def start(self) -> HttpServer:
+    def start(self, timeout: float = 30.0) -> HttpServer:
+        """Start serving; returns once uvicorn has started, so its start-up does not run beside the first requests
+        (or the first statements of the pg-wire server in the same process)."""
         self.thread.start()
+        deadline = time.monotonic() + timeout
+        while not self.server.started:
+            if not self.thread.is_alive():
+                raise RuntimeError(f"the HTTP API on {self.address[0]}:{self.address[1]} did not start")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the HTTP API on {self.address[0]}:{self.address[1]} did not start in {timeout:.0f} s")
+            time.sleep(0.005)
         return self
 
     def stop(self) -> None:
