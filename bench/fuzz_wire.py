@@ -34,7 +34,7 @@ if str(ROOT) not in sys.path:  # also runnable as `python bench/fuzz_wire.py`
 
 import psycopg  # noqa: E402
 
-from bench.wire import MeansqlProcess  # noqa: E402
+from bench.wire import MeansqlProcess, _cpu_seconds  # noqa: E402
 from tests.fix_fuzz import Case, Control, cases, p99, run_many  # noqa: E402
 
 PING_EVERY = 0.02  # seconds between a control's SELECT 1s, idle and during the run
@@ -79,9 +79,7 @@ class _Postgres:
 
     def cpu_seconds(self) -> float:
         """The postmaster's CPU and that of its ended backends (reaped: its children's times)."""
-        with open(f"/proc/{self.pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return sum(int(x) for x in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+        return _cpu_seconds(self.pid, children=True)
 
     def alive(self) -> bool:
         return Path(f"/proc/{self.pid}").exists()

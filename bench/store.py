@@ -33,6 +33,7 @@ from typing import Any
 
 import httpx
 
+from bench.wire import wait_quiet
 from server.http import HttpServer
 from training import examples, retrieval, search
 from training import labels as label_rows
@@ -67,26 +68,6 @@ def make_rows(n: int, start: int, rng: random.Random, vocab: list[str]) -> list[
             "created_at": (base + dt.timedelta(seconds=i)).isoformat(),
         })
     return rows
-
-
-def settle(window: float = 0.5, windows: int = 3, limit: float = 60.0) -> float:
-    """Wait until this process burns at most two clock ticks in each of `windows` windows in a row; the seconds
-    waited. The bulk load and the full-text index build leave work behind (DuckDB releasing their memory) that
-    slowed the first half second of timed queries to two or three times their steady latency."""
-    tick = 1.0 / os.sysconf("SC_CLK_TCK")
-
-    def cpu() -> float:
-        with open("/proc/self/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) * tick
-
-    started = time.monotonic()
-    quiet = 0
-    while quiet < windows and time.monotonic() - started < limit:
-        before = cpu()
-        time.sleep(window)
-        quiet = quiet + 1 if cpu() - before <= 2 * tick else 0
-    return time.monotonic() - started
 
 
 def timed(fn: Callable[[], Any], repeat: int) -> tuple[float, float]:
@@ -179,7 +160,9 @@ def run(store: Store, args: argparse.Namespace, rng: random.Random, vocab: list[
     print(f"full-text: {'BM25 (fts extension)' if fts else 'ILIKE (duckdb-extension-fts not installed)'}; "
           f"index build {time.perf_counter() - t:.1f} s")
     server = HttpServer(store, "127.0.0.1", 0).start()
-    print(f"settled {settle():.1f} s after the load and the index build (timing starts once this process is idle)")
+    # The load and the index build leave work behind that slowed the first half second of timed queries.
+    settled = wait_quiet("self", window=0.5, windows=3, limit=60.0)
+    print(f"settled {settled:.1f} s after the load and the index build (timing starts once this process is idle)")
     http = httpx.Client(base_url=f"http://{server.address[0]}:{server.address[1]}", timeout=60)
 
     def get(path: str, **params: Any) -> Callable[[], Any]:

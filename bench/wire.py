@@ -70,17 +70,11 @@ class MeansqlProcess:
         raise RuntimeError("meansql did not start:\n" + self.log.read_text(errors="replace"))
 
     def wait_idle(self, window: float = 1.0, windows: int = 3, limit: float = 180.0) -> float:
-        """Wait until the server burns at most two clock ticks in each of `windows` windows in a row (the
-        embedding model loads on a thread after "listening"); returns the seconds waited."""
+        """Wait until the server is quiet (see wait_quiet; the embedding model loads on a thread after
+        "listening"); returns the seconds waited."""
         assert self.proc is not None
-        started = time.monotonic()
-        tick = 1.0 / os.sysconf("SC_CLK_TCK")
-        quiet = 0
-        while quiet < windows and time.monotonic() - started < limit and self.proc.poll() is None:
-            before = _cpu_seconds(self.proc.pid)
-            time.sleep(window)
-            quiet = quiet + 1 if _cpu_seconds(self.proc.pid) - before <= 2 * tick else 0
-        return time.monotonic() - started
+        proc = self.proc
+        return wait_quiet(proc.pid, window, windows, limit, alive=lambda: proc.poll() is None)
 
     @property
     def url(self) -> str:
@@ -110,11 +104,25 @@ class MeansqlProcess:
         return text
 
 
-def _cpu_seconds(pid: int) -> float:
-    """User and system CPU seconds of a process, all its threads."""
+def _cpu_seconds(pid: int | str, children: bool = False) -> float:
+    """User and system CPU seconds of a process, all its threads (and, with `children`, of its reaped children)."""
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return sum(int(x) for x in fields[11 : 15 if children else 13]) / os.sysconf("SC_CLK_TCK")
+
+
+def wait_quiet(pid: int | str, window: float, windows: int, limit: float,
+               alive: Callable[[], bool] = lambda: True) -> float:
+    """Wait until a process burns at most two clock ticks in each of `windows` windows in a row (at most `limit`
+    seconds, or until `alive` says it ended); returns the seconds waited."""
+    started = time.monotonic()
+    tick = 1.0 / os.sysconf("SC_CLK_TCK")
+    quiet = 0
+    while quiet < windows and time.monotonic() - started < limit and alive():
+        before = _cpu_seconds(pid)
+        time.sleep(window)
+        quiet = quiet + 1 if _cpu_seconds(pid) - before <= 2 * tick else 0
+    return time.monotonic() - started
 
 
 def _in_threads(n: int, work: Callable[[int], int]) -> tuple[int, float]:
