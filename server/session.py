@@ -187,8 +187,6 @@ class Session:
         self._parsed: dict[str, Any] = {}  # DuckDB's parse of such texts (queries and DML), by text
         self._duck_database: str | None = None
         self._lookup: duckdb.DuckDBPyConnection | None = None
-        self._catalog = catalog.Rewriter(self.settings, lambda: self.user or "postgres",
-                                         lambda: self.database or "default")
         # LISTEN/NOTIFY: channels listened to, notifications waiting for the session to be idle,
         # and events of this session's open transaction (handed on at COMMIT).
         self.notify: Callable[[str, str], None] | None = None
@@ -620,8 +618,11 @@ class Session:
 
     def _catalog_text(self, text: str) -> str:
         """A statement reading pg_catalog or session values, rewritten for meansql's catalog."""
+        # Made for each statement: a Rewriter kept on the session, with callbacks that hold the session, would make
+        # each session a reference cycle that only a garbage collection frees (see close()).
+        rewriter = catalog.Rewriter(self.settings, lambda: self.user or "postgres", lambda: self.database or "default")
         try:
-            return self._catalog.rewrite(text)
+            return rewriter.rewrite(text)
         except sqlglot.errors.ParseError:
             # Not a catalog query sqlglot can read (a user's table named pg_x, DuckDB-only syntax):
             # DuckDB reads it as written and reports its own error if it cannot either.
@@ -805,12 +806,13 @@ class Session:
 
     def deliver_notifications(self) -> None:
         """Send waiting notifications, unless a transaction is open (PostgreSQL delivers them after it ends)."""
-        if self.notify is None or self.tx is not TxState.IDLE:
+        notify = self.notify  # close() may drop it meanwhile
+        if notify is None or self.tx is not TxState.IDLE:
             return
         with self._lock:
             waiting, self._waiting = self._waiting, []
         for channel, payload in waiting:
-            self.notify(channel, payload)
+            notify(channel, payload)
 
     def _argument_error(self, exc: duckdb.BinderException) -> Exception:
         """DuckDB's 'no function matches' for an operator, in the operator's own words."""
@@ -965,6 +967,14 @@ class Session:
 
     def close(self) -> None:
         self._unhook()
+        # The connection's callbacks hold the connection, which holds this session: dropping them here lets reference
+        # counting free both at once. Left in place, every session that ever ran became a reference cycle of some
+        # 35 objects (handler, socket, buffers, state, closures) that waited for a collection of generation 1 or 2;
+        # those ran every few hundred milliseconds under a burst of short connections and held the interpreter lock
+        # for 3-19 ms each, which other sessions' statements then waited out.
+        self.notice = _no_notice
+        self.notify = None
+        self.find_portal = _no_portal
         for cur in self.cursors.values():
             cur.close()
         self.cursors.clear()
@@ -978,6 +988,14 @@ class Session:
         except duckdb.Error:
             pass  # the connection is going away; nothing to keep
         self._duck.close()
+
+
+def _no_notice(severity: str, message: str) -> None:
+    """Where a closed session's notices go."""
+
+
+def _no_portal(name: str) -> cursors.Cursor | None:
+    return None
 
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|min|h)?\s*$", re.I)

@@ -174,3 +174,59 @@ def test_connections_tokenize_at_once_without_reading_each_others_text() -> None
     finally:
         sys.setswitchinterval(interval)
     assert wrong == []
+
+
+class _Connection:
+    """Holds its session, and the session's callbacks hold it: the shape of a pg-wire connection."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        self.sent: list[str] = []
+        session.notice = lambda severity, message: self.sent.append(message)
+        session.notify = lambda channel, payload: self.sent.append(payload)
+        session.find_portal = lambda name: None if self.session is None else None
+
+
+def test_a_closed_session_and_its_connection_are_freed_without_a_garbage_collection(tmp_path: Path) -> None:
+    import gc
+    import types
+    import weakref
+
+    from semantic_ops.operators import Registry
+
+    store = Store(tmp_path / "cycles.duckdb")
+    enabled = gc.isenabled()
+    gc.collect()
+    gc.disable()  # what reference counting frees alone
+    try:
+        executor = types.SimpleNamespace(registry=Registry([]))  # no operators: plain SQL only
+        session = Session(store, executor=executor)  # type: ignore[arg-type]
+        conn = _Connection(session)
+        # A catalog statement (rewritten for meansql's catalog) and one that sends a notice.
+        for stmt in session.split("SELECT current_user, current_database(); COMMIT"):
+            result = session.run(stmt)
+            if result.rows is not None:
+                assert list(result.rows) == [("postgres", "default")]
+        assert conn.sent == ["there is no transaction in progress"]
+        session.close()
+        gone_session, gone_conn = weakref.ref(session), weakref.ref(conn)
+        del session, conn, result, stmt
+        assert gone_session() is None and gone_conn() is None
+    finally:
+        if enabled:
+            gc.enable()
+        store.close()
+
+
+def test_notifications_for_a_session_closed_meanwhile_go_nowhere(tmp_path: Path) -> None:
+    store = Store(tmp_path / "closed.duckdb")
+    try:
+        session = Session(store, executor=None)  # type: ignore[arg-type]
+        conn = _Connection(session)
+        session.close()
+        session._waiting.append(("training_events", "{}"))
+        session.deliver_notifications()  # no callback left: nothing is sent, nothing raises
+        session.notice("WARNING", "after close")
+        assert conn.sent == [] and session.find_portal("p") is None
+    finally:
+        store.close()
