@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import cProfile
-import gc
 import os
 import re
 import subprocess
@@ -29,6 +28,7 @@ if str(ROOT) not in sys.path:  # also runnable as `python bench/judge_cpu.py`
     sys.path.insert(0, str(ROOT))
 
 from bench.semantic import CRITERION, load_average, proc_cpu_ms, text  # noqa: E402
+from bench.wire import GcTimes  # noqa: E402
 from semantic_ops.judges.base import JudgeRequest  # noqa: E402
 from semantic_ops.judges.litellm import LiteLLMJudge  # noqa: E402
 
@@ -61,29 +61,6 @@ def start_provider(delay: float, log: Path) -> tuple[subprocess.Popen[bytes], st
         time.sleep(0.05)
     proc.kill()
     raise RuntimeError("stand-in provider did not start:\n" + log.read_text(errors="replace"))
-
-
-class GcTimes:
-    """Collections per generation and the CPU they took (of the thread that ran them), while counting."""
-
-    def __init__(self) -> None:
-        self.counts = [0, 0, 0]
-        self.ms = [0.0, 0.0, 0.0]
-        self._started = 0.0
-        gc.callbacks.append(self._callback)
-
-    def _callback(self, phase: str, info: dict[str, int]) -> None:
-        if phase == "start":
-            self._started = time.thread_time()
-        else:
-            self.counts[info["generation"]] += 1
-            self.ms[info["generation"]] += (time.thread_time() - self._started) * 1000
-
-    def reset(self) -> None:
-        self.counts, self.ms = [0, 0, 0], [0.0, 0.0, 0.0]
-
-    def line(self, calls: int) -> str:
-        return "gc " + ", ".join(f"gen{g} {n}x {ms / calls:.3f} ms/call" for g, (n, ms) in enumerate(zip(self.counts, self.ms)))
 
 
 def requests(n: int, offset: int) -> list[JudgeRequest]:

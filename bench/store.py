@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import gc
 import os
 import random
 import statistics
@@ -34,7 +33,7 @@ from typing import Any
 
 import httpx
 
-from bench.wire import wait_quiet
+from bench.wire import GcTimes, wait_quiet
 from server.http import HttpServer
 from training import examples, retrieval, search
 from training import labels as label_rows
@@ -69,27 +68,6 @@ def make_rows(n: int, start: int, rng: random.Random, vocab: list[str]) -> list[
             "created_at": (base + dt.timedelta(seconds=i)).isoformat(),
         })
     return rows
-
-
-class FullCollections:
-    """Full (generation 2) garbage collections and the wall time they held the interpreter, while counting."""
-
-    def __init__(self) -> None:
-        self.count, self.ms, self._started = 0, 0.0, 0.0
-        gc.callbacks.append(self._callback)
-
-    def _callback(self, phase: str, info: dict[str, int]) -> None:
-        if info["generation"] != 2:
-            return
-        if phase == "start":
-            self._started = time.perf_counter()
-        else:
-            self.count += 1
-            self.ms += (time.perf_counter() - self._started) * 1000
-
-    def take(self) -> str:
-        seen, self.count, self.ms = f"{self.count} ({self.ms:.0f} ms)", 0, 0.0
-        return seen
 
 
 def timed(fn: Callable[[], Any], repeat: int, warm_up: float = 1.0) -> tuple[float, float]:
@@ -272,15 +250,15 @@ def run(store: Store, args: argparse.Namespace, rng: random.Random, vocab: list[
                                            source="curated", criterion="criterion 99"),
          raw("SELECT count(*) FROM training_examples WHERE cascade_id = ? AND cell_name = ?", "cascade_5", "evaluate")),
     ]
-    full = FullCollections()
+    gc_times = GcTimes()
     print(f"{'query':<62} {'p50 ms':>8} {'p95 ms':>8}   {'baseline p50/p95 ms':>20}   full GCs while timed")
     for name, fn, base in cases:
         n = min(args.repeat, 10) if name.startswith("full-text") else args.repeat
-        full.take()
+        gc_times.reset()
         p50, p95 = timed(fn, n)
-        collections = full.take()
+        full = f"{gc_times.counts[2]} ({gc_times.ms[2]:.0f} ms)"
         b50, b95 = timed(base, n)
-        print(f"{name:<62} {p50:>8.1f} {p95:>8.1f}   {b50:>9.1f} / {b95:<9.1f}   {collections}", flush=True)
+        print(f"{name:<62} {p50:>8.1f} {p95:>8.1f}   {b50:>9.1f} / {b95:<9.1f}   {full}", flush=True)
     http.close()
     server.stop()
     cur.close()

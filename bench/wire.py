@@ -17,6 +17,7 @@ The client runs in this process, so on a small machine its own CPU is part of bo
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import re
 import shutil
@@ -102,6 +103,29 @@ class MeansqlProcess:
         text = self.log.read_text(errors="replace") if self.log.exists() else ""
         shutil.rmtree(self.dir, ignore_errors=True)
         return text
+
+
+class GcTimes:
+    """Collections per generation and the CPU they took (of the thread that ran them), while counting."""
+
+    def __init__(self) -> None:
+        self.counts = [0, 0, 0]
+        self.ms = [0.0, 0.0, 0.0]
+        self._started = 0.0
+        gc.callbacks.append(self._callback)
+
+    def _callback(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = time.thread_time()
+        else:
+            self.counts[info["generation"]] += 1
+            self.ms[info["generation"]] += (time.thread_time() - self._started) * 1000
+
+    def reset(self) -> None:
+        self.counts, self.ms = [0, 0, 0], [0.0, 0.0, 0.0]
+
+    def line(self, calls: int) -> str:
+        return "gc " + ", ".join(f"gen{g} {n}x {ms / calls:.3f} ms/call" for g, (n, ms) in enumerate(zip(self.counts, self.ms)))
 
 
 def _cpu_seconds(pid: int | str, children: bool = False) -> float:

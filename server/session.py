@@ -167,7 +167,7 @@ class Session:
         self.settings: dict[str, str] = dict(CLIENT_PARAMETERS)
         self.reports: dict[str, str] = {}  # ParameterStatus the client is owed before ReadyForQuery
         self.tx = TxState.IDLE
-        self.notice: Callable[[str, str], None] = lambda severity, message: None
+        self.notice: Callable[[str, str], None] = _no_notice
         self._current: QueryContext | None = None
         self._running = False
         self._cancel_reason = "user request"
@@ -175,7 +175,7 @@ class Session:
         self._active: duckdb.DuckDBPyConnection | None = None  # running the current statement (a cancel interrupts it)
         # SQL cursors by name; protocol portals (kept by the connection) are looked up through find_portal.
         self.cursors: dict[str, cursors.Cursor] = {}
-        self.find_portal: Callable[[str], cursors.Cursor | None] = lambda name: None
+        self.find_portal: Callable[[str], cursors.Cursor | None] = _no_portal
         self._tx_wrote = False  # the open transaction changed something only its own connection sees
         self._has_temp = False  # temporary objects exist, visible on the session's connection only
         # Copy the rows a planned semantic statement keeps before judging (planner.keep): proxy mode, where each
@@ -991,7 +991,7 @@ class Session:
 
 
 def _no_notice(severity: str, message: str) -> None:
-    """Where a closed session's notices go."""
+    """Where notices go while no connection takes them (before one is wired, after close)."""
 
 
 def _no_portal(name: str) -> cursors.Cursor | None:
